@@ -1,0 +1,136 @@
+//! Benchmarks anyone can rerun: `likewise bench embed FILE` prints tokens/s in the same JSON shape
+//! as the peers' script (`../shared/bench/peers.sh embed FILE`), so the two can be set side by
+//! side; `likewise bench article-vectors DIR` compares ways of making an article's vector on a
+//! labelled corpus.
+
+use crate::cli::{exit, CliError};
+use crate::index::{lead_text, mean_vector};
+use crate::model::Embedder;
+use crate::search::dot;
+use crate::text;
+use serde_json::json;
+use std::io::BufRead;
+use std::path::Path;
+use std::time::Instant;
+
+fn threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Embeds the lines of `file` (after a warm-up) and prints throughput as one JSON line.
+pub fn embed(encoder: &dyn Embedder, file: &Path, lines: Option<usize>) -> Result<i32, CliError> {
+    let f = std::fs::File::open(file).map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
+    let mut texts = Vec::new();
+    for line in std::io::BufReader::new(f).lines() {
+        texts.push(line?);
+        if lines.is_some_and(|n| texts.len() >= n) {
+            break;
+        }
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let tokens = encoder.count_tokens(&refs)?;
+    encoder.embed(&refs[..refs.len().min(64)], &|_| {})?; // warm-up, as the peers' script does
+    let start = Instant::now();
+    encoder.embed(&refs, &|_| {})?;
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "system": format!("likewise {} (candle, {})", env!("CARGO_PKG_VERSION"), crate::cli::PRECISION),
+            "threads": threads(),
+            "texts": texts.len(),
+            "tokens": tokens,
+            "seconds": (seconds * 1000.0).round() / 1000.0,
+            "texts_per_s": (texts.len() as f64 / seconds * 10.0).round() / 10.0,
+            "tokens_per_s": (tokens as f64 / seconds).round(),
+        })
+    );
+    Ok(exit::SUCCESS)
+}
+
+/// For each way of making article vectors, the mean share of each article's 10 nearest
+/// neighbours that carry its label (leave-one-out), and the share whose nearest neighbour does.
+pub fn article_vectors(encoder: &dyn Embedder, corpus: &Path, per_topic: Option<usize>) -> Result<i32, CliError> {
+    let mut labels = Vec::new();
+    let mut articles = Vec::new();
+    let mut topics: Vec<_> = std::fs::read_dir(corpus)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    topics.sort();
+    for (t, topic) in topics.iter().enumerate() {
+        let mut files: Vec<_> = std::fs::read_dir(topic)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "txt" || e == "md"))
+            .collect();
+        files.sort();
+        for f in files.into_iter().take(per_topic.unwrap_or(usize::MAX)) {
+            let (content, _) = text::decode_text(&std::fs::read(&f)?);
+            articles.push(text::parse_article_text(&content));
+            labels.push(t);
+        }
+    }
+    let dim = encoder.identity().dim;
+    let mut chunk_texts: Vec<String> = Vec::new();
+    let mut owners = Vec::new();
+    for (i, a) in articles.iter().enumerate() {
+        for p in &a.paragraphs {
+            for r in encoder.windows(p)? {
+                chunk_texts.push(p[r].trim().to_string());
+                owners.push(i);
+            }
+        }
+    }
+    let titles: Vec<&str> = articles.iter().map(|a| a.title.as_str()).collect();
+    let leads: Vec<String> = articles.iter().map(lead_text).collect();
+    let started = Instant::now();
+    let embed_all = |texts: Vec<&str>| -> Result<Vec<Vec<f32>>, CliError> {
+        let mut v = encoder.embed(&texts, &|_| {})?;
+        v.iter_mut().for_each(|x| crate::model::bert::normalize_in_place(x));
+        Ok(v)
+    };
+    let chunk_vecs = embed_all(chunk_texts.iter().map(String::as_str).collect())?;
+    let title_vecs = embed_all(titles)?;
+    let lead_vecs = embed_all(leads.iter().map(String::as_str).collect())?;
+    eprintln!("likewise: embedded {} articles in {:.1}s", articles.len(), started.elapsed().as_secs_f64());
+    let mut per_article: Vec<Vec<&[f32]>> = vec![Vec::new(); articles.len()];
+    for (v, &o) in chunk_vecs.iter().zip(&owners) {
+        per_article[o].push(v);
+    }
+    let modes: Vec<(&str, Vec<Vec<f32>>)> = vec![
+        ("mean of headline and paragraphs", (0..articles.len()).map(|i| mean_vector(dim, per_article[i].iter().copied().chain([title_vecs[i].as_slice()]))).collect()),
+        ("mean of paragraphs", (0..articles.len()).map(|i| mean_vector(dim, per_article[i].iter().copied())).collect()),
+        ("headline + body, first window", lead_vecs.clone()),
+    ];
+    let mut results = Vec::new();
+    for (name, vecs) in &modes {
+        let (p10, p1) = knn_label_precision(vecs, &labels, 10);
+        results.push(json!({"article_vector": name, "precision_at_10": (p10 * 10000.0).round() / 10000.0, "precision_at_1": (p1 * 10000.0).round() / 10000.0}));
+    }
+    println!("{}", serde_json::to_string_pretty(&json!({"corpus": corpus.display().to_string(), "articles": articles.len(), "labels": topics.len(), "results": results})).expect("json"));
+    Ok(exit::SUCCESS)
+}
+
+/// Leave-one-out: mean share of the `k` nearest neighbours with the same label, and the share of
+/// articles whose nearest neighbour has it.
+fn knn_label_precision(vecs: &[Vec<f32>], labels: &[usize], k: usize) -> (f64, f64) {
+    let n = vecs.len();
+    let k = k.min(n.saturating_sub(1)).max(1);
+    let mut sum_k = 0.0;
+    let mut sum_1 = 0.0;
+    for i in 0..n {
+        let mut scored: Vec<(f32, usize)> = (0..n).filter(|&j| j != i).map(|j| (dot(&vecs[i], &vecs[j]), j)).collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let same = scored.iter().take(k).filter(|(_, j)| labels[*j] == labels[i]).count();
+        sum_k += same as f64 / k as f64;
+        if scored.first().is_some_and(|(_, j)| labels[*j] == labels[i]) {
+            sum_1 += 1.0;
+        }
+    }
+    (sum_k / n as f64, sum_1 / n as f64)
+}

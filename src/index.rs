@@ -1,0 +1,510 @@
+//! Indexing: from files on disk to articles, paragraphs and vectors in the store.
+//!
+//! Steps: walk the inputs (files and folders, recursively; `.txt`, `.md`, `.jsonl`), read and
+//! parse each article, skip articles whose content hash the store already holds, embed the rest
+//! paragraph by paragraph (a paragraph over the model's window is cut into windows, none dropped),
+//! and commit them in groups, so an interrupted run keeps every group it committed and a rerun
+//! embeds only what is missing.
+//!
+//! Every file that cannot be used (unreadable, binary, empty, too large, a broken JSONL line) gets
+//! one warning naming it and the reason; the rest is indexed.
+
+use crate::model::{Embedder, ModelError};
+use crate::store::format::{ArticleRecord, ChunkRecord, SegmentData};
+use crate::store::{StoreError, Writer};
+use crate::text::{self, Metadata, ParsedArticle};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Errors that stop indexing (a bad input file only warns).
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{path}: {reason}")]
+    Input { path: PathBuf, reason: String },
+}
+
+/// An input that was skipped, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Warning {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// An article read from an input, ready to embed.
+#[derive(Debug, Clone)]
+pub struct SourceArticle {
+    pub key: String,
+    pub file: Option<String>,
+    pub parsed: ParsedArticle,
+    pub content_hash: String,
+}
+
+/// How each article's own vector is made from its parts (see README, "Article vectors").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArticleVectorMode {
+    /// Mean of the headline's and every paragraph chunk's vectors, renormalised.
+    MeanOfParts,
+    /// Mean of the paragraph chunks' vectors only.
+    MeanOfParagraphs,
+    /// One embedding of headline and body together, truncated at the model's window.
+    LeadText,
+}
+
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// Remove articles whose files are gone (or no longer hold them).
+    pub prune: bool,
+    /// Articles per committed group.
+    pub group_articles: usize,
+    /// Articles with more text than this are skipped with a warning.
+    pub max_article_bytes: usize,
+    pub article_vectors: ArticleVectorMode,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        Self {
+            prune: false,
+            group_articles: 256,
+            max_article_bytes: 4 << 20,
+            article_vectors: ArticleVectorMode::MeanOfParts,
+        }
+    }
+}
+
+/// What an indexing run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IndexReport {
+    pub files: usize,
+    pub articles_new: usize,
+    pub articles_changed: usize,
+    pub articles_unchanged: usize,
+    pub articles_removed: usize,
+    pub paragraphs_embedded: usize,
+    pub chunks_embedded: usize,
+    pub skipped_inputs: usize,
+    pub seconds: f64,
+}
+
+/// Progress callbacks: set up with the number of articles to embed, then told of each group.
+pub trait Progress {
+    fn start(&self, articles: usize);
+    fn advance(&self, articles: usize);
+    fn warn(&self, warning: &Warning);
+    fn finish(&self);
+}
+
+/// A `Progress` that says nothing (tests, scripts).
+pub struct Silent;
+impl Progress for Silent {
+    fn start(&self, _: usize) {}
+    fn advance(&self, _: usize) {}
+    fn warn(&self, _: &Warning) {}
+    fn finish(&self) {}
+}
+
+const TEXT_EXTENSIONS: &[&str] = &["txt", "md", "markdown"];
+const JSONL_EXTENSIONS: &[&str] = &["jsonl", "ndjson"];
+
+fn is_indexable(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .is_some_and(|e| TEXT_EXTENSIONS.contains(&e.as_str()) || JSONL_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// The files to index under `paths`, sorted. A file named directly is taken whatever its
+/// extension; inside folders only `.txt`, `.md` and `.jsonl` files are.
+pub fn collect_files(paths: &[PathBuf], warn: &mut dyn FnMut(Warning)) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for root in paths {
+        let meta = match std::fs::metadata(root) {
+            Ok(m) => m,
+            Err(e) => {
+                warn(Warning { path: root.clone(), reason: format!("cannot be read: {e}") });
+                continue;
+            }
+        };
+        if meta.is_file() {
+            files.push(root.clone());
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
+            match entry {
+                Ok(e) if e.file_type().is_file() && is_indexable(e.path()) => {
+                    files.push(e.path().to_path_buf())
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.clone());
+                    let reason = if e.loop_ancestor().is_some() {
+                        "a symbolic link loop; not followed".to_string()
+                    } else {
+                        format!("cannot be read: {}", e.io_error().map(|i| i.to_string()).unwrap_or_else(|| e.to_string()))
+                    };
+                    warn(Warning { path, reason });
+                }
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
+    files
+}
+
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    crate::model::hex(&h.finalize())
+}
+
+/// Reads the articles of one file; problems become warnings.
+pub fn read_file(path: &Path, opts: &IndexOptions, warn: &mut dyn FnMut(Warning)) -> Vec<SourceArticle> {
+    let w = |reason: String| Warning { path: path.to_path_buf(), reason };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            warn(w(format!("cannot be read: {e}")));
+            return Vec::new();
+        }
+    };
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let file = canonical.to_string_lossy().into_owned();
+    let is_jsonl = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| JSONL_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        warn(w("empty; skipped".into()));
+        return Vec::new();
+    }
+    if text::looks_binary(&bytes) {
+        warn(w("looks binary, not text; skipped".into()));
+        return Vec::new();
+    }
+    if is_jsonl {
+        return read_jsonl(path, &file, &bytes, opts, warn);
+    }
+    if bytes.len() > opts.max_article_bytes {
+        warn(w(format!(
+            "{} bytes, over the {}-byte limit for one article; skipped",
+            bytes.len(),
+            opts.max_article_bytes
+        )));
+        return Vec::new();
+    }
+    let (content, fallback) = text::decode_text(&bytes);
+    if fallback {
+        warn(w("not valid UTF-8; read as Windows-1252 (Latin-1)".into()));
+    }
+    let parsed = text::parse_article_text(&content);
+    if parsed.paragraphs.is_empty() && parsed.title.is_empty() {
+        warn(w("no text; skipped".into()));
+        return Vec::new();
+    }
+    vec![SourceArticle {
+        key: file.clone(),
+        file: Some(file),
+        parsed,
+        content_hash: sha256_hex(&[&bytes]),
+    }]
+}
+
+#[derive(serde::Deserialize)]
+struct JsonArticle {
+    text: String,
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    date: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+fn read_jsonl(
+    path: &Path,
+    file: &str,
+    bytes: &[u8],
+    opts: &IndexOptions,
+    warn: &mut dyn FnMut(Warning),
+) -> Vec<SourceArticle> {
+    let (content, fallback) = text::decode_text(bytes);
+    if fallback {
+        warn(Warning { path: path.into(), reason: "not valid UTF-8; read as Windows-1252 (Latin-1)".into() });
+    }
+    let mut out = Vec::new();
+    let mut keys = HashSet::new();
+    for (n, line) in content.lines().enumerate() {
+        let line_no = n + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let w = |reason: String| Warning { path: PathBuf::from(format!("{}:{line_no}", path.display())), reason };
+        if line.len() > opts.max_article_bytes {
+            warn(w(format!("{} bytes, over the {}-byte limit for one article; skipped", line.len(), opts.max_article_bytes)));
+            continue;
+        }
+        let article: JsonArticle = match serde_json::from_str(line) {
+            Ok(a) => a,
+            Err(e) => {
+                warn(w(format!("not a JSON article with a `text` field ({e}); skipped")));
+                continue;
+            }
+        };
+        let key = match &article.id {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => format!("{file}#{line_no}"),
+        };
+        if !keys.insert(key.clone()) {
+            warn(w(format!("id `{key}` repeats an earlier line; skipped")));
+            continue;
+        }
+        let mut parsed = match &article.title {
+            Some(t) if !t.trim().is_empty() => {
+                let mut p = text::parse_body(article.text.lines());
+                p.title = text::normalize_whitespace(t);
+                p
+            }
+            _ => text::parse_article_text(&article.text),
+        };
+        if parsed.paragraphs.is_empty() && parsed.title.is_empty() {
+            warn(w("empty text; skipped".into()));
+            continue;
+        }
+        let meta = &mut parsed.meta;
+        if let Some(d) = article.date.filter(|d| !d.trim().is_empty()) {
+            meta.date = Some(text::normalize_date(&d));
+        }
+        if let Some(s) = article.source.filter(|s| !s.trim().is_empty()) {
+            meta.source = Some(s);
+        }
+        if let Some(u) = article.url.filter(|u| !u.trim().is_empty()) {
+            meta.url = Some(u);
+        }
+        out.push(SourceArticle {
+            key,
+            file: Some(file.to_string()),
+            content_hash: sha256_hex(&[line.as_bytes()]),
+            parsed,
+        });
+    }
+    out
+}
+
+/// Indexes `paths` into the store held by `writer`.
+pub fn index(
+    writer: &mut Writer,
+    embedder: &dyn Embedder,
+    paths: &[PathBuf],
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+) -> Result<IndexReport, IndexError> {
+    let started = std::time::Instant::now();
+    let mut report = IndexReport::default();
+    let mut warn = |w: Warning| {
+        progress.warn(&w);
+        report.skipped_inputs += 1;
+    };
+    let files = collect_files(paths, &mut warn);
+    let store = writer.snapshot()?;
+    let mut existing: HashMap<String, (String, u32, String)> = HashMap::new(); // key -> (segment, index, hash)
+    for (loc, rec) in store.live_articles() {
+        existing.insert(
+            rec.key.clone(),
+            (store.segments[loc.segment].file.clone(), loc.article as u32, rec.content_hash.clone()),
+        );
+    }
+    let mut todo: Vec<SourceArticle> = Vec::new();
+    let mut seen_keys: HashSet<String> = HashSet::new();
+    let mut read_files: HashSet<String> = HashSet::new();
+    for path in &files {
+        let articles = read_file(path, opts, &mut warn);
+        report.files += 1;
+        if let Ok(c) = std::fs::canonicalize(path) {
+            read_files.insert(c.to_string_lossy().into_owned());
+        }
+        for a in articles {
+            if !seen_keys.insert(a.key.clone()) {
+                warn(Warning { path: path.clone(), reason: format!("article `{}` was already read from another input; skipped", a.key) });
+                continue;
+            }
+            match existing.get(&a.key) {
+                Some((_, _, hash)) if *hash == a.content_hash => report.articles_unchanged += 1,
+                Some(_) => {
+                    report.articles_changed += 1;
+                    todo.push(a);
+                }
+                None => {
+                    report.articles_new += 1;
+                    todo.push(a);
+                }
+            }
+        }
+    }
+    drop(warn);
+
+    progress.start(todo.len());
+    for group in todo.chunks(opts.group_articles.max(1)) {
+        let segment = embed_group(embedder, group, opts.article_vectors)?;
+        report.paragraphs_embedded += segment.articles.iter().map(|a| a.paragraphs as usize).sum::<usize>();
+        report.chunks_embedded += segment.chunks.len();
+        let replaced: Vec<(String, u32)> = group
+            .iter()
+            .filter_map(|a| existing.get(&a.key).map(|(s, i, _)| (s.clone(), *i)))
+            .collect();
+        writer.commit(Some(&segment), &replaced)?;
+        progress.advance(group.len());
+    }
+    progress.finish();
+
+    if opts.prune {
+        let mut gone = Vec::new();
+        for (loc, rec) in store.live_articles() {
+            let Some(file) = &rec.file else { continue };
+            let missing = !Path::new(file).exists();
+            let dropped_from_read_file = read_files.contains(file) && !seen_keys.contains(&rec.key);
+            if missing || dropped_from_read_file {
+                gone.push((store.segments[loc.segment].file.clone(), loc.article as u32));
+            }
+        }
+        report.articles_removed = gone.len();
+        if !gone.is_empty() {
+            writer.commit(None, &gone)?;
+        }
+    }
+    writer.compact_if_needed()?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Embeds a group of articles into one segment's worth of data.
+pub fn embed_group(
+    embedder: &dyn Embedder,
+    group: &[SourceArticle],
+    mode: ArticleVectorMode,
+) -> Result<SegmentData, ModelError> {
+    let dim = embedder.identity().dim;
+    let mut seg = SegmentData { dim, ..Default::default() };
+    // Texts to embed: every chunk of every article, then each article's extra text (headline, or
+    // lead text), in one call so batches stay full.
+    let mut texts: Vec<String> = Vec::new();
+    for (i, a) in group.iter().enumerate() {
+        let mut record = ArticleRecord {
+            key: a.key.clone(),
+            file: a.file.clone(),
+            title: a.parsed.title.clone(),
+            meta: a.parsed.meta.clone(),
+            content_hash: a.content_hash.clone(),
+            chunk_start: seg.chunks.len() as u64,
+            chunk_count: 0,
+            paragraphs: a.parsed.paragraphs.len() as u32,
+        };
+        for (p, paragraph) in a.parsed.paragraphs.iter().enumerate() {
+            for (w, range) in embedder.windows(paragraph)?.into_iter().enumerate() {
+                let piece = paragraph[range].trim();
+                if piece.is_empty() {
+                    continue;
+                }
+                seg.chunks.push(ChunkRecord {
+                    article: i as u32,
+                    paragraph: p as u32,
+                    window: w as u32,
+                    text_start: seg.text.len() as u64,
+                    text_len: piece.len() as u32,
+                });
+                seg.text.push_str(piece);
+                texts.push(piece.to_string());
+                record.chunk_count += 1;
+            }
+        }
+        seg.articles.push(record);
+    }
+    let n_chunks = texts.len();
+    let extra: Vec<Option<usize>> = group
+        .iter()
+        .map(|a| {
+            let text = match mode {
+                ArticleVectorMode::MeanOfParagraphs if !a.parsed.paragraphs.is_empty() => return None,
+                ArticleVectorMode::LeadText => lead_text(&a.parsed),
+                _ if a.parsed.title.is_empty() => return None,
+                _ => a.parsed.title.clone(),
+            };
+            texts.push(text);
+            Some(texts.len() - 1)
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut vectors = embedder.embed(&refs, &|_| {})?;
+    for v in vectors.iter_mut() {
+        crate::model::bert::normalize_in_place(v);
+    }
+    for v in &vectors[..n_chunks] {
+        seg.chunk_vectors.extend_from_slice(v);
+    }
+    for (i, rec) in seg.articles.iter().enumerate() {
+        let chunks = rec.chunk_start as usize..(rec.chunk_start + rec.chunk_count as u64) as usize;
+        let own = extra[i].map(|e| vectors[e].as_slice());
+        let v = match mode {
+            ArticleVectorMode::LeadText => own.expect("lead text is always embedded").to_vec(),
+            _ => mean_vector(dim, chunks.map(|c| vectors[c].as_slice()).chain(own)),
+        };
+        seg.article_vectors.extend_from_slice(&v);
+    }
+    Ok(seg)
+}
+
+/// Headline and body as one text, as sentence-transformers would see a whole article.
+pub fn lead_text(a: &ParsedArticle) -> String {
+    let mut s = a.title.clone();
+    for p in &a.paragraphs {
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        s.push_str(p);
+    }
+    s
+}
+
+/// The renormalised mean of unit vectors (a zero vector when there are none).
+pub fn mean_vector<'a>(dim: usize, vectors: impl Iterator<Item = &'a [f32]>) -> Vec<f32> {
+    let mut sum = vec![0f32; dim];
+    let mut n = 0;
+    for v in vectors {
+        for (s, x) in sum.iter_mut().zip(v) {
+            *s += x;
+        }
+        n += 1;
+    }
+    if n > 0 {
+        crate::model::bert::normalize_in_place(&mut sum);
+    }
+    sum
+}
+
+/// Metadata shown for an article (used by the CLI and tests).
+pub fn describe(meta: &Metadata) -> String {
+    [meta.date.as_deref(), meta.source.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" · ")
+}

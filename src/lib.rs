@@ -1,0 +1,20 @@
+//! likewise: a semantic similarity engine for news.
+//!
+//! A sentence-transformer run locally by candle embeds every article and every paragraph; a flat
+//! store on disk keeps the vectors and answers nearest-neighbour queries exactly.
+//!
+//! Modules, one concern each:
+//! - [`model`]: find, verify, fetch and run the model (tokenize, forward, pool);
+//! - [`text`]: raw article text to headline, paragraphs and metadata;
+//! - [`store`]: the on-disk format, atomic writes, the writer lock;
+//! - [`index`]: files to stored vectors, incrementally;
+//! - [`search`]: exact top-k over the store;
+//! - [`cli`]: arguments to calls, and rendering; [`bench`]: rerunnable measurements.
+
+pub mod bench;
+pub mod cli;
+pub mod index;
+pub mod model;
+pub mod search;
+pub mod store;
+pub mod text;

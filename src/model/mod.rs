@@ -1,0 +1,285 @@
+//! The sentence-transformer: finding and checking a model folder, tokenizing, running the encoder,
+//! pooling.
+//!
+//! Invariants:
+//! - A model folder is checked whole before any work starts; every problem found is reported at once.
+//! - Vectors come out exactly as `SentenceTransformer.encode(texts)` makes them: the tokenizer's own
+//!   normalisation, truncation at the model's `max_seq_length` word pieces (special tokens included),
+//!   the folder's pooling mode, and L2 normalisation when the folder has a `Normalize` module.
+//! - `Embedder::windows` cuts a text into pieces that each fit the model's window, so a long
+//!   paragraph is embedded in several pieces instead of being silently truncated.
+
+pub mod bert;
+pub mod fake;
+pub mod fetch;
+mod folder;
+
+pub use bert::Pooling;
+pub use folder::{sha256_file, ModelFolder, ModelIdentity};
+pub(crate) use folder::hex;
+
+use candle_core::Device;
+use std::ops::Range;
+use std::path::PathBuf;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// Errors of finding, fetching, loading and running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model folder {dir} is not usable:\n{}\n{advice}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Folder {
+        dir: PathBuf,
+        problems: Vec<String>,
+        advice: String,
+    },
+    #[error("model `{name}` was not found ({searched}).\n{advice}")]
+    NotFound {
+        name: String,
+        searched: String,
+        advice: String,
+    },
+    #[error("could not fetch model `{name}`: {reason}")]
+    Fetch { name: String, reason: String },
+    #[error("tokenizer failed: {0}")]
+    Tokenizer(String),
+    #[error("the encoder failed: {0}")]
+    Forward(#[from] candle_core::Error),
+}
+
+/// Anything that turns texts into vectors: the real model, or a deterministic fake for fast tests.
+pub trait Embedder: Send + Sync {
+    /// Which model makes the vectors; a store records it and refuses vectors from another.
+    fn identity(&self) -> &ModelIdentity;
+
+    /// One vector per text, in input order. `progress` is called with the number of texts finished
+    /// after each batch.
+    fn embed(
+        &self,
+        texts: &[&str],
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<Vec<f32>>, ModelError>;
+
+    /// Byte ranges that split `text` into consecutive pieces each within the model's window, at word
+    /// (preferably sentence) boundaries. Together they cover the whole text. A text that fits gives
+    /// one range.
+    fn windows(&self, text: &str) -> Result<Vec<Range<usize>>, ModelError>;
+
+    /// Word pieces of each text after truncation, special tokens included (for throughput figures).
+    fn count_tokens(&self, texts: &[&str]) -> Result<usize, ModelError>;
+}
+
+/// Texts per forward pass. Batches are formed after sorting by length, so padding stays small.
+pub const BATCH_SIZE: usize = 32;
+
+/// The real model: a BERT encoder run by candle on the CPU.
+pub struct SentenceEncoder {
+    identity: ModelIdentity,
+    tokenizer: Tokenizer,
+    untruncated: Tokenizer,
+    bert: bert::Bert,
+    pooling: Pooling,
+    normalize: bool,
+    max_seq_length: usize,
+}
+
+impl SentenceEncoder {
+    /// Loads a checked model folder.
+    pub fn load(folder: &ModelFolder) -> Result<Self, ModelError> {
+        let device = Device::Cpu;
+        let problem = |p: String| ModelError::Folder {
+            dir: folder.dir.clone(),
+            problems: vec![p],
+            advice: fetch::advice(&folder.identity.name),
+        };
+        let mut tokenizer = Tokenizer::from_file(folder.dir.join("tokenizer.json"))
+            .map_err(|e| problem(format!("tokenizer.json cannot be read: {e}")))?;
+        tokenizer.with_padding(None);
+        let untruncated = {
+            let mut t = tokenizer.clone();
+            t.with_truncation(None)
+                .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            t
+        };
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: folder.max_seq_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let tensors = candle_core::safetensors::load(folder.dir.join("model.safetensors"), &device)
+            .map_err(|e| problem(format!("model.safetensors cannot be read: {e}")))?;
+        let bert = bert::Bert::from_tensors(&folder.config, tensors, &device)
+            .map_err(|e| problem(format!("model.safetensors: {e}")))?;
+        Ok(Self {
+            identity: folder.identity.clone(),
+            tokenizer,
+            untruncated,
+            bert,
+            pooling: folder.pooling,
+            normalize: folder.normalize,
+            max_seq_length: folder.max_seq_length,
+        })
+    }
+
+    fn encode_ids(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, ModelError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(encodings
+            .into_iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect())
+    }
+
+    fn embed_batch(&self, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let seq_len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+        let batch = rows.len();
+        let mut ids = vec![0u32; batch * seq_len];
+        let mut mask = vec![0u8; batch * seq_len];
+        for (b, row) in rows.iter().enumerate() {
+            ids[b * seq_len..b * seq_len + row.len()].copy_from_slice(row);
+            mask[b * seq_len..b * seq_len + row.len()].fill(1);
+        }
+        let states = self.bert.forward(&ids, &mask, batch, seq_len)?;
+        let flat = bert::states_to_vec(&states)?;
+        Ok(bert::pool(
+            &flat,
+            &mask,
+            batch,
+            seq_len,
+            self.bert.hidden_size(),
+            self.pooling,
+            self.normalize,
+        ))
+    }
+}
+
+impl Embedder for SentenceEncoder {
+    fn identity(&self) -> &ModelIdentity {
+        &self.identity
+    }
+
+    fn embed(
+        &self,
+        texts: &[&str],
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let ids = self.encode_ids(texts)?;
+        // Longest first: similar lengths share a batch, so little compute goes to padding.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(BATCH_SIZE) {
+            let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let vectors = self.embed_batch(&rows)?;
+            for (&i, v) in chunk.iter().zip(vectors) {
+                out[i] = v;
+            }
+            progress(chunk.len());
+        }
+        Ok(out)
+    }
+
+    fn windows(&self, text: &str) -> Result<Vec<Range<usize>>, ModelError> {
+        let encoding = self
+            .untruncated
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let offsets: Vec<(usize, usize)> = encoding.get_offsets().to_vec();
+        // The window holds max_seq_length word pieces, two of which are [CLS] and [SEP].
+        let max_pieces = self.max_seq_length.saturating_sub(2).max(1);
+        Ok(split_offsets(text, &offsets, max_pieces))
+    }
+
+    fn count_tokens(&self, texts: &[&str]) -> Result<usize, ModelError> {
+        Ok(self.encode_ids(texts)?.iter().map(|r| r.len()).sum())
+    }
+}
+
+/// Splits `text`, whose word pieces have byte `offsets`, into consecutive byte ranges of at most
+/// `max_pieces` pieces each. A cut falls where a new word starts, preferably after a sentence end,
+/// never inside a word unless a single word is longer than a window.
+pub fn split_offsets(text: &str, offsets: &[(usize, usize)], max_pieces: usize) -> Vec<Range<usize>> {
+    if offsets.len() <= max_pieces {
+        return vec![0..text.len()];
+    }
+    let bytes = text.as_bytes();
+    let starts_word = |t: usize| t == 0 || offsets[t].0 > offsets[t - 1].1;
+    let after_sentence = |t: usize| {
+        t > 0
+            && starts_word(t)
+            && text[offsets[t - 1].0..offsets[t - 1].1]
+                .chars()
+                .last()
+                .is_some_and(|c| matches!(c, '.' | '!' | '?' | '"' | '\'' | '”' | '’' | ';'))
+    };
+    let mut ranges = Vec::new();
+    let mut start_tok = 0usize;
+    let mut start_byte = 0usize;
+    while offsets.len() - start_tok > max_pieces {
+        let limit = start_tok + max_pieces; // first token not in this window
+        let floor = start_tok + max_pieces / 2;
+        let cut = (floor + 1..=limit)
+            .rev()
+            .find(|&t| after_sentence(t))
+            .or_else(|| (start_tok + 1..=limit).rev().find(|&t| starts_word(t)))
+            .unwrap_or(limit);
+        let end_byte = offsets[cut].0;
+        ranges.push(start_byte..end_byte);
+        start_tok = cut;
+        start_byte = end_byte;
+    }
+    ranges.push(start_byte..bytes.len());
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn word_offsets(text: &str) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut start = None;
+        for (i, c) in text.char_indices() {
+            match (c.is_whitespace(), start) {
+                (false, None) => start = Some(i),
+                (true, Some(s)) => {
+                    out.push((s, i));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start {
+            out.push((s, text.len()));
+        }
+        out
+    }
+
+    #[test]
+    fn a_short_text_is_one_window() {
+        let text = "one two three";
+        assert_eq!(split_offsets(text, &word_offsets(text), 5), vec![0..13]);
+    }
+
+    #[test]
+    fn windows_cover_the_text_and_respect_the_limit() {
+        let text = "Aa bb cc. Dd ee ff gg. Hh ii jj kk ll mm nn oo pp. Qq rr.";
+        let offsets = word_offsets(text);
+        let ranges = split_offsets(text, &offsets, 6);
+        assert_eq!(ranges.first().unwrap().start, 0);
+        assert_eq!(ranges.last().unwrap().end, text.len());
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+        }
+        for r in &ranges {
+            let pieces = word_offsets(&text[r.clone()]).len();
+            assert!(pieces <= 6, "{:?} has {pieces} pieces", &text[r.clone()]);
+        }
+        // The first cut falls after a sentence end.
+        assert!(text[ranges[0].clone()].trim_end().ends_with('.'));
+    }
+}

@@ -1,0 +1,440 @@
+//! The byte layout of a segment file and of the manifest: pure encode and decode, no I/O, so both
+//! can be property-tested and fuzzed. FORMAT.md documents the same layout as a table.
+//!
+//! Invariants checked by `decode_segment` before anything is trusted: the magic and version, a
+//! header CRC, every section lying inside the buffer and 64-byte aligned where vectors live, every
+//! section's CRC, section sizes that agree with the counts (`n_chunks × dim × 4` bytes of chunk
+//! vectors…), and every chunk pointing at an existing article and a valid UTF-8 text range.
+//! A size is never used to allocate before it has been checked against the real buffer length.
+
+use crate::text::Metadata;
+use serde::{Deserialize, Serialize};
+
+pub const SEGMENT_MAGIC: &[u8; 8] = b"LKWSEG\x00\x01";
+pub const MANIFEST_MAGIC: &str = "likewise-manifest";
+/// Version of the segment and manifest layout. A reader refuses other versions with advice.
+pub const FORMAT_VERSION: u32 = 1;
+
+const SECTIONS: usize = 5;
+const HEADER_LEN: usize = 40 + SECTIONS * 24 + 8; // fixed fields, section table, header CRC + pad
+/// Sections start on 64-byte boundaries so vectors can be read in place from a memory map.
+pub const ALIGN: usize = 64;
+pub const CHUNK_RECORD_LEN: usize = 24;
+
+/// One article as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArticleRecord {
+    /// The article's identity: its path (as indexed) or its JSONL `id`.
+    pub key: String,
+    /// The file it came from, when it came from a file (absolute), for change detection and pruning.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub file: Option<String>,
+    pub title: String,
+    #[serde(default)]
+    pub meta: Metadata,
+    /// sha256 of the content the article was parsed from.
+    pub content_hash: String,
+    /// First chunk of the article in this segment, and how many it has.
+    pub chunk_start: u64,
+    pub chunk_count: u32,
+    /// Number of paragraphs (a paragraph over the model's window has several chunks).
+    pub paragraphs: u32,
+}
+
+/// One embedded piece of text: a paragraph, or a window of a paragraph too long for the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRecord {
+    /// Index of its article within the segment.
+    pub article: u32,
+    /// 0-based paragraph position within the article.
+    pub paragraph: u32,
+    /// 0-based window within the paragraph.
+    pub window: u32,
+    pub text_start: u64,
+    pub text_len: u32,
+}
+
+/// A segment's content in memory, as built by the indexer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SegmentData {
+    pub dim: usize,
+    pub articles: Vec<ArticleRecord>,
+    pub chunks: Vec<ChunkRecord>,
+    pub text: String,
+    pub chunk_vectors: Vec<f32>,
+    pub article_vectors: Vec<f32>,
+}
+
+/// Where each section lies in a segment buffer; offsets are from the buffer's start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentLayout {
+    pub dim: usize,
+    pub n_articles: usize,
+    pub n_chunks: usize,
+    pub articles: std::ops::Range<usize>,
+    pub chunks: std::ops::Range<usize>,
+    pub text: std::ops::Range<usize>,
+    pub chunk_vectors: std::ops::Range<usize>,
+    pub article_vectors: std::ops::Range<usize>,
+}
+
+/// Why a buffer is not a valid segment or manifest.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FormatError {
+    #[error("not a likewise segment (bad magic)")]
+    Magic,
+    #[error("format version {found}, this likewise reads version {FORMAT_VERSION}")]
+    Version { found: u32 },
+    #[error("truncated: {needed} bytes needed, {len} present")]
+    Truncated { needed: u64, len: u64 },
+    #[error("checksum mismatch in {0}")]
+    Checksum(&'static str),
+    #[error("inconsistent {0}")]
+    Inconsistent(String),
+}
+
+fn align_up(x: usize) -> usize {
+    x.div_ceil(ALIGN) * ALIGN
+}
+
+fn put_u32(buf: &mut Vec<u8>, v: u32) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u64(buf: &mut Vec<u8>, v: u64) {
+    buf.extend_from_slice(&v.to_le_bytes());
+}
+fn get_u32(buf: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes"))
+}
+fn get_u64(buf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Encodes a segment. The bytes are what goes to disk, whole.
+pub fn encode_segment(seg: &SegmentData) -> Vec<u8> {
+    let articles = serde_json::to_vec(&seg.articles).expect("records serialise");
+    let mut chunks = Vec::with_capacity(seg.chunks.len() * CHUNK_RECORD_LEN);
+    for c in &seg.chunks {
+        put_u32(&mut chunks, c.article);
+        put_u32(&mut chunks, c.paragraph);
+        put_u32(&mut chunks, c.window);
+        put_u32(&mut chunks, c.text_len);
+        put_u64(&mut chunks, c.text_start);
+    }
+    let bodies: [&[u8]; SECTIONS] = [
+        &articles,
+        &chunks,
+        seg.text.as_bytes(),
+        bytemuck::cast_slice(&seg.chunk_vectors),
+        bytemuck::cast_slice(&seg.article_vectors),
+    ];
+    let mut offsets = [0usize; SECTIONS];
+    let mut at = align_up(HEADER_LEN);
+    for (i, body) in bodies.iter().enumerate() {
+        offsets[i] = at;
+        at = align_up(at + body.len());
+    }
+    let mut out = Vec::with_capacity(at);
+    out.extend_from_slice(SEGMENT_MAGIC);
+    put_u32(&mut out, FORMAT_VERSION);
+    put_u32(&mut out, seg.dim as u32);
+    put_u64(&mut out, seg.articles.len() as u64);
+    put_u64(&mut out, seg.chunks.len() as u64);
+    put_u32(&mut out, SECTIONS as u32);
+    put_u32(&mut out, 0);
+    for (i, body) in bodies.iter().enumerate() {
+        put_u64(&mut out, offsets[i] as u64);
+        put_u64(&mut out, body.len() as u64);
+        put_u32(&mut out, crc32fast::hash(body));
+        put_u32(&mut out, 0);
+    }
+    let header_crc = crc32fast::hash(&out);
+    put_u32(&mut out, header_crc);
+    put_u32(&mut out, 0);
+    debug_assert_eq!(out.len(), HEADER_LEN);
+    for (i, body) in bodies.iter().enumerate() {
+        out.resize(offsets[i], 0);
+        out.extend_from_slice(body);
+    }
+    out.resize(at, 0);
+    out
+}
+
+/// Checks a segment buffer's header and section table, without reading the sections.
+pub fn decode_layout(buf: &[u8]) -> Result<SegmentLayout, FormatError> {
+    let len = buf.len() as u64;
+    if buf.len() < 12 {
+        return Err(FormatError::Truncated { needed: HEADER_LEN as u64, len });
+    }
+    if &buf[..8] != SEGMENT_MAGIC {
+        return Err(FormatError::Magic);
+    }
+    let version = get_u32(buf, 8);
+    if version != FORMAT_VERSION {
+        return Err(FormatError::Version { found: version });
+    }
+    if buf.len() < HEADER_LEN {
+        return Err(FormatError::Truncated { needed: HEADER_LEN as u64, len });
+    }
+    let crc_at = HEADER_LEN - 8;
+    if crc32fast::hash(&buf[..crc_at]) != get_u32(buf, crc_at) {
+        return Err(FormatError::Checksum("the header"));
+    }
+    let dim = get_u32(buf, 12) as usize;
+    let n_articles = get_u64(buf, 16);
+    let n_chunks = get_u64(buf, 24);
+    if get_u32(buf, 32) as usize != SECTIONS {
+        return Err(FormatError::Inconsistent("section count".into()));
+    }
+    if dim == 0 || dim > 65536 {
+        return Err(FormatError::Inconsistent(format!("dimension {dim}")));
+    }
+    let mut ranges = Vec::with_capacity(SECTIONS);
+    for i in 0..SECTIONS {
+        let at = 40 + i * 24;
+        let offset = get_u64(buf, at);
+        let size = get_u64(buf, at + 8);
+        let end = offset
+            .checked_add(size)
+            .ok_or_else(|| FormatError::Inconsistent("section bounds".into()))?;
+        if end > len {
+            return Err(FormatError::Truncated { needed: end, len });
+        }
+        if offset % ALIGN as u64 != 0 || offset < HEADER_LEN as u64 {
+            return Err(FormatError::Inconsistent(format!("section {i} offset")));
+        }
+        ranges.push(offset as usize..end as usize);
+    }
+    // Counts must agree with the section sizes (checked with u128 so nothing overflows).
+    let expect = |what: &str, got: usize, want: u128| -> Result<(), FormatError> {
+        if got as u128 != want {
+            return Err(FormatError::Inconsistent(format!(
+                "{what}: {got} bytes, the counts imply {want}"
+            )));
+        }
+        Ok(())
+    };
+    expect("chunk table", ranges[1].len(), n_chunks as u128 * CHUNK_RECORD_LEN as u128)?;
+    expect("chunk vectors", ranges[3].len(), n_chunks as u128 * dim as u128 * 4)?;
+    expect("article vectors", ranges[4].len(), n_articles as u128 * dim as u128 * 4)?;
+    Ok(SegmentLayout {
+        dim,
+        n_articles: n_articles as usize,
+        n_chunks: n_chunks as usize,
+        articles: ranges[0].clone(),
+        chunks: ranges[1].clone(),
+        text: ranges[2].clone(),
+        chunk_vectors: ranges[3].clone(),
+        article_vectors: ranges[4].clone(),
+    })
+}
+
+const SECTION_NAMES: [&str; SECTIONS] = [
+    "the article table",
+    "the chunk table",
+    "the text",
+    "the chunk vectors",
+    "the article vectors",
+];
+
+/// Verifies the CRC of every section of a buffer whose layout was decoded.
+pub fn verify_sections(buf: &[u8], layout: &SegmentLayout) -> Result<(), FormatError> {
+    let ranges = [
+        &layout.articles,
+        &layout.chunks,
+        &layout.text,
+        &layout.chunk_vectors,
+        &layout.article_vectors,
+    ];
+    for (i, r) in ranges.iter().enumerate() {
+        let stored = get_u32(buf, 40 + i * 24 + 16);
+        if crc32fast::hash(&buf[(*r).clone()]) != stored {
+            return Err(FormatError::Checksum(SECTION_NAMES[i]));
+        }
+    }
+    Ok(())
+}
+
+/// Decodes the article and chunk tables of a verified buffer and checks that they agree.
+pub fn decode_tables(
+    buf: &[u8],
+    layout: &SegmentLayout,
+) -> Result<(Vec<ArticleRecord>, Vec<ChunkRecord>), FormatError> {
+    let articles: Vec<ArticleRecord> = serde_json::from_slice(&buf[layout.articles.clone()])
+        .map_err(|e| FormatError::Inconsistent(format!("article table: {e}")))?;
+    if articles.len() != layout.n_articles {
+        return Err(FormatError::Inconsistent("article count".into()));
+    }
+    let table = &buf[layout.chunks.clone()];
+    let text_len = layout.text.len() as u64;
+    let text = &buf[layout.text.clone()];
+    let mut chunks = Vec::with_capacity(layout.n_chunks);
+    for i in 0..layout.n_chunks {
+        let at = i * CHUNK_RECORD_LEN;
+        let c = ChunkRecord {
+            article: get_u32(table, at),
+            paragraph: get_u32(table, at + 4),
+            window: get_u32(table, at + 8),
+            text_len: get_u32(table, at + 12),
+            text_start: get_u64(table, at + 16),
+        };
+        let end = c.text_start.checked_add(c.text_len as u64);
+        if c.article as usize >= articles.len() || end.is_none_or(|e| e > text_len) {
+            return Err(FormatError::Inconsistent(format!("chunk {i} points outside the segment")));
+        }
+        let (s, e) = (c.text_start as usize, c.text_start as usize + c.text_len as usize);
+        if std::str::from_utf8(&text[s..e]).is_err() {
+            return Err(FormatError::Inconsistent(format!("chunk {i} text is not UTF-8")));
+        }
+        chunks.push(c);
+    }
+    for (i, a) in articles.iter().enumerate() {
+        let end = a.chunk_start.checked_add(a.chunk_count as u64);
+        if end.is_none_or(|e| e > chunks.len() as u64)
+            || chunks[a.chunk_start as usize..(a.chunk_start + a.chunk_count as u64) as usize]
+                .iter()
+                .any(|c| c.article as usize != i)
+        {
+            return Err(FormatError::Inconsistent(format!("article {i} chunk range")));
+        }
+    }
+    Ok((articles, chunks))
+}
+
+/// Decodes a whole segment buffer into owned data (tests, compaction).
+pub fn decode_segment(buf: &[u8]) -> Result<SegmentData, FormatError> {
+    let layout = decode_layout(buf)?;
+    verify_sections(buf, &layout)?;
+    let (articles, chunks) = decode_tables(buf, &layout)?;
+    let floats = |r: &std::ops::Range<usize>| -> Vec<f32> {
+        buf[r.clone()]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect()
+    };
+    Ok(SegmentData {
+        dim: layout.dim,
+        articles,
+        chunks,
+        text: std::str::from_utf8(&buf[layout.text.clone()])
+            .map_err(|_| FormatError::Inconsistent("text is not UTF-8".into()))?
+            .to_string(),
+        chunk_vectors: floats(&layout.chunk_vectors),
+        article_vectors: floats(&layout.article_vectors),
+    })
+}
+
+/// Wraps a manifest's JSON body in its header line and checksum line.
+pub fn encode_manifest(json: &[u8]) -> Vec<u8> {
+    let mut out = format!("{MANIFEST_MAGIC} {FORMAT_VERSION}\n").into_bytes();
+    out.extend_from_slice(json);
+    out.extend_from_slice(format!("\ncrc32 {:08x}\n", crc32fast::hash(json)).as_bytes());
+    out
+}
+
+/// Checks a manifest's header and checksum and returns its JSON body.
+pub fn decode_manifest(buf: &[u8]) -> Result<&[u8], FormatError> {
+    let header_end = buf
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or(FormatError::Magic)?;
+    let header = std::str::from_utf8(&buf[..header_end]).map_err(|_| FormatError::Magic)?;
+    let version = header
+        .strip_prefix(MANIFEST_MAGIC)
+        .map(str::trim)
+        .ok_or(FormatError::Magic)?;
+    let version: u32 = version.parse().map_err(|_| FormatError::Magic)?;
+    if version != FORMAT_VERSION {
+        return Err(FormatError::Version { found: version });
+    }
+    let rest = &buf[header_end + 1..];
+    let trailer_len = "\ncrc32 00000000\n".len();
+    if rest.len() < trailer_len {
+        return Err(FormatError::Truncated { needed: (header_end + 1 + trailer_len) as u64, len: buf.len() as u64 });
+    }
+    let (json, trailer) = rest.split_at(rest.len() - trailer_len);
+    let trailer = std::str::from_utf8(trailer).map_err(|_| FormatError::Checksum("the manifest"))?;
+    let stored = trailer
+        .trim()
+        .strip_prefix("crc32 ")
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or(FormatError::Checksum("the manifest"))?;
+    if crc32fast::hash(json) != stored {
+        return Err(FormatError::Checksum("the manifest"));
+    }
+    Ok(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SegmentData {
+        let text = "first paragraphsecond".to_string();
+        SegmentData {
+            dim: 2,
+            articles: vec![ArticleRecord {
+                key: "a.txt".into(),
+                file: None,
+                title: "A".into(),
+                meta: Metadata::default(),
+                content_hash: "h".into(),
+                chunk_start: 0,
+                chunk_count: 2,
+                paragraphs: 2,
+            }],
+            chunks: vec![
+                ChunkRecord { article: 0, paragraph: 0, window: 0, text_start: 0, text_len: 15 },
+                ChunkRecord { article: 0, paragraph: 1, window: 0, text_start: 15, text_len: 6 },
+            ],
+            text,
+            chunk_vectors: vec![1.0, 0.0, 0.0, 1.0],
+            article_vectors: vec![0.6, 0.8],
+        }
+    }
+
+    #[test]
+    fn segment_round_trips() {
+        let seg = sample();
+        let bytes = encode_segment(&seg);
+        assert_eq!(bytes.len() % ALIGN, 0);
+        assert_eq!(decode_segment(&bytes).unwrap(), seg);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = encode_segment(&sample());
+        for cut in 0..bytes.len() {
+            assert!(decode_segment(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected() {
+        let bytes = encode_segment(&sample());
+        let layout = decode_layout(&bytes).unwrap();
+        // Padding between sections carries no information; every other byte is covered.
+        let covered = |i: usize| {
+            i < HEADER_LEN - 4
+                || [&layout.articles, &layout.chunks, &layout.text, &layout.chunk_vectors, &layout.article_vectors]
+                    .iter()
+                    .any(|r| r.contains(&i))
+        };
+        for i in (0..bytes.len()).filter(|&i| covered(i)) {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(decode_segment(&bad).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips_and_detects_damage() {
+        let body = br#"{"x":1}"#;
+        let bytes = encode_manifest(body);
+        assert_eq!(decode_manifest(&bytes).unwrap(), body);
+        let mut bad = bytes.clone();
+        bad[20] ^= 1;
+        assert!(decode_manifest(&bad).is_err());
+        assert!(decode_manifest(&bytes[..bytes.len() - 3]).is_err());
+    }
+}

@@ -1,0 +1,546 @@
+//! The flat vector store on disk: a folder (default `.likewise/`) of immutable segment files and
+//! one manifest that names the live ones.
+//!
+//! - `MANIFEST` — the model's identity, the vector precision, and the live segments with their
+//!   sizes and deleted articles. It is replaced atomically (temp file, fsync, rename, fsync of the
+//!   folder), so a reader sees the old or the new state, never a mix, and a crash at any moment
+//!   leaves the previous state readable.
+//! - `seg-*.lkw` — segments, written whole (temp file, fsync, rename) before the manifest names
+//!   them; never changed afterwards. A segment not named by the manifest is debris of an
+//!   interrupted write and is removed by the next writer.
+//! - `LOCK` — held (an OS file lock) by the one writer; the OS drops it when that process dies, so a
+//!   killed writer never leaves a stale lock.
+//!
+//! Invariants: stored vectors are L2-normalised, so a dot product is the cosine; an article key
+//! is live in at most one segment; every byte read from disk is checked (see `format`) before use.
+
+pub mod format;
+
+use crate::model::ModelIdentity;
+use format::{ArticleRecord, ChunkRecord, FormatError, SegmentData};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MANIFEST: &str = "MANIFEST";
+const LOCK: &str = "LOCK";
+
+/// Errors of opening, reading and writing a store; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no store at {dir} (build one with `likewise index PATH...`, or choose another with --index / LIKEWISE_INDEX)")]
+    NotFound { dir: PathBuf },
+    #[error("store {path} is damaged: {reason}. Its earlier content cannot be trusted; move it away and rebuild with `likewise index PATH...`")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("store {path} has format version {found}; this likewise reads version {}. Rebuild it: move it away and run `likewise index PATH...`", format::FORMAT_VERSION)]
+    Version { path: PathBuf, found: u32 },
+    #[error("store {dir} was built with model {store_model} (weights sha256 {store_sha}…, {store_detail}); the model in use is {model} (weights sha256 {model_sha}…, {model_detail}). Vectors of different models cannot be compared: use --model {store_model}, or another store (--index PATH)")]
+    ModelMismatch {
+        dir: PathBuf,
+        store_model: String,
+        store_sha: String,
+        store_detail: String,
+        model: String,
+        model_sha: String,
+        model_detail: String,
+    },
+    #[error("store {dir} is being written by another likewise process{holder}; wait for it to finish, or use another --index")]
+    Locked { dir: PathBuf, holder: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The manifest: what the store is and which segments hold it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub model: ModelIdentity,
+    /// Precision the vectors were computed in (`f32` for the exact model).
+    pub precision: String,
+    /// Increases with every committed change.
+    pub generation: u64,
+    pub segments: Vec<SegmentEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    pub file: String,
+    pub bytes: u64,
+    pub articles: u64,
+    pub chunks: u64,
+    /// Article indices within the segment that were deleted or replaced since it was written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<u32>,
+}
+
+/// A segment loaded for reading.
+pub struct Segment {
+    pub file: String,
+    pub dim: usize,
+    pub articles: Vec<ArticleRecord>,
+    pub chunks: Vec<ChunkRecord>,
+    pub text: String,
+    pub chunk_vectors: Vec<f32>,
+    pub article_vectors: Vec<f32>,
+    /// `live[i]` is false for deleted articles.
+    pub live: Vec<bool>,
+}
+
+impl Segment {
+    pub fn chunk_text(&self, chunk: usize) -> &str {
+        let c = &self.chunks[chunk];
+        &self.text[c.text_start as usize..c.text_start as usize + c.text_len as usize]
+    }
+    pub fn chunk_vector(&self, chunk: usize) -> &[f32] {
+        &self.chunk_vectors[chunk * self.dim..(chunk + 1) * self.dim]
+    }
+    pub fn article_vector(&self, article: usize) -> &[f32] {
+        &self.article_vectors[article * self.dim..(article + 1) * self.dim]
+    }
+}
+
+/// Where an article lives: segment index in the store, article index in the segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArticleLoc {
+    pub segment: usize,
+    pub article: usize,
+}
+
+/// A store opened for reading: a consistent snapshot of one manifest generation.
+pub struct Store {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub segments: Vec<Segment>,
+    by_key: HashMap<String, ArticleLoc>,
+}
+
+impl Store {
+    /// Opens the store in `dir` and checks every segment it names.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        // A compaction may remove a segment between our reading of the manifest and of the
+        // segment; the manifest then names new segments, so read it again.
+        let mut attempt = 0;
+        loop {
+            let manifest = read_manifest(dir)?.ok_or_else(|| StoreError::NotFound {
+                dir: dir.to_path_buf(),
+            })?;
+            match Self::load(dir, manifest) {
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && attempt < 3 =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn load(dir: &Path, manifest: Manifest) -> Result<Store, StoreError> {
+        let mut segments = Vec::with_capacity(manifest.segments.len());
+        for entry in &manifest.segments {
+            segments.push(load_segment(dir, entry, manifest.model.dim)?);
+        }
+        let mut by_key = HashMap::new();
+        for (s, seg) in segments.iter().enumerate() {
+            for (a, rec) in seg.articles.iter().enumerate() {
+                if seg.live[a] {
+                    by_key.insert(rec.key.clone(), ArticleLoc { segment: s, article: a });
+                }
+            }
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            manifest,
+            segments,
+            by_key,
+        })
+    }
+
+    /// Fails unless vectors of `model` can be compared with this store's.
+    pub fn check_model(&self, model: &ModelIdentity, precision: &str) -> Result<(), StoreError> {
+        check_model(&self.dir, &self.manifest, model, precision)
+    }
+
+    pub fn article(&self, loc: ArticleLoc) -> &ArticleRecord {
+        &self.segments[loc.segment].articles[loc.article]
+    }
+
+    pub fn find_key(&self, key: &str) -> Option<ArticleLoc> {
+        self.by_key.get(key).copied()
+    }
+
+    /// Live articles, in segment order.
+    pub fn live_articles(&self) -> impl Iterator<Item = (ArticleLoc, &ArticleRecord)> {
+        self.segments.iter().enumerate().flat_map(|(s, seg)| {
+            seg.articles
+                .iter()
+                .enumerate()
+                .filter(move |(a, _)| seg.live[*a])
+                .map(move |(a, rec)| (ArticleLoc { segment: s, article: a }, rec))
+        })
+    }
+
+    pub fn article_count(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn paragraph_count(&self) -> usize {
+        self.live_articles().map(|(_, a)| a.paragraphs as usize).sum()
+    }
+
+    pub fn chunk_count(&self) -> usize {
+        self.live_articles().map(|(_, a)| a.chunk_count as usize).sum()
+    }
+
+    /// Bytes of the manifest and the live segments.
+    pub fn disk_bytes(&self) -> u64 {
+        let manifest = std::fs::metadata(self.dir.join(MANIFEST))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        manifest + self.manifest.segments.iter().map(|s| s.bytes).sum::<u64>()
+    }
+}
+
+fn model_detail(m: &ModelIdentity, precision: &str) -> String {
+    format!(
+        "dim {}, {} pooling, max_seq_length {}, {}normalised, {precision}",
+        m.dim,
+        m.pooling,
+        m.max_seq_length,
+        if m.normalize { "" } else { "not " }
+    )
+}
+
+fn check_model(
+    dir: &Path,
+    manifest: &Manifest,
+    model: &ModelIdentity,
+    precision: &str,
+) -> Result<(), StoreError> {
+    if manifest.model.compatible_with(model) && manifest.precision == precision {
+        return Ok(());
+    }
+    Err(StoreError::ModelMismatch {
+        dir: dir.to_path_buf(),
+        store_model: manifest.model.name.clone(),
+        store_sha: manifest.model.weights_sha256.chars().take(12).collect(),
+        store_detail: model_detail(&manifest.model, &manifest.precision),
+        model: model.name.clone(),
+        model_sha: model.weights_sha256.chars().take(12).collect(),
+        model_detail: model_detail(model, precision),
+    })
+}
+
+/// Reads the manifest; `None` when the folder holds no store.
+pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>, StoreError> {
+    let path = dir.join(MANIFEST);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let json = format::decode_manifest(&bytes).map_err(|e| format_error(&path, e))?;
+    let manifest: Manifest = serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
+        path: path.clone(),
+        reason: format!("the manifest does not parse: {e}"),
+    })?;
+    for s in &manifest.segments {
+        let valid_name = s.file.starts_with("seg-")
+            && s.file.ends_with(".lkw")
+            && !s.file.contains(['/', '\\'])
+            && !s.file.contains("..");
+        if !valid_name || s.deleted.iter().any(|&d| d as u64 >= s.articles) {
+            return Err(StoreError::Corrupt {
+                path,
+                reason: format!("the manifest's entry for `{}` is invalid", s.file),
+            });
+        }
+    }
+    Ok(Some(manifest))
+}
+
+fn format_error(path: &Path, e: FormatError) -> StoreError {
+    match e {
+        FormatError::Version { found } => StoreError::Version {
+            path: path.to_path_buf(),
+            found,
+        },
+        other => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn load_segment(dir: &Path, entry: &SegmentEntry, dim: usize) -> Result<Segment, StoreError> {
+    let path = dir.join(&entry.file);
+    let buf = std::fs::read(&path).map_err(io_err(&path))?;
+    if buf.len() as u64 != entry.bytes {
+        return Err(StoreError::Corrupt {
+            path,
+            reason: format!(
+                "the file has {} bytes, the manifest says {} (truncated or overwritten)",
+                buf.len(),
+                entry.bytes
+            ),
+        });
+    }
+    let data = format::decode_segment(&buf).map_err(|e| format_error(&path, e))?;
+    if data.dim != dim
+        || data.articles.len() as u64 != entry.articles
+        || data.chunks.len() as u64 != entry.chunks
+    {
+        return Err(StoreError::Corrupt {
+            path,
+            reason: "the segment does not match its manifest entry".into(),
+        });
+    }
+    let mut live = vec![true; data.articles.len()];
+    for &d in &entry.deleted {
+        live[d as usize] = false;
+    }
+    Ok(Segment {
+        file: entry.file.clone(),
+        dim: data.dim,
+        articles: data.articles,
+        chunks: data.chunks,
+        text: data.text,
+        chunk_vectors: data.chunk_vectors,
+        article_vectors: data.article_vectors,
+        live,
+    })
+}
+
+/// The one writer of a store: holds the lock for its lifetime.
+pub struct Writer {
+    dir: PathBuf,
+    _lock: File,
+    manifest: Manifest,
+}
+
+impl Writer {
+    /// Opens (or creates) the store in `dir` for writing with vectors of `model`. Fails at once
+    /// when another process writes it, or when it was built with another model.
+    pub fn open(dir: &Path, model: &ModelIdentity, precision: &str) -> Result<Writer, StoreError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join(LOCK);
+        let mut lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&lock_path)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .map(|pid| format!(" (pid {pid})"))
+                    .unwrap_or_default();
+                return Err(StoreError::Locked {
+                    dir: dir.to_path_buf(),
+                    holder,
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+        lock.set_len(0).map_err(io_err(&lock_path))?;
+        write!(lock, "{}", std::process::id()).map_err(io_err(&lock_path))?;
+        let manifest = match read_manifest(dir)? {
+            Some(m) => {
+                check_model(dir, &m, model, precision)?;
+                m
+            }
+            None => Manifest {
+                model: model.clone(),
+                precision: precision.to_string(),
+                generation: 0,
+                segments: Vec::new(),
+            },
+        };
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            manifest,
+        };
+        writer.remove_debris();
+        Ok(writer)
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Opens the current state for reading (the writer's own view).
+    pub fn snapshot(&self) -> Result<Store, StoreError> {
+        Store::load(&self.dir, self.manifest.clone())
+    }
+
+    /// Removes files no manifest names: segments and temp files of an interrupted write.
+    fn remove_debris(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let named = self.manifest.segments.iter().any(|s| s.file == name);
+            let debris = (name.starts_with("seg-") && !named) || name.ends_with(".tmp");
+            if debris {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Commits one change atomically: a new segment (if any) and deletions of articles in existing
+    /// segments, given as (segment file, article index).
+    pub fn commit(
+        &mut self,
+        new_segment: Option<&SegmentData>,
+        deletions: &[(String, u32)],
+    ) -> Result<(), StoreError> {
+        let mut next = self.manifest.clone();
+        next.generation += 1;
+        for (file, article) in deletions {
+            if let Some(entry) = next.segments.iter_mut().find(|s| &s.file == file) {
+                if !entry.deleted.contains(article) {
+                    entry.deleted.push(*article);
+                    entry.deleted.sort_unstable();
+                }
+            }
+        }
+        if let Some(seg) = new_segment.filter(|s| !s.articles.is_empty()) {
+            next.segments.push(self.write_segment(seg, next.generation)?);
+        }
+        // Segments whose every article is deleted are dropped from the manifest.
+        let dropped: Vec<String> = next
+            .segments
+            .iter()
+            .filter(|s| s.deleted.len() as u64 == s.articles)
+            .map(|s| s.file.clone())
+            .collect();
+        next.segments.retain(|s| s.deleted.len() as u64 != s.articles);
+        self.write_manifest(&next)?;
+        self.manifest = next;
+        for file in dropped {
+            let _ = std::fs::remove_file(self.dir.join(file));
+        }
+        Ok(())
+    }
+
+    /// Rewrites the live content into one segment when deleted articles or many small segments
+    /// make reading wasteful. Returns whether it compacted.
+    pub fn compact_if_needed(&mut self) -> Result<bool, StoreError> {
+        let total: u64 = self.manifest.segments.iter().map(|s| s.articles).sum();
+        let deleted: u64 = self
+            .manifest
+            .segments
+            .iter()
+            .map(|s| s.deleted.len() as u64)
+            .sum();
+        let many = self.manifest.segments.len() > 8;
+        let wasteful = total > 0 && deleted * 4 > total;
+        if !(many || wasteful) {
+            return Ok(false);
+        }
+        let snapshot = self.snapshot()?;
+        let merged = merge_live(&snapshot);
+        let mut next = self.manifest.clone();
+        next.generation += 1;
+        let old: Vec<String> = next.segments.iter().map(|s| s.file.clone()).collect();
+        next.segments.clear();
+        if !merged.articles.is_empty() {
+            next.segments.push(self.write_segment(&merged, next.generation)?);
+        }
+        self.write_manifest(&next)?;
+        self.manifest = next;
+        for file in old {
+            let _ = std::fs::remove_file(self.dir.join(file));
+        }
+        Ok(true)
+    }
+
+    fn write_segment(&self, seg: &SegmentData, generation: u64) -> Result<SegmentEntry, StoreError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let file = format!("seg-{generation:08}-{:x}{nanos:08x}.lkw", std::process::id());
+        let bytes = format::encode_segment(seg);
+        atomic_write(&self.dir, &file, &bytes)?;
+        Ok(SegmentEntry {
+            file,
+            bytes: bytes.len() as u64,
+            articles: seg.articles.len() as u64,
+            chunks: seg.chunks.len() as u64,
+            deleted: Vec::new(),
+        })
+    }
+
+    fn write_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
+        let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
+        atomic_write(&self.dir, MANIFEST, &format::encode_manifest(&json))
+    }
+}
+
+/// Copies the live articles of a store into one segment.
+pub fn merge_live(store: &Store) -> SegmentData {
+    let dim = store.manifest.model.dim;
+    let mut out = SegmentData {
+        dim,
+        ..Default::default()
+    };
+    for (loc, rec) in store.live_articles() {
+        let seg = &store.segments[loc.segment];
+        let new_index = out.articles.len() as u32;
+        let mut record = rec.clone();
+        record.chunk_start = out.chunks.len() as u64;
+        for c in rec.chunk_start as usize..(rec.chunk_start + rec.chunk_count as u64) as usize {
+            let text = seg.chunk_text(c);
+            let mut chunk = seg.chunks[c];
+            chunk.article = new_index;
+            chunk.text_start = out.text.len() as u64;
+            out.text.push_str(text);
+            out.chunks.push(chunk);
+            out.chunk_vectors.extend_from_slice(seg.chunk_vector(c));
+        }
+        out.article_vectors
+            .extend_from_slice(seg.article_vector(loc.article));
+        out.articles.push(record);
+    }
+    out
+}
+
+/// Writes `bytes` to `dir/name` so that the file is either absent/old or complete: temp file,
+/// fsync, rename, fsync of the folder.
+pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let target = dir.join(name);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &target)?;
+        // The rename itself must reach the disk before we report success.
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io_err(&target))
+}

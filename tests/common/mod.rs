@@ -1,0 +1,59 @@
+//! Shared helpers of the integration tests: the real model (fetched when missing, never skipped),
+//! temp stores, and the `likewise` binary.
+#![allow(dead_code)]
+
+use likewise::model::fetch::{self, DEFAULT_MODEL};
+use likewise::model::{ModelFolder, SentenceEncoder};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The project root; integration tests run with it as the working directory.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The default model's folder, fetched (and verified) when missing. Test binaries may run at the
+/// same time, so fetching holds a file lock.
+pub fn model_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        std::env::set_current_dir(root()).expect("project root");
+        let lock = std::fs::File::create(root().join("models/.fetch.lock")).expect("lock file");
+        lock.lock().expect("fetch lock");
+        let dir = fetch::fetch_model(DEFAULT_MODEL, false)
+            .unwrap_or_else(|e| panic!("the tests need the real model and could not fetch it: {e}"));
+        ModelFolder::open(&dir, DEFAULT_MODEL).unwrap_or_else(|e| panic!("{e}"));
+        root().join(dir)
+    })
+    .clone()
+}
+
+pub fn model_folder() -> ModelFolder {
+    ModelFolder::open(&model_dir(), DEFAULT_MODEL).expect("model folder")
+}
+
+pub fn encoder() -> &'static SentenceEncoder {
+    static ENC: OnceLock<SentenceEncoder> = OnceLock::new();
+    ENC.get_or_init(|| SentenceEncoder::load(&model_folder()).expect("model loads"))
+}
+
+pub fn seeds() -> PathBuf {
+    root().join("seeds")
+}
+
+/// `likewise` with the real model and a store in `dir`.
+pub fn likewise(store: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("likewise").expect("binary");
+    cmd.env("LIKEWISE_MODEL", model_dir())
+        .env("LIKEWISE_INDEX", store)
+        .env_remove("RAYON_NUM_THREADS")
+        .current_dir(root());
+    cmd
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
