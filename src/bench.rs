@@ -22,7 +22,8 @@ fn threads() -> usize {
 
 /// Embeds the lines of `file` (after a warm-up) and prints throughput as one JSON line.
 pub fn embed(encoder: &dyn Embedder, file: &Path, lines: Option<usize>) -> Result<i32, CliError> {
-    let f = std::fs::File::open(file).map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
+    let f = std::fs::File::open(file)
+        .map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
     let mut texts = Vec::new();
     for line in std::io::BufReader::new(f).lines() {
         texts.push(line?);
@@ -53,7 +54,11 @@ pub fn embed(encoder: &dyn Embedder, file: &Path, lines: Option<usize>) -> Resul
 
 /// For each way of making article vectors, the mean share of each article's 10 nearest
 /// neighbours that carry its label (leave-one-out), and the share whose nearest neighbour does.
-pub fn article_vectors(encoder: &dyn Embedder, corpus: &Path, per_topic: Option<usize>) -> Result<i32, CliError> {
+pub fn article_vectors(
+    encoder: &dyn Embedder,
+    corpus: &Path,
+    per_topic: Option<usize>,
+) -> Result<i32, CliError> {
     let mut labels = Vec::new();
     let mut articles = Vec::new();
     let mut topics: Vec<_> = std::fs::read_dir(corpus)?
@@ -91,46 +96,104 @@ pub fn article_vectors(encoder: &dyn Embedder, corpus: &Path, per_topic: Option<
     let started = Instant::now();
     let embed_all = |texts: Vec<&str>| -> Result<Vec<Vec<f32>>, CliError> {
         let mut v = encoder.embed(&texts, &|_| {})?;
-        v.iter_mut().for_each(|x| crate::model::bert::normalize_in_place(x));
+        v.iter_mut()
+            .for_each(|x| crate::model::bert::normalize_in_place(x));
         Ok(v)
     };
     let chunk_vecs = embed_all(chunk_texts.iter().map(String::as_str).collect())?;
     let title_vecs = embed_all(titles)?;
     let lead_vecs = embed_all(leads.iter().map(String::as_str).collect())?;
-    eprintln!("likewise: embedded {} articles in {:.1}s", articles.len(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "likewise: embedded {} articles in {:.1}s",
+        articles.len(),
+        started.elapsed().as_secs_f64()
+    );
     let mut per_article: Vec<Vec<&[f32]>> = vec![Vec::new(); articles.len()];
     for (v, &o) in chunk_vecs.iter().zip(&owners) {
         per_article[o].push(v);
     }
     let modes: Vec<(&str, Vec<Vec<f32>>)> = vec![
-        ("mean of headline and paragraphs", (0..articles.len()).map(|i| mean_vector(dim, per_article[i].iter().copied().chain([title_vecs[i].as_slice()]))).collect()),
-        ("mean of paragraphs", (0..articles.len()).map(|i| mean_vector(dim, per_article[i].iter().copied())).collect()),
+        (
+            "mean of headline and paragraphs",
+            (0..articles.len())
+                .map(|i| {
+                    mean_vector(
+                        dim,
+                        per_article[i]
+                            .iter()
+                            .copied()
+                            .chain([title_vecs[i].as_slice()]),
+                    )
+                })
+                .collect(),
+        ),
+        (
+            "mean of paragraphs",
+            (0..articles.len())
+                .map(|i| mean_vector(dim, per_article[i].iter().copied()))
+                .collect(),
+        ),
         ("headline + body, first window", lead_vecs.clone()),
+        (
+            "mean of paragraphs, and first window",
+            (0..articles.len())
+                .map(|i| {
+                    let paragraphs = mean_vector(dim, per_article[i].iter().copied());
+                    mean_vector(
+                        dim,
+                        [paragraphs.as_slice(), lead_vecs[i].as_slice()].into_iter(),
+                    )
+                })
+                .collect(),
+        ),
     ];
     let mut results = Vec::new();
     for (name, vecs) in &modes {
-        let (p10, p1) = knn_label_precision(vecs, &labels, 10);
-        results.push(json!({"article_vector": name, "precision_at_10": (p10 * 10000.0).round() / 10000.0, "precision_at_1": (p1 * 10000.0).round() / 10000.0}));
+        let (p10, p1, r_precision) = knn_label_precision(vecs, &labels, 10);
+        let round = |x: f64| (x * 10000.0).round() / 10000.0;
+        results.push(json!({"article_vector": name, "precision_at_10": round(p10), "precision_at_1": round(p1), "r_precision": round(r_precision)}));
     }
     println!("{}", serde_json::to_string_pretty(&json!({"corpus": corpus.display().to_string(), "articles": articles.len(), "labels": topics.len(), "results": results})).expect("json"));
     Ok(exit::SUCCESS)
 }
 
-/// Leave-one-out: mean share of the `k` nearest neighbours with the same label, and the share of
-/// articles whose nearest neighbour has it.
-fn knn_label_precision(vecs: &[Vec<f32>], labels: &[usize], k: usize) -> (f64, f64) {
+/// Leave-one-out: mean share of the `k` nearest neighbours with the same label, the share of
+/// articles whose nearest neighbour has it, and R-precision (the share with the same label among
+/// the R nearest, R being how many others carry the label).
+fn knn_label_precision(vecs: &[Vec<f32>], labels: &[usize], k: usize) -> (f64, f64, f64) {
     let n = vecs.len();
     let k = k.min(n.saturating_sub(1)).max(1);
     let mut sum_k = 0.0;
     let mut sum_1 = 0.0;
+    let mut sum_r = 0.0;
     for i in 0..n {
-        let mut scored: Vec<(f32, usize)> = (0..n).filter(|&j| j != i).map(|j| (dot(&vecs[i], &vecs[j]), j)).collect();
+        let mut scored: Vec<(f32, usize)> = (0..n)
+            .filter(|&j| j != i)
+            .map(|j| (dot(&vecs[i], &vecs[j]), j))
+            .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let same = scored.iter().take(k).filter(|(_, j)| labels[*j] == labels[i]).count();
+        let same = scored
+            .iter()
+            .take(k)
+            .filter(|(_, j)| labels[*j] == labels[i])
+            .count();
         sum_k += same as f64 / k as f64;
         if scored.first().is_some_and(|(_, j)| labels[*j] == labels[i]) {
             sum_1 += 1.0;
         }
+        let r = labels
+            .iter()
+            .enumerate()
+            .filter(|&(j, l)| j != i && *l == labels[i])
+            .count();
+        if r > 0 {
+            sum_r += scored
+                .iter()
+                .take(r)
+                .filter(|(_, j)| labels[*j] == labels[i])
+                .count() as f64
+                / r as f64;
+        }
     }
-    (sum_k / n as f64, sum_1 / n as f64)
+    (sum_k / n as f64, sum_1 / n as f64, sum_r / n as f64)
 }

@@ -35,7 +35,11 @@ pub mod exit {
 pub const PRECISION: &str = "f32";
 
 #[derive(Parser, Debug)]
-#[command(name = "likewise", version, about = "Semantic similarity for news: embeds articles and paragraphs locally and finds similar coverage.")]
+#[command(
+    name = "likewise",
+    version,
+    about = "Semantic similarity for news: embeds articles and paragraphs locally and finds similar coverage."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -46,7 +50,12 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// The store folder.
-    #[arg(long = "index", env = "LIKEWISE_INDEX", default_value = ".likewise", global = true)]
+    #[arg(
+        long = "index",
+        env = "LIKEWISE_INDEX",
+        default_value = ".likewise",
+        global = true
+    )]
     pub index: PathBuf,
     /// A sentence-transformers model folder, or a model name (default: all-MiniLM-L6-v2).
     #[arg(long, env = "LIKEWISE_MODEL", global = true)]
@@ -164,15 +173,21 @@ pub enum CliError {
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Box<StoreError>),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError::Store(Box::new(e))
+    }
 }
 
 impl From<index::IndexError> for CliError {
     fn from(e: index::IndexError) -> Self {
         match e {
-            index::IndexError::Store(s) => CliError::Store(s),
+            index::IndexError::Store(s) => CliError::Store(Box::new(s)),
             index::IndexError::Model(m) => CliError::Model(m),
             other => CliError::Other(other.to_string()),
         }
@@ -213,25 +228,43 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
     configure_threads(cli.global.threads);
     let g = &cli.global;
     match &cli.command {
-        Command::Index { paths, prune, max_article_bytes } => {
-            cmd_index(g, paths, *prune, *max_article_bytes)
-        }
+        Command::Index {
+            paths,
+            prune,
+            max_article_bytes,
+        } => cmd_index(g, paths, *prune, *max_article_bytes),
         Command::Query(q) => cmd_query(g, q),
         Command::Embed { file } => cmd_embed(g, file.as_deref()),
         Command::Info { format } => cmd_info(g, *format),
         Command::Model(ModelCommand::Fetch { name, force }) => {
-            let name = name.clone().or_else(|| g.model.clone()).unwrap_or_else(|| fetch::DEFAULT_MODEL.into());
+            let name = name
+                .clone()
+                .or_else(|| g.model.clone())
+                .unwrap_or_else(|| fetch::DEFAULT_MODEL.into());
             let dir = fetch::fetch_model(&name, *force)?;
             let folder = ModelFolder::open(&dir, &name)?;
-            println!("{} ready in {} (weights sha256 {})", folder.identity.name, dir.display(), folder.identity.weights_sha256);
+            println!(
+                "{} ready in {} (weights sha256 {})",
+                folder.identity.name,
+                dir.display(),
+                folder.identity.weights_sha256
+            );
             Ok(exit::SUCCESS)
         }
         Command::Model(ModelCommand::Check) => {
             let folder = open_model_folder(g, false)?;
-            println!("{}", serde_json::to_string_pretty(&json!({"dir": folder.dir, "identity": folder.identity})).expect("json"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &json!({"dir": folder.dir, "identity": folder.identity})
+                )
+                .expect("json")
+            );
             Ok(exit::SUCCESS)
         }
-        Command::Bench(BenchCommand::Embed { file, lines }) => crate::bench::embed(&load_model(g)?, file, *lines),
+        Command::Bench(BenchCommand::Embed { file, lines }) => {
+            crate::bench::embed(&load_model(g)?, file, *lines)
+        }
         Command::Bench(BenchCommand::ArticleVectors { corpus, per_topic }) => {
             crate::bench::article_vectors(&load_model(g)?, corpus, *per_topic)
         }
@@ -259,10 +292,15 @@ impl Bar {
     fn new() -> Self {
         let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} articles  {per_sec}  ETA {eta}")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{spinner} {bar:30} {pos}/{len} articles  {per_sec}  ETA {eta}",
+            )
+            .expect("valid template"),
         );
-        Self { bar, warnings: std::cell::Cell::new(0) }
+        Self {
+            bar,
+            warnings: std::cell::Cell::new(0),
+        }
     }
 }
 
@@ -275,17 +313,31 @@ impl Progress for Bar {
     }
     fn warn(&self, w: &Warning) {
         self.warnings.set(self.warnings.get() + 1);
-        self.bar.suspend(|| eprintln!("likewise: warning: {}", sanitize_for_terminal(&w.to_string())));
+        self.bar.suspend(|| {
+            eprintln!(
+                "likewise: warning: {}",
+                sanitize_for_terminal(&w.to_string())
+            )
+        });
     }
     fn finish(&self) {
         self.bar.finish_and_clear();
     }
 }
 
-fn cmd_index(g: &Global, paths: &[PathBuf], prune: bool, max_article_bytes: usize) -> Result<i32, CliError> {
+fn cmd_index(
+    g: &Global,
+    paths: &[PathBuf],
+    prune: bool,
+    max_article_bytes: usize,
+) -> Result<i32, CliError> {
     let encoder = load_model(g)?;
     let mut writer = Writer::open(&g.index, encoder.identity(), PRECISION)?;
-    let opts = IndexOptions { prune, max_article_bytes, ..Default::default() };
+    let opts = IndexOptions {
+        prune,
+        max_article_bytes,
+        ..Default::default()
+    };
     let bar = Bar::new();
     let report = index::index(&mut writer, &encoder, paths, &opts, &bar)?;
     let store = writer.snapshot()?;
@@ -304,7 +356,10 @@ fn cmd_index(g: &Global, paths: &[PathBuf], prune: bool, max_article_bytes: usiz
         store.paragraph_count(),
     );
     if bar.warnings.get() > 0 {
-        eprintln!("likewise: {} inputs were skipped (see the warnings above)", bar.warnings.get());
+        eprintln!(
+            "likewise: {} inputs were skipped (see the warnings above)",
+            bar.warnings.get()
+        );
         return Ok(exit::SKIPPED_INPUT);
     }
     Ok(exit::SUCCESS)
@@ -350,28 +405,46 @@ pub fn find_article(store: &Store, like: &str) -> Result<ArticleLoc, CliError> {
 }
 
 fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
+    // A passage needs the model: check it before the store, so its problems come first.
+    let encoder = if q.like.is_none() {
+        Some(load_model(g)?)
+    } else {
+        None
+    };
     let store = Store::open(&g.index)?;
     let (query_vec, query_label, exclude) = if let Some(like) = &q.like {
         let loc = find_article(&store, like)?;
-        let v = store.segments[loc.segment].article_vector(loc.article).to_vec();
+        let v = store.segments[loc.segment]
+            .article_vector(loc.article)
+            .to_vec();
         (v, json!({"like": store.article(loc).key}), Some(loc))
     } else {
         let text = match (&q.text, &q.file) {
             (Some(t), _) => t.clone(),
             (None, Some(f)) => {
-                let bytes = std::fs::read(f).map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?;
+                let bytes = std::fs::read(f)
+                    .map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?;
                 crate::text::decode_text(&bytes).0
             }
-            (None, None) => return Err(CliError::Other("give a passage, --file F or --like ARTICLE".into())),
+            (None, None) => {
+                return Err(CliError::Other(
+                    "give a passage, --file F or --like ARTICLE".into(),
+                ))
+            }
         };
         if text.trim().is_empty() {
             return Err(CliError::Other("the passage is empty".into()));
         }
-        let encoder = load_model(g)?;
+        let encoder = encoder.expect("loaded for a passage");
         store.check_model(encoder.identity(), PRECISION)?;
         (embed_query(&encoder, &text)?, json!({"text": text}), None)
     };
-    let opts = SearchOptions { k: q.k, min_score: q.min_score, exclude, filter: None };
+    let opts = SearchOptions {
+        k: q.k,
+        min_score: q.min_score,
+        exclude,
+        filter: None,
+    };
     let hits: Vec<serde_json::Value> = match q.level {
         Level::Article => search::search_articles(&store, &query_vec, &opts)
             .iter()
@@ -423,22 +496,33 @@ fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
 }
 
 fn chunk_has_more_windows(seg: &crate::store::Segment, chunk: usize) -> bool {
-    seg.chunks
-        .get(chunk + 1)
-        .is_some_and(|n| n.article == seg.chunks[chunk].article && n.paragraph == seg.chunks[chunk].paragraph)
+    seg.chunks.get(chunk + 1).is_some_and(|n| {
+        n.article == seg.chunks[chunk].article && n.paragraph == seg.chunks[chunk].paragraph
+    })
 }
 
 /// A query passage's vector: one embedding when it fits the model's window, else the mean of
 /// its windows' embeddings, so no part of a long passage is ignored.
 pub fn embed_query(encoder: &dyn Embedder, text: &str) -> Result<Vec<f32>, CliError> {
     let windows = encoder.windows(text)?;
-    let pieces: Vec<&str> = windows.iter().map(|r| text[r.clone()].trim()).filter(|s| !s.is_empty()).collect();
-    let pieces = if pieces.is_empty() { vec![text] } else { pieces };
+    let pieces: Vec<&str> = windows
+        .iter()
+        .map(|r| text[r.clone()].trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let pieces = if pieces.is_empty() {
+        vec![text]
+    } else {
+        pieces
+    };
     let mut vectors = encoder.embed(&pieces, &|_| {})?;
     for v in vectors.iter_mut() {
         crate::model::bert::normalize_in_place(v);
     }
-    Ok(index::mean_vector(encoder.identity().dim, vectors.iter().map(Vec::as_slice)))
+    Ok(index::mean_vector(
+        encoder.identity().dim,
+        vectors.iter().map(Vec::as_slice),
+    ))
 }
 
 fn article_json(store: &Store, loc: ArticleLoc, rank: usize, score: f32) -> serde_json::Value {
@@ -452,7 +536,11 @@ fn article_json(store: &Store, loc: ArticleLoc, rank: usize, score: f32) -> serd
         }
         None => v["id"] = json!(rec.key),
     }
-    for (k, val) in [("date", &rec.meta.date), ("source", &rec.meta.source), ("url", &rec.meta.url)] {
+    for (k, val) in [
+        ("date", &rec.meta.date),
+        ("source", &rec.meta.source),
+        ("url", &rec.meta.url),
+    ] {
         if let Some(val) = val {
             v[k] = json!(val);
         }
@@ -470,7 +558,11 @@ fn shorten(s: &str, max_chars: usize) -> String {
     out
 }
 
-fn write_hits_table(out: &mut impl Write, hits: &[serde_json::Value], level: Level) -> std::io::Result<()> {
+fn write_hits_table(
+    out: &mut impl Write,
+    hits: &[serde_json::Value],
+    level: Level,
+) -> std::io::Result<()> {
     if hits.is_empty() {
         writeln!(out, "no results")?;
         return Ok(());
@@ -491,12 +583,24 @@ fn write_hits_table(out: &mut impl Write, hits: &[serde_json::Value], level: Lev
             h["score"].as_f64().unwrap_or(0.0),
             shorten(&s("title"), 90)
         )?;
-        let meta: Vec<String> = ["date", "source"].iter().map(|k| s(k)).filter(|v| !v.is_empty()).collect();
-        let meta = if meta.is_empty() { String::new() } else { format!("  [{}]", shorten(&meta.join(" · "), 40)) };
+        let meta: Vec<String> = ["date", "source"]
+            .iter()
+            .map(|k| s(k))
+            .filter(|v| !v.is_empty())
+            .collect();
+        let meta = if meta.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", shorten(&meta.join(" · "), 40))
+        };
         writeln!(out, "           {}{}", shorten(&place, 80), meta)?;
         if h["text"].is_string() {
             let label = match level {
-                Level::Article => format!("¶{} {:.3}", h["paragraph"], h["paragraph_score"].as_f64().unwrap_or(0.0)),
+                Level::Article => format!(
+                    "¶{} {:.3}",
+                    h["paragraph"],
+                    h["paragraph_score"].as_f64().unwrap_or(0.0)
+                ),
                 Level::Paragraph => format!("¶{}", h["paragraph"]),
             };
             writeln!(out, "           {label}  “{}”", shorten(&s("text"), 150))?;
@@ -522,13 +626,22 @@ fn cmd_embed(g: &Global, file: Option<&Path>) -> Result<i32, CliError> {
         }
         let (text, fallback) = crate::text::decode_text(&bytes);
         if fallback {
-            eprintln!("likewise: warning: line {}: not valid UTF-8; read as Windows-1252", n + 1);
+            eprintln!(
+                "likewise: warning: line {}: not valid UTF-8; read as Windows-1252",
+                n + 1
+            );
         }
         texts.push(text);
     }
     let bar = if texts.len() >= 256 {
-        let b = ProgressBar::with_draw_target(Some(texts.len() as u64), indicatif::ProgressDrawTarget::stderr());
-        b.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} texts  {per_sec}  ETA {eta}").expect("valid template"));
+        let b = ProgressBar::with_draw_target(
+            Some(texts.len() as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        b.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} texts  {per_sec}  ETA {eta}")
+                .expect("valid template"),
+        );
         b
     } else {
         ProgressBar::hidden()
@@ -538,7 +651,8 @@ fn cmd_embed(g: &Global, file: Option<&Path>) -> Result<i32, CliError> {
     bar.finish_and_clear();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for v in vectors {
-        serde_json::to_writer(&mut out, &json!({"embedding": v})).map_err(|e| CliError::Other(e.to_string()))?;
+        serde_json::to_writer(&mut out, &json!({"embedding": v}))
+            .map_err(|e| CliError::Other(e.to_string()))?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
@@ -565,11 +679,29 @@ fn cmd_info(g: &Global, format: Format) -> Result<i32, CliError> {
         Format::Table => {
             writeln!(out, "store       {}", g.index.display())?;
             writeln!(out, "articles    {}", store.article_count())?;
-            writeln!(out, "paragraphs  {} ({} chunks embedded)", store.paragraph_count(), store.chunk_count())?;
-            writeln!(out, "model       {} (dim {}, {} pooling, max_seq_length {}, {}normalised)", m.model.name, m.model.dim, m.model.pooling, m.model.max_seq_length, if m.model.normalize { "" } else { "not " })?;
+            writeln!(
+                out,
+                "paragraphs  {} ({} chunks embedded)",
+                store.paragraph_count(),
+                store.chunk_count()
+            )?;
+            writeln!(
+                out,
+                "model       {} (dim {}, {} pooling, max_seq_length {}, {}normalised)",
+                m.model.name,
+                m.model.dim,
+                m.model.pooling,
+                m.model.max_seq_length,
+                if m.model.normalize { "" } else { "not " }
+            )?;
             writeln!(out, "weights     sha256 {}", m.model.weights_sha256)?;
             writeln!(out, "precision   {}", m.precision)?;
-            writeln!(out, "on disk     {} in {} segments", human_bytes(store.disk_bytes()), m.segments.len())?;
+            writeln!(
+                out,
+                "on disk     {} in {} segments",
+                human_bytes(store.disk_bytes()),
+                m.segments.len()
+            )?;
         }
     }
     Ok(exit::SUCCESS)
@@ -583,5 +715,9 @@ fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

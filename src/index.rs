@@ -59,6 +59,9 @@ pub enum ArticleVectorMode {
     MeanOfParagraphs,
     /// One embedding of headline and body together, truncated at the model's window.
     LeadText,
+    /// The mean of two unit vectors: the paragraphs' mean, and the headline-and-body window. It
+    /// finds related coverage best on the seeds and on BBC (README, "Article vectors").
+    ParagraphsAndLead,
 }
 
 #[derive(Debug, Clone)]
@@ -78,7 +81,7 @@ impl Default for IndexOptions {
             prune: false,
             group_articles: 256,
             max_article_bytes: 4 << 20,
-            article_vectors: ArticleVectorMode::MeanOfParts,
+            article_vectors: ArticleVectorMode::ParagraphsAndLead,
         }
     }
 }
@@ -121,7 +124,9 @@ fn is_indexable(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .map(|e| e.to_ascii_lowercase())
-        .is_some_and(|e| TEXT_EXTENSIONS.contains(&e.as_str()) || JSONL_EXTENSIONS.contains(&e.as_str()))
+        .is_some_and(|e| {
+            TEXT_EXTENSIONS.contains(&e.as_str()) || JSONL_EXTENSIONS.contains(&e.as_str())
+        })
 }
 
 /// The files to index under `paths`, sorted. A file named directly is taken whatever its
@@ -132,7 +137,10 @@ pub fn collect_files(paths: &[PathBuf], warn: &mut dyn FnMut(Warning)) -> Vec<Pa
         let meta = match std::fs::metadata(root) {
             Ok(m) => m,
             Err(e) => {
-                warn(Warning { path: root.clone(), reason: format!("cannot be read: {e}") });
+                warn(Warning {
+                    path: root.clone(),
+                    reason: format!("cannot be read: {e}"),
+                });
                 continue;
             }
         };
@@ -140,18 +148,29 @@ pub fn collect_files(paths: &[PathBuf], warn: &mut dyn FnMut(Warning)) -> Vec<Pa
             files.push(root.clone());
             continue;
         }
-        for entry in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
+        for entry in walkdir::WalkDir::new(root)
+            .follow_links(true)
+            .sort_by_file_name()
+        {
             match entry {
                 Ok(e) if e.file_type().is_file() && is_indexable(e.path()) => {
                     files.push(e.path().to_path_buf())
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.clone());
+                    let path = e
+                        .path()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| root.clone());
                     let reason = if e.loop_ancestor().is_some() {
                         "a symbolic link loop; not followed".to_string()
                     } else {
-                        format!("cannot be read: {}", e.io_error().map(|i| i.to_string()).unwrap_or_else(|| e.to_string()))
+                        format!(
+                            "cannot be read: {}",
+                            e.io_error()
+                                .map(|i| i.to_string())
+                                .unwrap_or_else(|| e.to_string())
+                        )
                     };
                     warn(Warning { path, reason });
                 }
@@ -173,8 +192,15 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
 }
 
 /// Reads the articles of one file; problems become warnings.
-pub fn read_file(path: &Path, opts: &IndexOptions, warn: &mut dyn FnMut(Warning)) -> Vec<SourceArticle> {
-    let w = |reason: String| Warning { path: path.to_path_buf(), reason };
+pub fn read_file(
+    path: &Path,
+    opts: &IndexOptions,
+    warn: &mut dyn FnMut(Warning),
+) -> Vec<SourceArticle> {
+    let w = |reason: String| Warning {
+        path: path.to_path_buf(),
+        reason,
+    };
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
@@ -248,7 +274,10 @@ fn read_jsonl(
 ) -> Vec<SourceArticle> {
     let (content, fallback) = text::decode_text(bytes);
     if fallback {
-        warn(Warning { path: path.into(), reason: "not valid UTF-8; read as Windows-1252 (Latin-1)".into() });
+        warn(Warning {
+            path: path.into(),
+            reason: "not valid UTF-8; read as Windows-1252 (Latin-1)".into(),
+        });
     }
     let mut out = Vec::new();
     let mut keys = HashSet::new();
@@ -257,15 +286,24 @@ fn read_jsonl(
         if line.trim().is_empty() {
             continue;
         }
-        let w = |reason: String| Warning { path: PathBuf::from(format!("{}:{line_no}", path.display())), reason };
+        let w = |reason: String| Warning {
+            path: PathBuf::from(format!("{}:{line_no}", path.display())),
+            reason,
+        };
         if line.len() > opts.max_article_bytes {
-            warn(w(format!("{} bytes, over the {}-byte limit for one article; skipped", line.len(), opts.max_article_bytes)));
+            warn(w(format!(
+                "{} bytes, over the {}-byte limit for one article; skipped",
+                line.len(),
+                opts.max_article_bytes
+            )));
             continue;
         }
         let article: JsonArticle = match serde_json::from_str(line) {
             Ok(a) => a,
             Err(e) => {
-                warn(w(format!("not a JSON article with a `text` field ({e}); skipped")));
+                warn(w(format!(
+                    "not a JSON article with a `text` field ({e}); skipped"
+                )));
                 continue;
             }
         };
@@ -330,7 +368,11 @@ pub fn index(
     for (loc, rec) in store.live_articles() {
         existing.insert(
             rec.key.clone(),
-            (store.segments[loc.segment].file.clone(), loc.article as u32, rec.content_hash.clone()),
+            (
+                store.segments[loc.segment].file.clone(),
+                loc.article as u32,
+                rec.content_hash.clone(),
+            ),
         );
     }
     let mut todo: Vec<SourceArticle> = Vec::new();
@@ -344,7 +386,13 @@ pub fn index(
         }
         for a in articles {
             if !seen_keys.insert(a.key.clone()) {
-                warn(Warning { path: path.clone(), reason: format!("article `{}` was already read from another input; skipped", a.key) });
+                warn(Warning {
+                    path: path.clone(),
+                    reason: format!(
+                        "article `{}` was already read from another input; skipped",
+                        a.key
+                    ),
+                });
                 continue;
             }
             match existing.get(&a.key) {
@@ -360,12 +408,15 @@ pub fn index(
             }
         }
     }
-    drop(warn);
 
     progress.start(todo.len());
     for group in todo.chunks(opts.group_articles.max(1)) {
         let segment = embed_group(embedder, group, opts.article_vectors)?;
-        report.paragraphs_embedded += segment.articles.iter().map(|a| a.paragraphs as usize).sum::<usize>();
+        report.paragraphs_embedded += segment
+            .articles
+            .iter()
+            .map(|a| a.paragraphs as usize)
+            .sum::<usize>();
         report.chunks_embedded += segment.chunks.len();
         let replaced: Vec<(String, u32)> = group
             .iter()
@@ -403,7 +454,10 @@ pub fn embed_group(
     mode: ArticleVectorMode,
 ) -> Result<SegmentData, ModelError> {
     let dim = embedder.identity().dim;
-    let mut seg = SegmentData { dim, ..Default::default() };
+    let mut seg = SegmentData {
+        dim,
+        ..Default::default()
+    };
     // Texts to embed: every chunk of every article, then each article's extra text (headline, or
     // lead text), in one call so batches stay full.
     let mut texts: Vec<String> = Vec::new();
@@ -443,8 +497,12 @@ pub fn embed_group(
         .iter()
         .map(|a| {
             let text = match mode {
-                ArticleVectorMode::MeanOfParagraphs if !a.parsed.paragraphs.is_empty() => return None,
-                ArticleVectorMode::LeadText => lead_text(&a.parsed),
+                ArticleVectorMode::MeanOfParagraphs if !a.parsed.paragraphs.is_empty() => {
+                    return None
+                }
+                ArticleVectorMode::LeadText | ArticleVectorMode::ParagraphsAndLead => {
+                    lead_text(&a.parsed)
+                }
                 _ if a.parsed.title.is_empty() => return None,
                 _ => a.parsed.title.clone(),
             };
@@ -465,6 +523,10 @@ pub fn embed_group(
         let own = extra[i].map(|e| vectors[e].as_slice());
         let v = match mode {
             ArticleVectorMode::LeadText => own.expect("lead text is always embedded").to_vec(),
+            ArticleVectorMode::ParagraphsAndLead if !chunks.is_empty() => {
+                let paragraphs = mean_vector(dim, chunks.map(|c| vectors[c].as_slice()));
+                mean_vector(dim, [paragraphs.as_slice()].into_iter().chain(own))
+            }
             _ => mean_vector(dim, chunks.map(|c| vectors[c].as_slice()).chain(own)),
         };
         seg.article_vectors.extend_from_slice(&v);

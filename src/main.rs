@@ -5,7 +5,11 @@ use likewise::cli::{self, exit, Cli};
 
 fn main() {
     let cli = Cli::try_parse().unwrap_or_else(|e| {
-        let code = if e.use_stderr() { exit::USAGE } else { exit::SUCCESS };
+        let code = if e.use_stderr() {
+            exit::USAGE
+        } else {
+            exit::SUCCESS
+        };
         let _ = e.print();
         std::process::exit(code);
     });

@@ -26,6 +26,9 @@ pub struct ArticleHit {
     pub evidence: Option<ChunkHit>,
 }
 
+/// A predicate on articles, applied before scoring.
+pub type ArticleFilter<'a> = &'a (dyn Fn(&Store, ArticleLoc) -> bool + Sync);
+
 /// Options shared by both levels.
 #[derive(Clone, Copy)]
 pub struct SearchOptions<'a> {
@@ -33,7 +36,7 @@ pub struct SearchOptions<'a> {
     pub min_score: Option<f32>,
     /// An article excluded from the results (the one a `--like` query starts from).
     pub exclude: Option<ArticleLoc>,
-    pub filter: Option<&'a (dyn Fn(&Store, ArticleLoc) -> bool + Sync)>,
+    pub filter: Option<ArticleFilter<'a>>,
 }
 
 /// Dot product of two equal-length vectors. Eight accumulators let the compiler keep several
@@ -127,7 +130,10 @@ pub fn search_articles(store: &Store, query: &[f32], opts: &SearchOptions) -> Ve
         .map(|(s, seg)| {
             let mut top = TopK::new(opts.k);
             for (a, v) in seg.article_vectors.chunks_exact(dim).enumerate() {
-                let loc = ArticleLoc { segment: s, article: a };
+                let loc = ArticleLoc {
+                    segment: s,
+                    article: a,
+                };
                 if !seg.live[a] || Some(loc) == opts.exclude {
                     continue;
                 }
@@ -171,7 +177,10 @@ pub fn search_paragraphs(store: &Store, query: &[f32], opts: &SearchOptions) -> 
             let end = (start + BLOCK_ROWS).min(seg.chunks.len());
             for c in start..end {
                 let article = seg.chunks[c].article as usize;
-                let loc = ArticleLoc { segment: s, article };
+                let loc = ArticleLoc {
+                    segment: s,
+                    article,
+                };
                 if !seg.live[article] || Some(loc) == opts.exclude {
                     continue;
                 }
@@ -182,7 +191,15 @@ pub fn search_paragraphs(store: &Store, query: &[f32], opts: &SearchOptions) -> 
                 if opts.filter.is_some_and(|f| !f(store, loc)) {
                     continue;
                 }
-                top.push(score, (s, c), ChunkHit { loc, chunk: c, score });
+                top.push(
+                    score,
+                    (s, c),
+                    ChunkHit {
+                        loc,
+                        chunk: c,
+                        score,
+                    },
+                );
             }
             top
         })

@@ -70,8 +70,10 @@ pub fn parse_body<'a>(lines: impl Iterator<Item = &'a str>) -> ParsedArticle {
     if let Some((last, rest)) = story.split_last() {
         if !rest.is_empty() && is_credit_line(last) {
             meta.credit = Some(
-                last.trim_matches(|c: char| c == '(' || c == ')' || c == '-' || c == '—' || c == ' ')
-                    .to_string(),
+                last.trim_matches(|c: char| {
+                    c == '(' || c == ')' || c == '-' || c == '—' || c == ' '
+                })
+                .to_string(),
             );
             story = rest;
         }
@@ -174,7 +176,9 @@ fn is_tail_line(line: &str) -> bool {
     let lower = line.to_lowercase();
     metadata_pair(line).is_some()
         || FURNITURE_LABELS.contains(&lower.as_str())
-        || line.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '.')
+        || line
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ',' || c == '.')
         || ((lower.starts_with("words") || lower.starts_with("read count"))
             && line.split_whitespace().count() <= 2)
 }
@@ -204,7 +208,9 @@ fn furniture_start(body: &[String]) -> usize {
     // A tail made of a lone number or label is too weak a sign by itself.
     let tail_has_metadata = body[tail..].iter().any(|l| metadata_pair(l).is_some());
     let tail = if tail_has_metadata { tail } else { body.len() };
-    marker.min(tail).max(if body.len() > 1 { 1 } else { body.len() })
+    marker
+        .min(tail)
+        .max(if body.len() > 1 { 1 } else { body.len() })
 }
 
 fn read_furniture(furniture: &[String], meta: &mut Metadata) {
@@ -264,13 +270,21 @@ const AGENCIES: &[&str] = &[
 
 fn is_credit_line(line: &str) -> bool {
     let core = line
-        .trim_matches(|c: char| c == '(' || c == ')' || c == '-' || c == '—' || c == '–' || c == ' ')
+        .trim_matches(|c: char| {
+            c == '(' || c == ')' || c == '-' || c == '—' || c == '–' || c == ' '
+        })
         .to_lowercase();
     if AGENCIES.contains(&core.as_str()) {
         return true;
     }
     let lower = line.to_lowercase();
-    let by_line = ["reporting by", "additional reporting by", "(reporting by", "editing by", "writing by"];
+    let by_line = [
+        "reporting by",
+        "additional reporting by",
+        "(reporting by",
+        "editing by",
+        "writing by",
+    ];
     by_line.iter().any(|p| lower.starts_with(p)) && line.split_whitespace().count() <= 20
 }
 
@@ -336,7 +350,10 @@ pub fn sanitize_for_terminal(s: &str) -> String {
         .filter_map(|c| match c {
             '\n' | '\t' | '\r' => Some(' '),
             c if c.is_control() => None,
-            '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' => None,
+            '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}' => None,
             c => Some(c),
         })
         .collect()
@@ -391,9 +408,15 @@ mod tests {
         let text = "Headline\nStory one.\nStory two.\nSimilar Readings (2 items)\nOther headline\nAnother headline\nSummary\nA summary of it.\nStatistics\n251\nWords1\nRead CountDetails\nID: abc\nCategory ID: nhk\nURL: https://www3.nhk.or.jp/news/1/\nDate: March 23, 2024\nCreated: 2024/03/23 06:30";
         let p = parse_article_text(text);
         assert_eq!(p.paragraphs, vec!["Story one.", "Story two."]);
-        assert_eq!(p.meta.url.as_deref(), Some("https://www3.nhk.or.jp/news/1/"));
+        assert_eq!(
+            p.meta.url.as_deref(),
+            Some("https://www3.nhk.or.jp/news/1/")
+        );
         assert_eq!(p.meta.date.as_deref(), Some("2024-03-23"));
-        assert_eq!(p.meta.extra.get("summary").map(String::as_str), Some("A summary of it."));
+        assert_eq!(
+            p.meta.extra.get("summary").map(String::as_str),
+            Some("A summary of it.")
+        );
         assert_eq!(p.meta.source.as_deref(), Some("www3.nhk.or.jp"));
     }
 
@@ -427,7 +450,10 @@ mod tests {
 
     #[test]
     fn terminal_text_loses_controls_and_bidi() {
-        assert_eq!(sanitize_for_terminal("a\u{1b}[31mb\u{202E}c\td"), "a[31mbc d");
+        assert_eq!(
+            sanitize_for_terminal("a\u{1b}[31mb\u{202E}c\td"),
+            "a[31mbc d"
+        );
     }
 
     #[test]

@@ -13,8 +13,13 @@ struct Golden {
 }
 
 fn golden() -> Vec<Golden> {
-    let text = std::fs::read_to_string(common::root().join("tests/fixtures/golden-all-MiniLM-L6-v2.jsonl")).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let text = std::fs::read_to_string(
+        common::root().join("tests/fixtures/golden-all-MiniLM-L6-v2.jsonl"),
+    )
+    .unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -31,7 +36,12 @@ fn every_golden_vector_matches_sentence_transformers() {
         }
     }
     eprintln!("worst cosine {:.8} ({})", worst.0, worst.1);
-    assert!(worst.0 >= 0.99999, "worst cosine {:.8} on {}", worst.0, worst.1);
+    assert!(
+        worst.0 >= 0.99999,
+        "worst cosine {:.8} on {}",
+        worst.0,
+        worst.1
+    );
 }
 
 #[test]
@@ -50,11 +60,18 @@ fn one_text_at_a_time_gives_the_same_vectors_as_a_batch() {
 fn long_texts_are_truncated_like_sentence_transformers() {
     // The whole-article lines are longer than 256 word pieces: truncation must match.
     let golden = golden();
-    let articles: Vec<&Golden> = golden.iter().filter(|g| g.id.ends_with("#article")).collect();
+    let articles: Vec<&Golden> = golden
+        .iter()
+        .filter(|g| g.id.ends_with("#article"))
+        .collect();
     assert!(!articles.is_empty());
     let enc = common::encoder();
     for g in articles {
-        assert!(enc.count_tokens(&[g.text.as_str()]).unwrap() == 256, "{} should hit the window", g.id);
+        assert!(
+            enc.count_tokens(&[g.text.as_str()]).unwrap() == 256,
+            "{} should hit the window",
+            g.id
+        );
         let v = enc.embed(&[g.text.as_str()], &|_| {}).unwrap();
         assert!(common::cosine(&g.embedding, &v[0]) >= 0.99999, "{}", g.id);
     }

@@ -139,7 +139,11 @@ impl Bert {
                 return Err(BertError::PositionEmbedding(kind.clone()));
             }
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             return Err(BertError::Heads {
                 hidden: config.hidden_size,
                 heads: config.num_attention_heads,
@@ -153,7 +157,11 @@ impl Bert {
         };
         let h = config.hidden_size;
         let eps = config.layer_norm_eps as f32;
-        let mut w = Weights { tensors: &mut tensors, prefix, device };
+        let mut w = Weights {
+            tensors: &mut tensors,
+            prefix,
+            device,
+        };
         let embed_norm = w.norm("embeddings.LayerNorm", h, eps)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
@@ -171,21 +179,27 @@ impl Bert {
                 },
                 attn_out: w.dense(&format!("{p}.attention.output.dense"), h, h)?,
                 attn_norm: w.norm(&format!("{p}.attention.output.LayerNorm"), h, eps)?,
-                ffn_in: w.dense(&format!("{p}.intermediate.dense"), h, config.intermediate_size)?,
+                ffn_in: w.dense(
+                    &format!("{p}.intermediate.dense"),
+                    h,
+                    config.intermediate_size,
+                )?,
                 ffn_out: w.dense(&format!("{p}.output.dense"), config.intermediate_size, h)?,
                 ffn_norm: w.norm(&format!("{p}.output.LayerNorm"), h, eps)?,
             });
         }
-        let word_embeddings = w.take("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+        let word_embeddings =
+            w.take("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
         let position_embeddings = w.take(
             "embeddings.position_embeddings.weight",
             &[config.max_position_embeddings, h],
         )?;
-        let token_type_row = w.take(
-            "embeddings.token_type_embeddings.weight",
-            &[config.type_vocab_size, h],
-        )?
-        .get(0)?;
+        let token_type_row = w
+            .take(
+                "embeddings.token_type_embeddings.weight",
+                &[config.type_vocab_size, h],
+            )?
+            .get(0)?;
         Ok(Self {
             word_embeddings,
             position_embeddings,
@@ -241,21 +255,35 @@ impl Bert {
                 .iter()
                 .map(|&m| if m == 1 { 0.0 } else { f32::MIN })
                 .collect();
-            Some(Tensor::from_vec(bias, (batch, 1, 1, seq_len), &self.device)?)
+            Some(Tensor::from_vec(
+                bias,
+                (batch, 1, 1, seq_len),
+                &self.device,
+            )?)
         };
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&x)?.reshape((
-                batch,
-                seq_len,
-                3,
-                self.heads,
-                self.head_dim,
-            ))?;
+            let qkv =
+                layer
+                    .qkv
+                    .forward(&x)?
+                    .reshape((batch, seq_len, 3, self.heads, self.head_dim))?;
             // (batch, heads, seq, head_dim) for each of q, k, v.
-            let q = qkv.narrow(2, 0, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
-            let k = qkv.narrow(2, 1, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
-            let v = qkv.narrow(2, 2, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?;
+            let q = qkv
+                .narrow(2, 0, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = qkv
+                .narrow(2, 1, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let v = qkv
+                .narrow(2, 2, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()?;
             let mut scores = (q.matmul(&k.t()?)? * scale)?;
             if let Some(bias) = &attention_bias {
                 scores = scores.broadcast_add(bias)?;
@@ -418,8 +446,14 @@ mod tests {
     fn max_and_cls_pooling() {
         let states = [1.0, 9.0, 3.0, 4.0];
         let mask = [1, 1];
-        assert_eq!(pool(&states, &mask, 1, 2, 2, Pooling::Max, false)[0], vec![3.0, 9.0]);
-        assert_eq!(pool(&states, &mask, 1, 2, 2, Pooling::Cls, false)[0], vec![1.0, 9.0]);
+        assert_eq!(
+            pool(&states, &mask, 1, 2, 2, Pooling::Max, false)[0],
+            vec![3.0, 9.0]
+        );
+        assert_eq!(
+            pool(&states, &mask, 1, 2, 2, Pooling::Cls, false)[0],
+            vec![1.0, 9.0]
+        );
     }
 
     #[test]

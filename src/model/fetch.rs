@@ -106,7 +106,11 @@ impl ModelRef {
     /// `--model` or `LIKEWISE_MODEL` if given, else the default model.
     pub fn parse(given: Option<&str>) -> ModelRef {
         match given {
-            Some(s) if Path::new(s).is_dir() || s.starts_with('.') || s.contains(std::path::MAIN_SEPARATOR) && Path::new(s).exists() => {
+            Some(s)
+                if Path::new(s).is_dir()
+                    || s.starts_with('.')
+                    || s.contains(std::path::MAIN_SEPARATOR) && Path::new(s).exists() =>
+            {
                 ModelRef::Folder(PathBuf::from(s))
             }
             Some(s) => ModelRef::Name(s.to_string()),
@@ -194,7 +198,10 @@ pub fn fetch_model(name: &str, force: bool) -> Result<PathBuf, ModelError> {
         }
     }
     let mut reasons = Vec::new();
-    if std::env::var("HF_HUB_OFFLINE").map(|v| v == "1").unwrap_or(false) {
+    if std::env::var("HF_HUB_OFFLINE")
+        .map(|v| v == "1")
+        .unwrap_or(false)
+    {
         reasons.push("Hugging Face Hub: skipped, HF_HUB_OFFLINE=1".to_string());
     } else {
         eprintln!("likewise: fetching {name} from the Hugging Face Hub...");

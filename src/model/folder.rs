@@ -116,7 +116,12 @@ impl ModelFolder {
         if !dir.is_dir() {
             return Err(fail(vec!["it is not a directory".into()]));
         }
-        for required in ["config.json", "tokenizer.json", "model.safetensors", "modules.json"] {
+        for required in [
+            "config.json",
+            "tokenizer.json",
+            "model.safetensors",
+            "modules.json",
+        ] {
             if !dir.join(required).is_file() {
                 problems.push(format!("{required} is missing"));
             }
@@ -256,7 +261,9 @@ impl ModelFolder {
         let config = config.expect("checked above");
         let pooling = pooling.expect("checked above");
         let identity = ModelIdentity {
-            name: known.map(|k| k.repo.to_string()).unwrap_or_else(|| name.to_string()),
+            name: known
+                .map(|k| k.repo.to_string())
+                .unwrap_or_else(|| name.to_string()),
             dim: config.hidden_size,
             pooling,
             max_seq_length,
@@ -286,7 +293,9 @@ fn pooling_mode(cfg: &PoolingConfig) -> Result<Pooling, String> {
     let on: Vec<_> = modes.iter().filter(|m| m.0).collect();
     match on.as_slice() {
         [(_, Some(p), _)] => Ok(*p),
-        [(_, None, name)] => Err(format!("pooling mode `{name}` is not supported (mean, cls, max are)")),
+        [(_, None, name)] => Err(format!(
+            "pooling mode `{name}` is not supported (mean, cls, max are)"
+        )),
         [] => Err("no pooling mode is switched on".into()),
         _ => Err("several pooling modes at once are not supported".into()),
     }
@@ -354,8 +363,8 @@ fn check_safetensors_header(path: &Path) -> Result<(), String> {
     }
     let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header).map_err(|e| e.to_string())?;
-    let parsed: serde_json::Value =
-        serde_json::from_slice(&header).map_err(|e| format!("the header is not valid JSON: {e}"))?;
+    let parsed: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| format!("the header is not valid JSON: {e}"))?;
     let data_len = len - 8 - header_len;
     let mut max_end = 0u64;
     if let Some(map) = parsed.as_object() {

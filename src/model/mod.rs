@@ -15,8 +15,8 @@ pub mod fetch;
 mod folder;
 
 pub use bert::Pooling;
-pub use folder::{sha256_file, ModelFolder, ModelIdentity};
 pub(crate) use folder::hex;
+pub use folder::{sha256_file, ModelFolder, ModelIdentity};
 
 use candle_core::Device;
 use std::ops::Range;
@@ -202,9 +202,13 @@ impl Embedder for SentenceEncoder {
 /// Splits `text`, whose word pieces have byte `offsets`, into consecutive byte ranges of at most
 /// `max_pieces` pieces each. A cut falls where a new word starts, preferably after a sentence end,
 /// never inside a word unless a single word is longer than a window.
-pub fn split_offsets(text: &str, offsets: &[(usize, usize)], max_pieces: usize) -> Vec<Range<usize>> {
+pub fn split_offsets(
+    text: &str,
+    offsets: &[(usize, usize)],
+    max_pieces: usize,
+) -> Vec<Range<usize>> {
     if offsets.len() <= max_pieces {
-        return vec![0..text.len()];
+        return std::iter::once(0..text.len()).collect();
     }
     let bytes = text.as_bytes();
     let starts_word = |t: usize| t == 0 || offsets[t].0 > offsets[t - 1].1;
@@ -222,7 +226,7 @@ pub fn split_offsets(text: &str, offsets: &[(usize, usize)], max_pieces: usize) 
     while offsets.len() - start_tok > max_pieces {
         let limit = start_tok + max_pieces; // first token not in this window
         let floor = start_tok + max_pieces / 2;
-        let cut = (floor + 1..=limit)
+        let cut = (floor.max(start_tok + 1)..=limit)
             .rev()
             .find(|&t| after_sentence(t))
             .or_else(|| (start_tok + 1..=limit).rev().find(|&t| starts_word(t)))

@@ -164,7 +164,10 @@ pub fn encode_segment(seg: &SegmentData) -> Vec<u8> {
 pub fn decode_layout(buf: &[u8]) -> Result<SegmentLayout, FormatError> {
     let len = buf.len() as u64;
     if buf.len() < 12 {
-        return Err(FormatError::Truncated { needed: HEADER_LEN as u64, len });
+        return Err(FormatError::Truncated {
+            needed: HEADER_LEN as u64,
+            len,
+        });
     }
     if &buf[..8] != SEGMENT_MAGIC {
         return Err(FormatError::Magic);
@@ -174,7 +177,10 @@ pub fn decode_layout(buf: &[u8]) -> Result<SegmentLayout, FormatError> {
         return Err(FormatError::Version { found: version });
     }
     if buf.len() < HEADER_LEN {
-        return Err(FormatError::Truncated { needed: HEADER_LEN as u64, len });
+        return Err(FormatError::Truncated {
+            needed: HEADER_LEN as u64,
+            len,
+        });
     }
     let crc_at = HEADER_LEN - 8;
     if crc32fast::hash(&buf[..crc_at]) != get_u32(buf, crc_at) {
@@ -200,10 +206,22 @@ pub fn decode_layout(buf: &[u8]) -> Result<SegmentLayout, FormatError> {
         if end > len {
             return Err(FormatError::Truncated { needed: end, len });
         }
-        if offset % ALIGN as u64 != 0 || offset < HEADER_LEN as u64 {
+        if !offset.is_multiple_of(ALIGN as u64) || offset < HEADER_LEN as u64 {
             return Err(FormatError::Inconsistent(format!("section {i} offset")));
         }
         ranges.push(offset as usize..end as usize);
+    }
+    // The file ends right after the last section's padding; anything shorter or longer is damage.
+    let end = align_up(ranges.iter().map(|r| r.end).max().unwrap_or(HEADER_LEN));
+    if end as u64 != len {
+        return Err(if (end as u64) > len {
+            FormatError::Truncated {
+                needed: end as u64,
+                len,
+            }
+        } else {
+            FormatError::Inconsistent(format!("{} bytes after the last section", len - end as u64))
+        });
     }
     // Counts must agree with the section sizes (checked with u128 so nothing overflows).
     let expect = |what: &str, got: usize, want: u128| -> Result<(), FormatError> {
@@ -214,9 +232,21 @@ pub fn decode_layout(buf: &[u8]) -> Result<SegmentLayout, FormatError> {
         }
         Ok(())
     };
-    expect("chunk table", ranges[1].len(), n_chunks as u128 * CHUNK_RECORD_LEN as u128)?;
-    expect("chunk vectors", ranges[3].len(), n_chunks as u128 * dim as u128 * 4)?;
-    expect("article vectors", ranges[4].len(), n_articles as u128 * dim as u128 * 4)?;
+    expect(
+        "chunk table",
+        ranges[1].len(),
+        n_chunks as u128 * CHUNK_RECORD_LEN as u128,
+    )?;
+    expect(
+        "chunk vectors",
+        ranges[3].len(),
+        n_chunks as u128 * dim as u128 * 4,
+    )?;
+    expect(
+        "article vectors",
+        ranges[4].len(),
+        n_articles as u128 * dim as u128 * 4,
+    )?;
     Ok(SegmentLayout {
         dim,
         n_articles: n_articles as usize,
@@ -280,11 +310,18 @@ pub fn decode_tables(
         };
         let end = c.text_start.checked_add(c.text_len as u64);
         if c.article as usize >= articles.len() || end.is_none_or(|e| e > text_len) {
-            return Err(FormatError::Inconsistent(format!("chunk {i} points outside the segment")));
+            return Err(FormatError::Inconsistent(format!(
+                "chunk {i} points outside the segment"
+            )));
         }
-        let (s, e) = (c.text_start as usize, c.text_start as usize + c.text_len as usize);
+        let (s, e) = (
+            c.text_start as usize,
+            c.text_start as usize + c.text_len as usize,
+        );
         if std::str::from_utf8(&text[s..e]).is_err() {
-            return Err(FormatError::Inconsistent(format!("chunk {i} text is not UTF-8")));
+            return Err(FormatError::Inconsistent(format!(
+                "chunk {i} text is not UTF-8"
+            )));
         }
         chunks.push(c);
     }
@@ -295,7 +332,9 @@ pub fn decode_tables(
                 .iter()
                 .any(|c| c.article as usize != i)
         {
-            return Err(FormatError::Inconsistent(format!("article {i} chunk range")));
+            return Err(FormatError::Inconsistent(format!(
+                "article {i} chunk range"
+            )));
         }
     }
     Ok((articles, chunks))
@@ -350,10 +389,14 @@ pub fn decode_manifest(buf: &[u8]) -> Result<&[u8], FormatError> {
     let rest = &buf[header_end + 1..];
     let trailer_len = "\ncrc32 00000000\n".len();
     if rest.len() < trailer_len {
-        return Err(FormatError::Truncated { needed: (header_end + 1 + trailer_len) as u64, len: buf.len() as u64 });
+        return Err(FormatError::Truncated {
+            needed: (header_end + 1 + trailer_len) as u64,
+            len: buf.len() as u64,
+        });
     }
     let (json, trailer) = rest.split_at(rest.len() - trailer_len);
-    let trailer = std::str::from_utf8(trailer).map_err(|_| FormatError::Checksum("the manifest"))?;
+    let trailer =
+        std::str::from_utf8(trailer).map_err(|_| FormatError::Checksum("the manifest"))?;
     let stored = trailer
         .trim()
         .strip_prefix("crc32 ")
@@ -384,8 +427,20 @@ mod tests {
                 paragraphs: 2,
             }],
             chunks: vec![
-                ChunkRecord { article: 0, paragraph: 0, window: 0, text_start: 0, text_len: 15 },
-                ChunkRecord { article: 0, paragraph: 1, window: 0, text_start: 15, text_len: 6 },
+                ChunkRecord {
+                    article: 0,
+                    paragraph: 0,
+                    window: 0,
+                    text_start: 0,
+                    text_len: 15,
+                },
+                ChunkRecord {
+                    article: 0,
+                    paragraph: 1,
+                    window: 0,
+                    text_start: 15,
+                    text_len: 6,
+                },
             ],
             text,
             chunk_vectors: vec![1.0, 0.0, 0.0, 1.0],
@@ -416,9 +471,15 @@ mod tests {
         // Padding between sections carries no information; every other byte is covered.
         let covered = |i: usize| {
             i < HEADER_LEN - 4
-                || [&layout.articles, &layout.chunks, &layout.text, &layout.chunk_vectors, &layout.article_vectors]
-                    .iter()
-                    .any(|r| r.contains(&i))
+                || [
+                    &layout.articles,
+                    &layout.chunks,
+                    &layout.text,
+                    &layout.chunk_vectors,
+                    &layout.article_vectors,
+                ]
+                .iter()
+                .any(|r| r.contains(&i))
         };
         for i in (0..bytes.len()).filter(|&i| covered(i)) {
             let mut bad = bytes.clone();

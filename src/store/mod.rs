@@ -36,16 +36,8 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error("store {path} has format version {found}; this likewise reads version {}. Rebuild it: move it away and run `likewise index PATH...`", format::FORMAT_VERSION)]
     Version { path: PathBuf, found: u32 },
-    #[error("store {dir} was built with model {store_model} (weights sha256 {store_sha}…, {store_detail}); the model in use is {model} (weights sha256 {model_sha}…, {model_detail}). Vectors of different models cannot be compared: use --model {store_model}, or another store (--index PATH)")]
-    ModelMismatch {
-        dir: PathBuf,
-        store_model: String,
-        store_sha: String,
-        store_detail: String,
-        model: String,
-        model_sha: String,
-        model_detail: String,
-    },
+    #[error("{0}")]
+    ModelMismatch(Box<ModelMismatch>),
     #[error("store {dir} is being written by another likewise process{holder}; wait for it to finish, or use another --index")]
     Locked { dir: PathBuf, holder: String },
     #[error("{path}: {source}")]
@@ -54,6 +46,35 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A store and a model whose vectors cannot be compared.
+#[derive(Debug)]
+pub struct ModelMismatch {
+    pub dir: PathBuf,
+    pub store_model: String,
+    pub store_sha: String,
+    pub store_detail: String,
+    pub model: String,
+    pub model_sha: String,
+    pub model_detail: String,
+}
+
+impl std::fmt::Display for ModelMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "store {} was built with model {} (weights sha256 {}…, {}); the model in use is {} (weights sha256 {}…, {}). Vectors of different models cannot be compared: use --model {}, or another store (--index PATH)",
+            self.dir.display(),
+            self.store_model,
+            self.store_sha,
+            self.store_detail,
+            self.model,
+            self.model_sha,
+            self.model_detail,
+            self.store_model
+        )
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -156,7 +177,13 @@ impl Store {
         for (s, seg) in segments.iter().enumerate() {
             for (a, rec) in seg.articles.iter().enumerate() {
                 if seg.live[a] {
-                    by_key.insert(rec.key.clone(), ArticleLoc { segment: s, article: a });
+                    by_key.insert(
+                        rec.key.clone(),
+                        ArticleLoc {
+                            segment: s,
+                            article: a,
+                        },
+                    );
                 }
             }
         }
@@ -188,7 +215,15 @@ impl Store {
                 .iter()
                 .enumerate()
                 .filter(move |(a, _)| seg.live[*a])
-                .map(move |(a, rec)| (ArticleLoc { segment: s, article: a }, rec))
+                .map(move |(a, rec)| {
+                    (
+                        ArticleLoc {
+                            segment: s,
+                            article: a,
+                        },
+                        rec,
+                    )
+                })
         })
     }
 
@@ -197,11 +232,15 @@ impl Store {
     }
 
     pub fn paragraph_count(&self) -> usize {
-        self.live_articles().map(|(_, a)| a.paragraphs as usize).sum()
+        self.live_articles()
+            .map(|(_, a)| a.paragraphs as usize)
+            .sum()
     }
 
     pub fn chunk_count(&self) -> usize {
-        self.live_articles().map(|(_, a)| a.chunk_count as usize).sum()
+        self.live_articles()
+            .map(|(_, a)| a.chunk_count as usize)
+            .sum()
     }
 
     /// Bytes of the manifest and the live segments.
@@ -232,7 +271,7 @@ fn check_model(
     if manifest.model.compatible_with(model) && manifest.precision == precision {
         return Ok(());
     }
-    Err(StoreError::ModelMismatch {
+    Err(StoreError::ModelMismatch(Box::new(ModelMismatch {
         dir: dir.to_path_buf(),
         store_model: manifest.model.name.clone(),
         store_sha: manifest.model.weights_sha256.chars().take(12).collect(),
@@ -240,7 +279,7 @@ fn check_model(
         model: model.name.clone(),
         model_sha: model.weights_sha256.chars().take(12).collect(),
         model_detail: model_detail(model, precision),
-    })
+    })))
 }
 
 /// Reads the manifest; `None` when the folder holds no store.
@@ -424,7 +463,8 @@ impl Writer {
             }
         }
         if let Some(seg) = new_segment.filter(|s| !s.articles.is_empty()) {
-            next.segments.push(self.write_segment(seg, next.generation)?);
+            next.segments
+                .push(self.write_segment(seg, next.generation)?);
         }
         // Segments whose every article is deleted are dropped from the manifest.
         let dropped: Vec<String> = next
@@ -433,7 +473,8 @@ impl Writer {
             .filter(|s| s.deleted.len() as u64 == s.articles)
             .map(|s| s.file.clone())
             .collect();
-        next.segments.retain(|s| s.deleted.len() as u64 != s.articles);
+        next.segments
+            .retain(|s| s.deleted.len() as u64 != s.articles);
         self.write_manifest(&next)?;
         self.manifest = next;
         for file in dropped {
@@ -464,7 +505,8 @@ impl Writer {
         let old: Vec<String> = next.segments.iter().map(|s| s.file.clone()).collect();
         next.segments.clear();
         if !merged.articles.is_empty() {
-            next.segments.push(self.write_segment(&merged, next.generation)?);
+            next.segments
+                .push(self.write_segment(&merged, next.generation)?);
         }
         self.write_manifest(&next)?;
         self.manifest = next;
@@ -474,12 +516,19 @@ impl Writer {
         Ok(true)
     }
 
-    fn write_segment(&self, seg: &SegmentData, generation: u64) -> Result<SegmentEntry, StoreError> {
+    fn write_segment(
+        &self,
+        seg: &SegmentData,
+        generation: u64,
+    ) -> Result<SegmentEntry, StoreError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let file = format!("seg-{generation:08}-{:x}{nanos:08x}.lkw", std::process::id());
+        let file = format!(
+            "seg-{generation:08}-{:x}{nanos:08x}.lkw",
+            std::process::id()
+        );
         let bytes = format::encode_segment(seg);
         atomic_write(&self.dir, &file, &bytes)?;
         Ok(SegmentEntry {

@@ -20,8 +20,9 @@ pub fn model_dir() -> PathBuf {
         std::env::set_current_dir(root()).expect("project root");
         let lock = std::fs::File::create(root().join("models/.fetch.lock")).expect("lock file");
         lock.lock().expect("fetch lock");
-        let dir = fetch::fetch_model(DEFAULT_MODEL, false)
-            .unwrap_or_else(|e| panic!("the tests need the real model and could not fetch it: {e}"));
+        let dir = fetch::fetch_model(DEFAULT_MODEL, false).unwrap_or_else(|e| {
+            panic!("the tests need the real model and could not fetch it: {e}")
+        });
         ModelFolder::open(&dir, DEFAULT_MODEL).unwrap_or_else(|e| panic!("{e}"));
         root().join(dir)
     })

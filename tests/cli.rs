@@ -1,0 +1,465 @@
+//! End-to-end tests of the `likewise` binary on the seeds, with the real model.
+
+mod common;
+
+use common::likewise;
+use likewise::store::Store;
+use serde_json::Value;
+use std::path::Path;
+
+const RAFAH: &str = "Blinken said a major ground operation in Rafah would be a mistake";
+
+fn indexed_seeds() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    likewise(&dir.path().join("store"))
+        .args(["index", "seeds"])
+        .assert()
+        .success();
+    dir
+}
+
+fn json_out(cmd: &mut assert_cmd::Command) -> Value {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    serde_json::from_slice(&out).expect("JSON on stdout")
+}
+
+fn seed_number(hit: &Value) -> String {
+    let path = hit["path"].as_str().unwrap();
+    Path::new(path).file_name().unwrap().to_string_lossy()[..3].to_string()
+}
+
+#[test]
+fn rafah_passage_ranks_the_rafah_articles_first() {
+    let dir = indexed_seeds();
+    let doc =
+        json_out(likewise(&dir.path().join("store")).args(["query", RAFAH, "--format", "json"]));
+    let order: Vec<String> = doc["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(seed_number)
+        .collect();
+    assert_eq!(order.len(), 5, "{order:?}");
+    let mut top3 = order[..3].to_vec();
+    top3.sort();
+    assert_eq!(top3, ["002", "003", "004"], "order was {order:?}");
+    // Every article hit carries its best paragraph as evidence, and scores fall.
+    for (i, h) in doc["hits"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(h["rank"], i + 1);
+        assert!(
+            h["paragraph"].is_u64() && h["text"].is_string() && h["title"].is_string(),
+            "{h}"
+        );
+    }
+    let scores: Vec<f64> = doc["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+}
+
+#[test]
+fn like_000_returns_001_first_and_never_itself() {
+    let dir = indexed_seeds();
+    let doc = json_out(likewise(&dir.path().join("store")).args([
+        "query",
+        "--like",
+        "seeds/000_af634a2fc44c76fa.txt",
+        "--format",
+        "json",
+    ]));
+    let order: Vec<String> = doc["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(seed_number)
+        .collect();
+    assert_eq!(order[0], "001", "{order:?}");
+    assert!(!order.contains(&"000".to_string()));
+    // A file name prefix names the same article.
+    let again = json_out(
+        likewise(&dir.path().join("store")).args(["query", "--like", "000", "--format", "json"]),
+    );
+    assert_eq!(again["hits"], doc["hits"]);
+}
+
+#[test]
+fn paragraph_hits_carry_position_and_text() {
+    let dir = indexed_seeds();
+    let doc = json_out(likewise(&dir.path().join("store")).args([
+        "query",
+        RAFAH,
+        "--level",
+        "paragraph",
+        "-k",
+        "3",
+        "--format",
+        "json",
+    ]));
+    let hits = doc["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 3);
+    let top = &hits[0];
+    assert!(
+        top["text"]
+            .as_str()
+            .unwrap()
+            .contains("major ground operation in Rafah"),
+        "{top}"
+    );
+    for key in ["rank", "score", "path", "title", "paragraph", "text"] {
+        assert!(!top[key].is_null(), "missing {key}: {top}");
+    }
+    // --min-score keeps only what reaches it; jsonl gives one hit per line.
+    let out = likewise(&dir.path().join("store"))
+        .args([
+            "query",
+            RAFAH,
+            "--level",
+            "paragraph",
+            "--min-score",
+            "0.6",
+            "--format",
+            "jsonl",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let lines: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|h| h["score"].as_f64().unwrap() >= 0.6));
+}
+
+#[test]
+fn the_repeated_block_and_the_furniture_of_002_are_not_paragraphs() {
+    let dir = indexed_seeds();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let (loc, rec) = store
+        .live_articles()
+        .find(|(_, r)| r.key.contains("002_"))
+        .unwrap();
+    let seg = &store.segments[loc.segment];
+    let texts: Vec<&str> = (rec.chunk_start as usize
+        ..(rec.chunk_start + rec.chunk_count as u64) as usize)
+        .map(|c| seg.chunk_text(c))
+        .collect();
+    // The file has 5 story paragraphs after the headline, then repeats them verbatim.
+    assert_eq!(texts.len(), 5, "{texts:#?}");
+    let unique: std::collections::HashSet<_> = texts.iter().collect();
+    assert_eq!(unique.len(), texts.len());
+    for furniture in [
+        "Similar Readings",
+        "Blinken meets Netanyahu",
+        "Summary",
+        "Statistics",
+        "Read Count",
+        "ID:",
+        "Category ID",
+        "URL:",
+        "Date:",
+        "Created:",
+        "251",
+    ] {
+        assert!(
+            !texts.iter().any(|t| t.starts_with(furniture)),
+            "{furniture} is a paragraph"
+        );
+    }
+    assert_eq!(
+        rec.meta.url.as_deref(),
+        Some("https://www3.nhk.or.jp/nhkworld/en/news/20240323_N01/")
+    );
+    assert_eq!(rec.meta.date.as_deref(), Some("2024-03-23"));
+
+    // 004 ends with a bare "Reuters" credit, which is not a paragraph.
+    let (loc, rec) = store
+        .live_articles()
+        .find(|(_, r)| r.key.contains("004_"))
+        .unwrap();
+    let seg = &store.segments[loc.segment];
+    let last = seg.chunk_text((rec.chunk_start + rec.chunk_count as u64 - 1) as usize);
+    assert!(last.starts_with("\"We've gotten it down"), "{last}");
+    assert_eq!(rec.meta.credit.as_deref(), Some("Reuters"));
+}
+
+fn info(store: &Path) -> Value {
+    json_out(likewise(store).args(["info", "--format", "json"]))
+}
+
+#[test]
+fn reindexing_unchanged_files_embeds_nothing_and_changes_are_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    for f in std::fs::read_dir(common::seeds()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, input.join(f.file_name().unwrap())).unwrap();
+    }
+    let store = dir.path().join("store");
+    likewise(&store).arg("index").arg(&input).assert().success();
+    let before = info(&store);
+    assert_eq!(before["articles"], 5);
+
+    let again = likewise(&store).arg("index").arg(&input).assert().success();
+    let stderr = String::from_utf8_lossy(&again.get_output().stderr).to_string();
+    assert!(stderr.contains("0 new, 0 changed, 5 unchanged"), "{stderr}");
+    assert!(
+        stderr.contains("0 paragraphs (0 chunks) embedded"),
+        "{stderr}"
+    );
+    assert_eq!(
+        info(&store)["generation"],
+        before["generation"],
+        "nothing may be written"
+    );
+
+    // A changed file is re-embedded; a removed one goes with --prune.
+    let changed = input.join("001_8a1f03382bde83e9.txt");
+    let mut text = std::fs::read_to_string(&changed).unwrap();
+    text.push_str("\nA new closing paragraph about the truce talks in Doha.\n");
+    std::fs::write(&changed, text).unwrap();
+    std::fs::remove_file(input.join("003_d6a61527be0b1163.txt")).unwrap();
+    let run = likewise(&store)
+        .arg("index")
+        .arg(&input)
+        .arg("--prune")
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("0 new, 1 changed, 3 unchanged, 1 removed"),
+        "{stderr}"
+    );
+    let after = info(&store);
+    assert_eq!(after["articles"], 4);
+    // 001 gained a paragraph; 003 (a headline and 8 paragraphs) is gone.
+    assert_eq!(
+        after["paragraphs"].as_u64().unwrap(),
+        before["paragraphs"].as_u64().unwrap() + 1 - 8
+    );
+}
+
+#[test]
+fn a_store_made_with_another_model_is_refused() {
+    use likewise::index::{self, IndexOptions, Silent};
+    use likewise::model::fake::FakeEmbedder;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let fake = FakeEmbedder::new(384, 200);
+    let mut writer =
+        likewise::store::Writer::open(&store, likewise::model::Embedder::identity(&fake), "f32")
+            .unwrap();
+    index::index(
+        &mut writer,
+        &fake,
+        &[common::seeds()],
+        &IndexOptions::default(),
+        &Silent,
+    )
+    .unwrap();
+    drop(writer);
+
+    for args in [vec!["query", RAFAH], vec!["index", "seeds"]] {
+        let out = likewise(&store)
+            .args(&args)
+            .assert()
+            .code(5)
+            .get_output()
+            .stderr
+            .clone();
+        let msg = String::from_utf8_lossy(&out);
+        assert!(
+            msg.contains("fake/bag-of-words") && msg.contains("all-MiniLM-L6-v2"),
+            "{msg}"
+        );
+        assert_eq!(msg.trim().lines().count(), 1, "one clear line: {msg}");
+    }
+}
+
+#[test]
+fn a_truncated_or_damaged_store_gives_a_clear_error() {
+    let dir = indexed_seeds();
+    let store = dir.path().join("store");
+    let segment = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "lkw"))
+        .unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&segment, &bytes[..cut]).unwrap();
+        let out = likewise(&store)
+            .args(["query", RAFAH])
+            .assert()
+            .code(5)
+            .get_output()
+            .stderr
+            .clone();
+        let msg = String::from_utf8_lossy(&out);
+        assert!(
+            msg.contains("damaged") && msg.contains(".lkw"),
+            "cut {cut}: {msg}"
+        );
+    }
+    std::fs::write(&segment, &bytes).unwrap();
+    likewise(&store).args(["query", RAFAH]).assert().success();
+
+    let manifest = store.join("MANIFEST");
+    let m = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, &m[..m.len() / 2]).unwrap();
+    let out = likewise(&store)
+        .args(["info"])
+        .assert()
+        .code(5)
+        .get_output()
+        .stderr
+        .clone();
+    assert!(String::from_utf8_lossy(&out).contains("MANIFEST"));
+}
+
+#[test]
+fn a_model_folder_with_missing_or_damaged_files_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(model.join("1_Pooling")).unwrap();
+    let real = common::model_dir();
+    for f in [
+        "config.json",
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+    ] {
+        std::fs::copy(real.join(f), model.join(f)).unwrap();
+    }
+    // Weights cut short, tokenizer absent.
+    let weights = std::fs::read(real.join("model.safetensors")).unwrap();
+    std::fs::write(model.join("model.safetensors"), &weights[..1 << 20]).unwrap();
+    let out = likewise(&dir.path().join("store"))
+        .env("LIKEWISE_MODEL", &model)
+        .args(["query", RAFAH])
+        .assert()
+        .code(4)
+        .get_output()
+        .stderr
+        .clone();
+    let msg = String::from_utf8_lossy(&out);
+    assert!(msg.contains("tokenizer.json is missing"), "{msg}");
+    assert!(msg.contains("truncated"), "{msg}");
+}
+
+#[test]
+fn embed_prints_one_vector_per_line_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden: Vec<Value> = std::fs::read_to_string(
+        common::root().join("tests/fixtures/golden-all-MiniLM-L6-v2.jsonl"),
+    )
+    .unwrap()
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    let pick: Vec<&Value> = golden
+        .iter()
+        .filter(|g| !g["text"].as_str().unwrap().contains(['\n', '\r']))
+        .take(4)
+        .collect();
+    let mut input: Vec<String> = pick
+        .iter()
+        .map(|g| g["text"].as_str().unwrap().to_string())
+        .collect();
+    input.insert(1, String::new()); // an empty line is the empty text
+    let out = likewise(&dir.path().join("store"))
+        .arg("embed")
+        .write_stdin(input.join("\n") + "\n")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let lines: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), input.len());
+    let vec_of = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let empty = golden.iter().find(|g| g["text"] == "").unwrap();
+    assert!(
+        common::cosine(
+            &vec_of(&lines[1]["embedding"]),
+            &vec_of(&empty["embedding"])
+        ) >= 0.99999
+    );
+    for (line, g) in lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, l)| l)
+        .zip(&pick)
+    {
+        assert!(
+            common::cosine(&vec_of(&line["embedding"]), &vec_of(&g["embedding"])) >= 0.99999,
+            "{}",
+            g["id"]
+        );
+    }
+}
+
+#[test]
+fn a_paragraph_longer_than_the_window_is_split_without_losing_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("long.txt");
+    let sentence =
+        "The minister said the talks on the border crossing would resume next week after a pause. ";
+    let long = sentence.repeat(40); // about 700 word pieces
+    std::fs::write(
+        &input,
+        format!("A long article\n{long}\nA short closing paragraph.\n"),
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    likewise(&store).arg("index").arg(&input).assert().success();
+    let s = Store::open(&store).unwrap();
+    let (loc, rec) = s.live_articles().next().unwrap();
+    assert_eq!(rec.paragraphs, 2);
+    assert!(rec.chunk_count >= 4, "{} chunks", rec.chunk_count);
+    let seg = &s.segments[loc.segment];
+    let first_paragraph: Vec<&str> = (0..rec.chunk_count as usize - 1)
+        .map(|c| seg.chunk_text(c))
+        .collect();
+    assert_eq!(first_paragraph.join(" "), long.trim());
+    let enc = common::encoder();
+    for t in &first_paragraph {
+        assert!(likewise::model::Embedder::count_tokens(enc, &[t]).unwrap() <= 256);
+    }
+}
+
+#[test]
+fn errors_are_one_line_with_a_documented_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = likewise(&dir.path().join("missing"))
+        .args(["query", RAFAH])
+        .assert()
+        .code(5)
+        .get_output()
+        .stderr
+        .clone();
+    let msg = String::from_utf8_lossy(&out);
+    assert!(msg.starts_with("likewise: error: no store at"), "{msg}");
+    likewise(&dir.path().join("missing"))
+        .args(["query", "--bogus"])
+        .assert()
+        .code(2);
+}

@@ -1,0 +1,208 @@
+//! The store through the library, with the deterministic fake embedder: commits, incremental
+//! indexing, compaction, the writer lock, and damaged files.
+
+use likewise::index::{self, IndexOptions, Silent};
+use likewise::model::fake::FakeEmbedder;
+use likewise::model::Embedder;
+use likewise::search::{self, SearchOptions};
+use likewise::store::{Store, StoreError, Writer};
+use std::path::Path;
+
+fn write_articles(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        std::fs::write(
+            dir.join(format!("{i:03}.txt")),
+            format!(
+                "Headline {i}\nParagraph about topic{} number {i}.\nAnother line on subject{}.\n",
+                i % 3,
+                i % 5
+            ),
+        )
+        .unwrap();
+    }
+}
+
+fn run_index(
+    store: &Path,
+    fake: &FakeEmbedder,
+    input: &Path,
+    opts: &IndexOptions,
+) -> index::IndexReport {
+    let mut w = Writer::open(store, fake.identity(), "f32").unwrap();
+    index::index(&mut w, fake, &[input.to_path_buf()], opts, &Silent).unwrap()
+}
+
+#[test]
+fn groups_are_committed_and_compacted_without_losing_articles() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_articles(&input, 50);
+    let fake = FakeEmbedder::new(32, 50);
+    let opts = IndexOptions {
+        group_articles: 4,
+        ..Default::default()
+    };
+    let report = run_index(&dir.path().join("s"), &fake, &input, &opts);
+    assert_eq!(report.articles_new, 50);
+    let store = Store::open(&dir.path().join("s")).unwrap();
+    assert_eq!(store.article_count(), 50);
+    assert_eq!(store.paragraph_count(), 100);
+    assert!(
+        store.manifest.segments.len() <= 8,
+        "13 groups were compacted"
+    );
+    // Every article's vector is unit length and searchable.
+    let q = store.segments[0].article_vector(0).to_vec();
+    let hits = search::search_articles(
+        &store,
+        &q,
+        &SearchOptions {
+            k: 3,
+            min_score: None,
+            exclude: None,
+            filter: None,
+        },
+    );
+    assert!((hits[0].score - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn search_is_exact_against_a_naive_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_articles(&input, 30);
+    let fake = FakeEmbedder::new(48, 50);
+    run_index(
+        &dir.path().join("s"),
+        &fake,
+        &input,
+        &IndexOptions {
+            group_articles: 7,
+            ..Default::default()
+        },
+    );
+    let store = Store::open(&dir.path().join("s")).unwrap();
+    let q = fake
+        .embed(&["topic1 subject2 number"], &|_| {})
+        .unwrap()
+        .remove(0);
+    let hits = search::search_paragraphs(
+        &store,
+        &q,
+        &SearchOptions {
+            k: 10,
+            min_score: None,
+            exclude: None,
+            filter: None,
+        },
+    );
+    let mut naive: Vec<f32> = Vec::new();
+    for (loc, rec) in store.live_articles() {
+        let seg = &store.segments[loc.segment];
+        for c in rec.chunk_start as usize..(rec.chunk_start + rec.chunk_count as u64) as usize {
+            naive.push(seg.chunk_vector(c).iter().zip(&q).map(|(a, b)| a * b).sum());
+        }
+    }
+    naive.sort_by(|a, b| b.total_cmp(a));
+    let got: Vec<f32> = hits.iter().map(|h| h.score).collect();
+    for (g, n) in got.iter().zip(&naive) {
+        assert!((g - n).abs() < 1e-5, "{got:?} vs {:?}", &naive[..10]);
+    }
+}
+
+#[test]
+fn a_second_writer_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeEmbedder::new(16, 50);
+    let first = Writer::open(dir.path(), fake.identity(), "f32").unwrap();
+    match Writer::open(dir.path(), fake.identity(), "f32") {
+        Err(StoreError::Locked { holder, .. }) => {
+            assert!(holder.contains(&std::process::id().to_string()))
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("two writers at once"),
+    }
+    drop(first);
+    Writer::open(dir.path(), fake.identity(), "f32").expect("the lock is released with its writer");
+}
+
+#[test]
+fn debris_of_an_interrupted_write_is_ignored_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_articles(&input, 5);
+    let fake = FakeEmbedder::new(16, 50);
+    let store = dir.path().join("s");
+    run_index(&store, &fake, &input, &IndexOptions::default());
+    // A crash between writing a segment and naming it leaves an unnamed segment and a temp file.
+    std::fs::write(store.join("seg-99999999-dead.lkw"), b"half a segment").unwrap();
+    std::fs::write(store.join("MANIFEST.123.tmp"), b"half a manifest").unwrap();
+    assert_eq!(Store::open(&store).unwrap().article_count(), 5);
+    drop(Writer::open(&store, fake.identity(), "f32").unwrap());
+    assert!(!store.join("seg-99999999-dead.lkw").exists());
+    assert!(!store.join("MANIFEST.123.tmp").exists());
+}
+
+#[test]
+fn a_flipped_byte_anywhere_in_a_segment_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_articles(&input, 6);
+    let fake = FakeEmbedder::new(16, 50);
+    let store = dir.path().join("s");
+    run_index(&store, &fake, &input, &IndexOptions::default());
+    let seg = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "lkw"))
+        .unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let mut errors = 0;
+    for i in (0..bytes.len()).step_by(7) {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x5a;
+        std::fs::write(&seg, &bad).unwrap();
+        match Store::open(&store) {
+            Err(StoreError::Corrupt { .. }) | Err(StoreError::Version { .. }) => errors += 1,
+            Err(e) => panic!("unexpected error {e}"),
+            // Padding bytes between sections carry nothing; the content must then be intact.
+            Ok(s) => assert_eq!(s.article_count(), 6),
+        }
+    }
+    assert!(errors > bytes.len() / 7 / 2);
+}
+
+#[test]
+fn jsonl_articles_with_ids_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("feed.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            r#"{"id": "a1", "title": "Budget vote", "text": "MPs voted on the budget.\nThe vote passed.", "date": "2024-03-01", "source": "Wire"}"#, "\n",
+            r#"{"text": "Untitled story\nWith a body."}"#, "\n",
+            "not json\n",
+        ),
+    )
+    .unwrap();
+    let fake = FakeEmbedder::new(16, 50);
+    let store = dir.path().join("s");
+    let mut w = Writer::open(&store, fake.identity(), "f32").unwrap();
+    let report = index::index(
+        &mut w,
+        &fake,
+        std::slice::from_ref(&file),
+        &IndexOptions::default(),
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(report.articles_new, 2);
+    assert_eq!(report.skipped_inputs, 1);
+    let s = Store::open(&store).unwrap();
+    let a1 = s.article(s.find_key("a1").unwrap());
+    assert_eq!(a1.title, "Budget vote");
+    assert_eq!(a1.paragraphs, 2);
+    assert_eq!(a1.meta.date.as_deref(), Some("2024-03-01"));
+    assert_eq!(a1.meta.source.as_deref(), Some("Wire"));
+}
