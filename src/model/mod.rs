@@ -68,8 +68,13 @@ pub trait Embedder: Send + Sync {
     fn count_tokens(&self, texts: &[&str]) -> Result<usize, ModelError>;
 }
 
-/// Texts per forward pass. Batches are formed after sorting by length, so padding stays small.
+/// Most texts per forward pass. Batches are formed after sorting by length, so padding stays small.
 pub const BATCH_SIZE: usize = 32;
+
+/// Most padded tokens per forward pass. Smaller batches keep each layer's buffers in cache and
+/// reuse the same memory; on 500 BBC paragraphs 1,024 tokens gave ~9% more tokens/s than batches
+/// of 32 whatever their length (4,908 vs 4,506 tokens/s, mean of three interleaved runs).
+pub const BATCH_TOKENS: usize = 1024;
 
 /// The real model: a BERT encoder run by candle on the CPU.
 pub struct SentenceEncoder {
@@ -172,7 +177,13 @@ impl Embedder for SentenceEncoder {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let mut out = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(BATCH_SIZE) {
+        let mut start = 0;
+        while start < order.len() {
+            // The longest row comes first, so it sets the padded length of the batch.
+            let longest = ids[order[start]].len().max(1);
+            let rows_fit = (BATCH_TOKENS / longest).clamp(1, BATCH_SIZE);
+            let chunk = &order[start..(start + rows_fit).min(order.len())];
+            start += chunk.len();
             let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
             let vectors = self.embed_batch(&rows)?;
             for (&i, v) in chunk.iter().zip(vectors) {
