@@ -14,6 +14,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Exit codes (also in the README).
 pub mod exit {
@@ -29,6 +31,8 @@ pub mod exit {
     pub const MODEL: i32 = 4;
     /// The store is missing, damaged, locked or built with another model.
     pub const STORE: i32 = 5;
+    /// Indexing was interrupted (Ctrl-C); what was committed is kept.
+    pub const INTERRUPTED: i32 = 130;
 }
 
 /// Vector precision recorded in stores made by this build's exact encoder.
@@ -78,6 +82,9 @@ pub enum Command {
         /// Skip articles with more bytes of text than this.
         #[arg(long, default_value_t = 4 << 20)]
         max_article_bytes: usize,
+        /// Articles embedded per commit: what an interruption can lose at most.
+        #[arg(long, default_value_t = 64)]
+        commit_every: usize,
     },
     /// Find articles or paragraphs similar to a passage or to an indexed article.
     Query(QueryArgs),
@@ -232,7 +239,17 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             paths,
             prune,
             max_article_bytes,
-        } => cmd_index(g, paths, *prune, *max_article_bytes),
+            commit_every,
+        } => cmd_index(
+            g,
+            paths,
+            IndexOptions {
+                prune: *prune,
+                max_article_bytes: *max_article_bytes,
+                group_articles: (*commit_every).max(1),
+                ..Default::default()
+            },
+        ),
         Command::Query(q) => cmd_query(g, q),
         Command::Embed { file } => cmd_embed(g, file.as_deref()),
         Command::Info { format } => cmd_info(g, *format),
@@ -325,22 +342,31 @@ impl Progress for Bar {
     }
 }
 
-fn cmd_index(
-    g: &Global,
-    paths: &[PathBuf],
-    prune: bool,
-    max_article_bytes: usize,
-) -> Result<i32, CliError> {
+fn cmd_index(g: &Global, paths: &[PathBuf], mut opts: IndexOptions) -> Result<i32, CliError> {
     let encoder = load_model(g)?;
     let mut writer = Writer::open(&g.index, encoder.identity(), PRECISION)?;
-    let opts = IndexOptions {
-        prune,
-        max_article_bytes,
-        ..Default::default()
-    };
+    // Ctrl-C: finish and commit the group being embedded, then stop; a second Ctrl-C stops at once
+    // (committed groups are safe either way).
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = interrupt.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(exit::INTERRUPTED);
+        }
+        eprintln!("likewise: interrupted; committing the articles being embedded, then stopping (Ctrl-C again to stop at once)");
+    });
+    opts.interrupt = Some(interrupt);
     let bar = Bar::new();
     let report = index::index(&mut writer, &encoder, paths, &opts, &bar)?;
     let store = writer.snapshot()?;
+    if report.interrupted {
+        eprintln!(
+            "likewise: interrupted: {} articles committed in this run, {} not yet embedded. Run the same command again to resume; committed articles are not embedded again.",
+            report.articles_new + report.articles_changed - report.articles_left,
+            report.articles_left
+        );
+        return Ok(exit::INTERRUPTED);
+    }
     eprintln!(
         "likewise: {} files read; {} new, {} changed, {} unchanged, {} removed articles; {} paragraphs ({} chunks) embedded in {:.1}s; the store {} holds {} articles, {} paragraphs",
         report.files,
@@ -365,14 +391,15 @@ fn cmd_index(
     Ok(exit::SUCCESS)
 }
 
-/// Shows a stored path relative to the working directory when it lies below it.
-pub fn display_path(file: &str) -> String {
-    if let Ok(cwd) = std::env::current_dir() {
-        if let Ok(rel) = Path::new(file).strip_prefix(&cwd) {
+/// Shows a stored file name relative to the working directory when it lies below it.
+pub fn display_path(file: &str, base: &Path) -> String {
+    let path = index::resolve_file(file, base);
+    if let Ok(cwd) = std::env::current_dir().and_then(std::fs::canonicalize) {
+        if let Ok(rel) = path.strip_prefix(&cwd) {
             return rel.display().to_string();
         }
     }
-    file.to_string()
+    path.display().to_string()
 }
 
 /// Finds the indexed article a `--like` argument names: its key, its file's path, or a unique
@@ -381,8 +408,8 @@ pub fn find_article(store: &Store, like: &str) -> Result<ArticleLoc, CliError> {
     if let Some(loc) = store.find_key(like) {
         return Ok(loc);
     }
-    if let Ok(c) = std::fs::canonicalize(like) {
-        if let Some(loc) = store.find_key(&c.to_string_lossy()) {
+    if Path::new(like).exists() {
+        if let Some(loc) = store.find_key(&index::file_key(Path::new(like), &store.base)) {
             return Ok(loc);
         }
     }
@@ -527,12 +554,13 @@ pub fn embed_query(encoder: &dyn Embedder, text: &str) -> Result<Vec<f32>, CliEr
 
 fn article_json(store: &Store, loc: ArticleLoc, rank: usize, score: f32) -> serde_json::Value {
     let rec = store.article(loc);
+    let base = &store.base;
     let mut v = json!({"rank": rank, "score": score, "title": rec.title});
     match &rec.file {
-        Some(f) if *f == rec.key => v["path"] = json!(display_path(f)),
+        Some(f) if *f == rec.key => v["path"] = json!(display_path(f, base)),
         Some(f) => {
             v["id"] = json!(rec.key);
-            v["path"] = json!(display_path(f));
+            v["path"] = json!(display_path(f, base));
         }
         None => v["id"] = json!(rec.key),
     }

@@ -66,6 +66,8 @@ pub enum ArticleVectorMode {
 
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
+    /// When set (by Ctrl-C), indexing stops after the group being embedded is committed.
+    pub interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// Remove articles whose files are gone (or no longer hold them).
     pub prune: bool,
     /// Articles per committed group.
@@ -78,8 +80,9 @@ pub struct IndexOptions {
 impl Default for IndexOptions {
     fn default() -> Self {
         Self {
+            interrupt: None,
             prune: false,
-            group_articles: 256,
+            group_articles: 64,
             max_article_bytes: 4 << 20,
             article_vectors: ArticleVectorMode::ParagraphsAndLead,
         }
@@ -97,6 +100,9 @@ pub struct IndexReport {
     pub paragraphs_embedded: usize,
     pub chunks_embedded: usize,
     pub skipped_inputs: usize,
+    /// Articles left to embed when an interrupt stopped the run.
+    pub articles_left: usize,
+    pub interrupted: bool,
     pub seconds: f64,
 }
 
@@ -182,6 +188,39 @@ pub fn collect_files(paths: &[PathBuf], warn: &mut dyn FnMut(Warning)) -> Vec<Pa
     files
 }
 
+/// The folder stored file names are relative to: the one that holds the store folder, so a
+/// project moved or cloned together with its store keeps its articles.
+pub fn store_base(store_dir: &Path) -> PathBuf {
+    std::fs::canonicalize(store_dir)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+}
+
+/// How a file is named in the store: relative to `base` (with `/`) when it lies below it, else
+/// its absolute path.
+pub fn file_key(path: &Path, base: &Path) -> String {
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    match canonical.strip_prefix(base) {
+        Ok(rel) if !base.as_os_str().is_empty() => rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"),
+        _ => canonical.to_string_lossy().into_owned(),
+    }
+}
+
+/// The path on disk of a stored file name.
+pub fn resolve_file(file: &str, base: &Path) -> PathBuf {
+    let p = Path::new(file);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
 fn sha256_hex(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -194,6 +233,7 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
 /// Reads the articles of one file; problems become warnings.
 pub fn read_file(
     path: &Path,
+    base: &Path,
     opts: &IndexOptions,
     warn: &mut dyn FnMut(Warning),
 ) -> Vec<SourceArticle> {
@@ -208,8 +248,7 @@ pub fn read_file(
             return Vec::new();
         }
     };
-    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let file = canonical.to_string_lossy().into_owned();
+    let file = file_key(path, base);
     let is_jsonl = path
         .extension()
         .and_then(|e| e.to_str())
@@ -363,6 +402,7 @@ pub fn index(
         report.skipped_inputs += 1;
     };
     let files = collect_files(paths, &mut warn);
+    let base = store_base(writer.dir());
     let store = writer.snapshot()?;
     let mut existing: HashMap<String, (String, u32, String)> = HashMap::new(); // key -> (segment, index, hash)
     for (loc, rec) in store.live_articles() {
@@ -379,11 +419,9 @@ pub fn index(
     let mut seen_keys: HashSet<String> = HashSet::new();
     let mut read_files: HashSet<String> = HashSet::new();
     for path in &files {
-        let articles = read_file(path, opts, &mut warn);
+        let articles = read_file(path, &base, opts, &mut warn);
         report.files += 1;
-        if let Ok(c) = std::fs::canonicalize(path) {
-            read_files.insert(c.to_string_lossy().into_owned());
-        }
+        read_files.insert(file_key(path, &base));
         for a in articles {
             if !seen_keys.insert(a.key.clone()) {
                 warn(Warning {
@@ -410,8 +448,25 @@ pub fn index(
     }
 
     progress.start(todo.len());
-    for group in todo.chunks(opts.group_articles.max(1)) {
-        let segment = embed_group(embedder, group, opts.article_vectors)?;
+    let groups: Vec<&[SourceArticle]> = todo.chunks(opts.group_articles.max(1)).collect();
+    for (g, group) in groups.iter().enumerate() {
+        let interrupted = opts
+            .interrupt
+            .as_ref()
+            .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::SeqCst));
+        if interrupted {
+            report.interrupted = true;
+            report.articles_left = groups[g..].iter().map(|g| g.len()).sum();
+            break;
+        }
+        let mut group_warnings = Vec::new();
+        let segment = embed_group(embedder, group, opts.article_vectors, &mut |w| {
+            group_warnings.push(w)
+        })?;
+        for w in group_warnings {
+            progress.warn(&w);
+            report.skipped_inputs += 1;
+        }
         report.paragraphs_embedded += segment
             .articles
             .iter()
@@ -426,12 +481,16 @@ pub fn index(
         progress.advance(group.len());
     }
     progress.finish();
+    if report.interrupted {
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
 
     if opts.prune {
         let mut gone = Vec::new();
         for (loc, rec) in store.live_articles() {
             let Some(file) = &rec.file else { continue };
-            let missing = !Path::new(file).exists();
+            let missing = !resolve_file(file, &base).exists();
             let dropped_from_read_file = read_files.contains(file) && !seen_keys.contains(&rec.key);
             if missing || dropped_from_read_file {
                 gone.push((store.segments[loc.segment].file.clone(), loc.article as u32));
@@ -448,10 +507,15 @@ pub fn index(
 }
 
 /// Embeds a group of articles into one segment's worth of data.
+/// Windows embedded per paragraph at most: a paragraph of 100,000 words would otherwise hold up
+/// indexing for minutes. What is left out is reported, never dropped silently.
+pub const MAX_WINDOWS_PER_PARAGRAPH: usize = 64;
+
 pub fn embed_group(
     embedder: &dyn Embedder,
     group: &[SourceArticle],
     mode: ArticleVectorMode,
+    warn: &mut dyn FnMut(Warning),
 ) -> Result<SegmentData, ModelError> {
     let dim = embedder.identity().dim;
     let mut seg = SegmentData {
@@ -473,7 +537,23 @@ pub fn embed_group(
             paragraphs: a.parsed.paragraphs.len() as u32,
         };
         for (p, paragraph) in a.parsed.paragraphs.iter().enumerate() {
-            for (w, range) in embedder.windows(paragraph)?.into_iter().enumerate() {
+            let windows = embedder.windows(paragraph)?;
+            if windows.len() > MAX_WINDOWS_PER_PARAGRAPH {
+                let kept_bytes = windows[MAX_WINDOWS_PER_PARAGRAPH - 1].end;
+                warn(Warning {
+                    path: PathBuf::from(a.file.as_deref().unwrap_or(&a.key)),
+                    reason: format!(
+                        "paragraph {p} is {} windows long; only its first {MAX_WINDOWS_PER_PARAGRAPH} ({kept_bytes} of {} bytes) are embedded and stored",
+                        windows.len(),
+                        paragraph.len()
+                    ),
+                });
+            }
+            for (w, range) in windows
+                .into_iter()
+                .take(MAX_WINDOWS_PER_PARAGRAPH)
+                .enumerate()
+            {
                 let piece = paragraph[range].trim();
                 if piece.is_empty() {
                     continue;

@@ -392,7 +392,8 @@ impl candle_core::CustomOp1 for BiasGeluErf<'_> {
 /// vectorises it; with AVX-512 present it runs a copy compiled for AVX-512.
 fn bias_gelu_rows(out: &mut [f32], input: &[f32], bias: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
+    {
         // SAFETY: the CPU supports the features the function was compiled for (checked just above).
         unsafe { bias_gelu_rows_avx512(out, input, bias) };
         return;
@@ -408,7 +409,10 @@ unsafe fn bias_gelu_rows_avx512(out: &mut [f32], input: &[f32], bias: &[f32]) {
 
 #[inline(always)]
 fn bias_gelu_rows_portable(out: &mut [f32], input: &[f32], bias: &[f32]) {
-    for (orow, irow) in out.chunks_exact_mut(bias.len()).zip(input.chunks_exact(bias.len())) {
+    for (orow, irow) in out
+        .chunks_exact_mut(bias.len())
+        .zip(input.chunks_exact(bias.len()))
+    {
         for ((o, &x), &b) in orow.iter_mut().zip(irow).zip(bias) {
             *o = gelu_erf(x + b);
         }

@@ -142,6 +142,8 @@ pub struct ArticleLoc {
 /// A store opened for reading: a consistent snapshot of one manifest generation.
 pub struct Store {
     pub dir: PathBuf,
+    /// The folder stored file names are relative to (see `index::store_base`).
+    pub base: PathBuf,
     pub manifest: Manifest,
     pub segments: Vec<Segment>,
     by_key: HashMap<String, ArticleLoc>,
@@ -189,6 +191,7 @@ impl Store {
         }
         Ok(Store {
             dir: dir.to_path_buf(),
+            base: crate::index::store_base(dir),
             manifest,
             segments,
             by_key,
@@ -423,6 +426,10 @@ impl Writer {
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Opens the current state for reading (the writer's own view).
