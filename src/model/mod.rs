@@ -26,7 +26,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 /// Errors of finding, fetching, loading and running a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("model folder {dir} is not usable:\n{}\n{advice}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    #[error("model folder {dir} is not usable: {}. {advice}", problems.join("; "))]
     Folder {
         dir: PathBuf,
         problems: Vec<String>,
