@@ -217,6 +217,21 @@ proptest! {
     }
 
     #[test]
+    fn the_segment_decoder_survives_mutations_behind_valid_checksums(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+    ) {
+        // Checksums are recomputed after the damage, so the structural checks behind them (counts,
+        // bounds, JSON, UTF-8, chunk and article ranges) are what must hold.
+        let mut bytes = valid_segment();
+        for (at, x) in &flips {
+            let i = at.index(bytes.len());
+            bytes[i] ^= x | 1;
+        }
+        reseal(&mut bytes);
+        let _ = format::decode_segment(&bytes);
+    }
+
+    #[test]
     fn the_article_parser_survives_arbitrary_text(text in "\\PC*(\n\\PC*){0,20}") {
         let parsed = likewise::text::parse_article_text(&text);
         let mut seen = std::collections::HashSet::new();
@@ -231,6 +246,29 @@ proptest! {
         let (text, _) = likewise::text::decode_text(&bytes);
         let _ = likewise::text::parse_article_text(&text);
     }
+}
+
+/// Recomputes every section CRC and the header CRC of a (damaged) segment, where the section
+/// table still points inside the buffer.
+fn reseal(bytes: &mut [u8]) {
+    if bytes.len() < 168 {
+        return;
+    }
+    for i in 0..5 {
+        let at = 40 + i * 24;
+        let offset = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+        let len = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap()) as usize;
+        if let Some(section) = offset
+            .checked_add(len)
+            .filter(|&end| end <= bytes.len())
+            .map(|end| &bytes[offset..end])
+        {
+            let crc = crc32fast::hash(section);
+            bytes[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&bytes[..160]);
+    bytes[160..164].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn valid_segment() -> Vec<u8> {
