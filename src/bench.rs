@@ -52,6 +52,37 @@ pub fn embed(encoder: &dyn Embedder, file: &Path, lines: Option<usize>) -> Resul
     Ok(exit::SUCCESS)
 }
 
+/// A 25-word passage, the size of a typical analyst's query.
+const QUERY_25_WORDS: &str = "Blinken said a major ground operation in Rafah would be a mistake and would put more than a million sheltering civilians in grave danger, officials said.";
+
+/// Embeds one passage `runs` times with the model loaded and prints the median and spread.
+pub fn query(encoder: &dyn Embedder, text: Option<&str>, runs: usize) -> Result<i32, CliError> {
+    let text = text.unwrap_or(QUERY_25_WORDS);
+    let runs = runs.max(1);
+    crate::cli::embed_query(encoder, text)?; // warm-up
+    let mut ms: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            crate::cli::embed_query(encoder, text).map(|_| t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<Result<_, _>>()?;
+    ms.sort_by(f64::total_cmp);
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    println!(
+        "{}",
+        json!({
+            "words": text.split_whitespace().count(),
+            "tokens": encoder.count_tokens(&[text])?,
+            "threads": threads(),
+            "runs": runs,
+            "median_ms": round(ms[runs / 2]),
+            "p10_ms": round(ms[runs / 10]),
+            "p90_ms": round(ms[runs * 9 / 10]),
+        })
+    );
+    Ok(exit::SUCCESS)
+}
+
 /// For each way of making article vectors, the mean share of each article's 10 nearest
 /// neighbours that carry its label (leave-one-out), and the share whose nearest neighbour does.
 pub fn article_vectors(

@@ -151,6 +151,13 @@ pub enum BenchCommand {
         #[arg(long)]
         lines: Option<usize>,
     },
+    /// Latency of embedding one short passage with the model loaded (median of N runs).
+    Query {
+        /// The passage (default: a 25-word news sentence).
+        text: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+    },
     /// Compare ways of making an article's vector on a labelled corpus (folders of topics).
     ArticleVectors {
         /// A folder whose subfolders are topics holding one article per .txt file.
@@ -281,6 +288,9 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Bench(BenchCommand::Embed { file, lines }) => {
             crate::bench::embed(&load_model(g)?, file, *lines)
+        }
+        Command::Bench(BenchCommand::Query { text, runs }) => {
+            crate::bench::query(&load_model(g)?, text.as_deref(), *runs)
         }
         Command::Bench(BenchCommand::ArticleVectors { corpus, per_topic }) => {
             crate::bench::article_vectors(&load_model(g)?, corpus, *per_topic)

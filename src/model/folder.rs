@@ -196,7 +196,8 @@ impl ModelFolder {
         let max_seq_length = max_seq_length.unwrap_or(max_positions).min(max_positions);
 
         // The tokenizer must belong to this model: its vocabulary must fit the embedding table.
-        if let (Some(c), true) = (&config, dir.join("tokenizer.json").is_file()) {
+        // (A known model's files are checked by hash below, which covers this.)
+        if let (Some(c), true, None) = (&config, dir.join("tokenizer.json").is_file(), known) {
             match tokenizer_vocab_size(&dir.join("tokenizer.json")) {
                 Ok(v) if v > c.vocab_size => problems.push(format!(
                     "tokenizer.json has {v} tokens but config.json's vocab_size is {}: the tokenizer belongs to another model",

@@ -113,7 +113,9 @@ impl SentenceEncoder {
                 direction: TruncationDirection::Right,
             }))
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        let tensors = candle_core::safetensors::load(folder.dir.join("model.safetensors"), &device)
+        let weights = map_file(&folder.dir.join("model.safetensors"))
+            .map_err(|e| problem(format!("model.safetensors cannot be read: {e}")))?;
+        let tensors = candle_core::safetensors::load_buffer(&weights, &device)
             .map_err(|e| problem(format!("model.safetensors cannot be read: {e}")))?;
         let bert = bert::Bert::from_tensors(&folder.config, tensors, &device)
             .map_err(|e| problem(format!("model.safetensors: {e}")))?;
@@ -208,6 +210,14 @@ impl Embedder for SentenceEncoder {
     fn count_tokens(&self, texts: &[&str]) -> Result<usize, ModelError> {
         Ok(self.encode_ids(texts)?.iter().map(|r| r.len()).sum())
     }
+}
+
+/// Maps a file into memory, so its bytes are read from the page cache without a copy.
+fn map_file(path: &std::path::Path) -> std::io::Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path)?;
+    // SAFETY: the map is read while the tensors are built and dropped right after; model files are
+    // not rewritten in place (fetching replaces a folder whole), so the bytes do not change under us.
+    unsafe { memmap2::Mmap::map(&file) }
 }
 
 /// Splits `text`, whose word pieces have byte `offsets`, into consecutive byte ranges of at most
