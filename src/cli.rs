@@ -489,7 +489,7 @@ fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
             .map(|(i, h)| {
                 let mut v = article_json(&store, h.loc, i + 1, h.score);
                 if let Some(e) = h.evidence {
-                    let c = &store.segments[e.loc.segment].chunks[e.chunk];
+                    let c = store.segments[e.loc.segment].chunk(e.chunk);
                     v["paragraph"] = json!(c.paragraph);
                     v["text"] = json!(store.segments[e.loc.segment].chunk_text(e.chunk));
                     v["paragraph_score"] = json!(e.score);
@@ -503,9 +503,10 @@ fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
             .map(|(i, h)| {
                 let mut v = article_json(&store, h.loc, i + 1, h.score);
                 let seg = &store.segments[h.loc.segment];
-                v["paragraph"] = json!(seg.chunks[h.chunk].paragraph);
-                if seg.chunks[h.chunk].window > 0 || chunk_has_more_windows(seg, h.chunk) {
-                    v["window"] = json!(seg.chunks[h.chunk].window);
+                let c = seg.chunk(h.chunk);
+                v["paragraph"] = json!(c.paragraph);
+                if c.window > 0 || chunk_has_more_windows(seg, h.chunk) {
+                    v["window"] = json!(c.window);
                 }
                 v["text"] = json!(seg.chunk_text(h.chunk));
                 v
@@ -533,9 +534,11 @@ fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
 }
 
 fn chunk_has_more_windows(seg: &crate::store::Segment, chunk: usize) -> bool {
-    seg.chunks.get(chunk + 1).is_some_and(|n| {
-        n.article == seg.chunks[chunk].article && n.paragraph == seg.chunks[chunk].paragraph
-    })
+    let this = seg.chunk(chunk);
+    chunk + 1 < seg.chunk_count() && {
+        let next = seg.chunk(chunk + 1);
+        next.article == this.article && next.paragraph == this.paragraph
+    }
 }
 
 /// A query passage's vector: one embedding when it fits the model's window, else the mean of

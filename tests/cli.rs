@@ -146,9 +146,9 @@ fn the_repeated_block_and_the_furniture_of_002_are_not_paragraphs() {
         .find(|(_, r)| r.key.contains("002_"))
         .unwrap();
     let seg = &store.segments[loc.segment];
-    let texts: Vec<&str> = (rec.chunk_start as usize
+    let texts: Vec<String> = (rec.chunk_start as usize
         ..(rec.chunk_start + rec.chunk_count as u64) as usize)
-        .map(|c| seg.chunk_text(c))
+        .map(|c| seg.chunk_text(c).into_owned())
         .collect();
     // The file has 5 story paragraphs after the headline, then repeats them verbatim.
     assert_eq!(texts.len(), 5, "{texts:#?}");
@@ -436,8 +436,8 @@ fn a_paragraph_longer_than_the_window_is_split_without_losing_text() {
     assert_eq!(rec.paragraphs, 2);
     assert!(rec.chunk_count >= 4, "{} chunks", rec.chunk_count);
     let seg = &s.segments[loc.segment];
-    let first_paragraph: Vec<&str> = (0..rec.chunk_count as usize - 1)
-        .map(|c| seg.chunk_text(c))
+    let first_paragraph: Vec<String> = (0..rec.chunk_count as usize - 1)
+        .map(|c| seg.chunk_text(c).into_owned())
         .collect();
     assert_eq!(first_paragraph.join(" "), long.trim());
     let enc = common::encoder();

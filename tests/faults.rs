@@ -68,8 +68,8 @@ fn check_editions(store: &Path) -> usize {
     let mut second = 0;
     for (loc, rec) in s.live_articles() {
         let seg = &s.segments[loc.segment];
-        let texts: Vec<&str> = (rec.chunk_start..rec.chunk_start + rec.chunk_count as u64)
-            .map(|c| seg.chunk_text(c as usize))
+        let texts: Vec<String> = (rec.chunk_start..rec.chunk_start + rec.chunk_count as u64)
+            .map(|c| seg.chunk_text(c as usize).into_owned())
             .collect();
         if rec.title.ends_with("(edition 1)") {
             assert_eq!((rec.paragraphs, texts.len()), (2, 2), "{}", rec.key);

@@ -145,7 +145,7 @@ pub fn encode_segment(seg: &SegmentData) -> Vec<u8> {
     for (i, body) in bodies.iter().enumerate() {
         put_u64(&mut out, offsets[i] as u64);
         put_u64(&mut out, body.len() as u64);
-        put_u32(&mut out, crc32fast::hash(body));
+        put_u32(&mut out, crc32(body));
         put_u32(&mut out, 0);
     }
     let header_crc = crc32fast::hash(&out);
@@ -269,6 +269,16 @@ const SECTION_NAMES: [&str; SECTIONS] = [
 
 /// Verifies the CRC of every section of a buffer whose layout was decoded.
 pub fn verify_sections(buf: &[u8], layout: &SegmentLayout) -> Result<(), FormatError> {
+    verify_sections_up_to(buf, layout, usize::MAX)
+}
+
+/// Verifies the CRC of the table and text sections, and of the vector sections no larger than
+/// `max_vector_bytes`.
+pub fn verify_sections_up_to(
+    buf: &[u8],
+    layout: &SegmentLayout,
+    max_vector_bytes: usize,
+) -> Result<(), FormatError> {
     let ranges = [
         &layout.articles,
         &layout.chunks,
@@ -277,12 +287,84 @@ pub fn verify_sections(buf: &[u8], layout: &SegmentLayout) -> Result<(), FormatE
         &layout.article_vectors,
     ];
     for (i, r) in ranges.iter().enumerate() {
+        if i >= 3 && r.len() > max_vector_bytes {
+            continue;
+        }
         let stored = get_u32(buf, 40 + i * 24 + 16);
-        if crc32fast::hash(&buf[(*r).clone()]) != stored {
+        if crc32(&buf[(*r).clone()]) != stored {
             return Err(FormatError::Checksum(SECTION_NAMES[i]));
         }
     }
     Ok(())
+}
+
+/// CRC-32 (IEEE) of `bytes`, computed in 8 MiB pieces on all threads and combined.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    use rayon::prelude::*;
+    const PIECE: usize = 8 << 20;
+    if bytes.len() <= PIECE {
+        return crc32fast::hash(bytes);
+    }
+    let pieces: Vec<crc32fast::Hasher> = bytes
+        .par_chunks(PIECE)
+        .map(|p| {
+            let mut h = crc32fast::Hasher::new();
+            h.update(p);
+            h
+        })
+        .collect();
+    let mut total = crc32fast::Hasher::new();
+    for p in &pieces {
+        total.combine(p);
+    }
+    total.finalize()
+}
+
+/// Reads chunk record `i` of a buffer whose layout was decoded (`i < layout.n_chunks`).
+pub fn read_chunk(buf: &[u8], layout: &SegmentLayout, i: usize) -> ChunkRecord {
+    let at = layout.chunks.start + i * CHUNK_RECORD_LEN;
+    ChunkRecord {
+        article: get_u32(buf, at),
+        paragraph: get_u32(buf, at + 4),
+        window: get_u32(buf, at + 8),
+        text_len: get_u32(buf, at + 12),
+        text_start: get_u64(buf, at + 16),
+    }
+}
+
+/// Decodes the article table and checks every chunk record against it and the text section,
+/// without copying the chunk table (a store of millions of paragraphs is opened in place).
+pub fn decode_articles(
+    buf: &[u8],
+    layout: &SegmentLayout,
+) -> Result<Vec<ArticleRecord>, FormatError> {
+    let articles: Vec<ArticleRecord> = serde_json::from_slice(&buf[layout.articles.clone()])
+        .map_err(|e| FormatError::Inconsistent(format!("article table: {e}")))?;
+    if articles.len() != layout.n_articles {
+        return Err(FormatError::Inconsistent("article count".into()));
+    }
+    let text_len = layout.text.len() as u64;
+    for i in 0..layout.n_chunks {
+        let c = read_chunk(buf, layout, i);
+        let end = c.text_start.checked_add(c.text_len as u64);
+        if c.article as usize >= articles.len() || end.is_none_or(|e| e > text_len) {
+            return Err(FormatError::Inconsistent(format!(
+                "chunk {i} points outside the segment"
+            )));
+        }
+    }
+    for (i, a) in articles.iter().enumerate() {
+        let end = a.chunk_start.checked_add(a.chunk_count as u64);
+        if end.is_none_or(|e| e > layout.n_chunks as u64)
+            || (a.chunk_start..a.chunk_start + a.chunk_count as u64)
+                .any(|c| read_chunk(buf, layout, c as usize).article as usize != i)
+        {
+            return Err(FormatError::Inconsistent(format!(
+                "article {i} chunk range"
+            )));
+        }
+    }
+    Ok(articles)
 }
 
 /// Decodes the article and chunk tables of a verified buffer and checks that they agree.

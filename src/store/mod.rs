@@ -106,31 +106,58 @@ pub struct SegmentEntry {
     pub deleted: Vec<u32>,
 }
 
-/// A segment loaded for reading.
+/// Vector sections up to this size are checked against their CRC each time a store is opened.
+/// Larger ones are checked when written and by `likewise verify`, not on every query: reading
+/// gigabytes before answering would defeat a memory-mapped store.
+pub const VERIFY_VECTORS_UP_TO: usize = 64 << 20;
+
+/// A segment opened for reading: the file is memory-mapped, and vectors and text are read in
+/// place; only the article table is decoded.
 pub struct Segment {
     pub file: String,
     pub dim: usize,
+    map: memmap2::Mmap,
+    layout: format::SegmentLayout,
     pub articles: Vec<ArticleRecord>,
-    pub chunks: Vec<ChunkRecord>,
-    pub text: String,
-    pub chunk_vectors: Vec<f32>,
-    pub article_vectors: Vec<f32>,
     /// `live[i]` is false for deleted articles.
     pub live: Vec<bool>,
 }
 
 impl Segment {
-    pub fn chunk_text(&self, chunk: usize) -> &str {
-        let c = &self.chunks[chunk];
-        &self.text[c.text_start as usize..c.text_start as usize + c.text_len as usize]
+    pub fn chunk_count(&self) -> usize {
+        self.layout.n_chunks
+    }
+    pub fn chunk(&self, chunk: usize) -> ChunkRecord {
+        format::read_chunk(&self.map, &self.layout, chunk)
+    }
+    /// The text of a chunk. Checked UTF-8 when the text section's CRC was verified; a damaged
+    /// byte in an unverified section shows as U+FFFD rather than failing a query.
+    pub fn chunk_text(&self, chunk: usize) -> std::borrow::Cow<'_, str> {
+        let c = self.chunk(chunk);
+        let start = self.layout.text.start + c.text_start as usize;
+        String::from_utf8_lossy(&self.map[start..start + c.text_len as usize])
+    }
+    pub fn chunk_vectors(&self) -> &[f32] {
+        bytemuck::cast_slice(&self.map[self.layout.chunk_vectors.clone()])
+    }
+    pub fn article_vectors(&self) -> &[f32] {
+        bytemuck::cast_slice(&self.map[self.layout.article_vectors.clone()])
     }
     pub fn chunk_vector(&self, chunk: usize) -> &[f32] {
-        &self.chunk_vectors[chunk * self.dim..(chunk + 1) * self.dim]
+        &self.chunk_vectors()[chunk * self.dim..(chunk + 1) * self.dim]
     }
     pub fn article_vector(&self, article: usize) -> &[f32] {
-        &self.article_vectors[article * self.dim..(article + 1) * self.dim]
+        &self.article_vectors()[article * self.dim..(article + 1) * self.dim]
+    }
+    /// Chunk indices of article `a`.
+    pub fn article_chunks(&self, a: usize) -> std::ops::Range<usize> {
+        let rec = &self.articles[a];
+        rec.chunk_start as usize..(rec.chunk_start + rec.chunk_count as u64) as usize
     }
 }
+
+#[cfg(target_endian = "big")]
+compile_error!("the store keeps little-endian f32 vectors and reads them in place");
 
 /// Where an article lives: segment index in the store, article index in the segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -328,41 +355,55 @@ fn format_error(path: &Path, e: FormatError) -> StoreError {
 
 fn load_segment(dir: &Path, entry: &SegmentEntry, dim: usize) -> Result<Segment, StoreError> {
     let path = dir.join(&entry.file);
-    let buf = std::fs::read(&path).map_err(io_err(&path))?;
-    if buf.len() as u64 != entry.bytes {
+    let map = map_segment(&path)?;
+    if map.len() as u64 != entry.bytes {
         return Err(StoreError::Corrupt {
             path,
             reason: format!(
                 "the file has {} bytes, the manifest says {} (truncated or overwritten)",
-                buf.len(),
+                map.len(),
                 entry.bytes
             ),
         });
     }
-    let data = format::decode_segment(&buf).map_err(|e| format_error(&path, e))?;
-    if data.dim != dim
-        || data.articles.len() as u64 != entry.articles
-        || data.chunks.len() as u64 != entry.chunks
+    let layout = format::decode_layout(&map).map_err(|e| format_error(&path, e))?;
+    format::verify_sections_up_to(&map, &layout, VERIFY_VECTORS_UP_TO)
+        .map_err(|e| format_error(&path, e))?;
+    let articles = format::decode_articles(&map, &layout).map_err(|e| format_error(&path, e))?;
+    if layout.dim != dim
+        || articles.len() as u64 != entry.articles
+        || layout.n_chunks as u64 != entry.chunks
     {
         return Err(StoreError::Corrupt {
             path,
             reason: "the segment does not match its manifest entry".into(),
         });
     }
-    let mut live = vec![true; data.articles.len()];
+    let mut live = vec![true; articles.len()];
     for &d in &entry.deleted {
         live[d as usize] = false;
     }
     Ok(Segment {
         file: entry.file.clone(),
-        dim: data.dim,
-        articles: data.articles,
-        chunks: data.chunks,
-        text: data.text,
-        chunk_vectors: data.chunk_vectors,
-        article_vectors: data.article_vectors,
+        dim: layout.dim,
+        map,
+        layout,
+        articles,
         live,
     })
+}
+
+/// Maps a segment file into memory.
+fn map_segment(path: &Path) -> Result<memmap2::Mmap, StoreError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    // SAFETY: segment files are immutable: a writer creates each under a temporary name and
+    // renames it into place, and never writes to a named segment again. Readers keep their map
+    // valid even when a compaction unlinks the file. Only an outside process truncating the file
+    // while it is mapped could break this, which the store's contract (FORMAT.md) forbids.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(path))?;
+    // Vectors are read in place as f32: the map must be aligned (it is page-aligned).
+    debug_assert_eq!(map.as_ptr() as usize % format::ALIGN, 0);
+    Ok(map)
 }
 
 /// The one writer of a store: holds the lock for its lifetime.
@@ -565,12 +606,13 @@ pub fn merge_live(store: &Store) -> SegmentData {
         let new_index = out.articles.len() as u32;
         let mut record = rec.clone();
         record.chunk_start = out.chunks.len() as u64;
-        for c in rec.chunk_start as usize..(rec.chunk_start + rec.chunk_count as u64) as usize {
+        for c in seg.article_chunks(loc.article) {
             let text = seg.chunk_text(c);
-            let mut chunk = seg.chunks[c];
+            let mut chunk = seg.chunk(c);
             chunk.article = new_index;
             chunk.text_start = out.text.len() as u64;
-            out.text.push_str(text);
+            chunk.text_len = text.len() as u32;
+            out.text.push_str(&text);
             out.chunks.push(chunk);
             out.chunk_vectors.extend_from_slice(seg.chunk_vector(c));
         }
