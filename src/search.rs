@@ -64,7 +64,7 @@ pub fn score_rows(rows: &[f32], query: &[f32], out: &mut [f32]) {
     let dim = query.len();
     debug_assert_eq!(rows.len(), dim * out.len());
     #[cfg(target_arch = "x86_64")]
-    if dim % 64 == 0 && std::arch::is_x86_feature_detected!("avx512f") {
+    if dim.is_multiple_of(64) && std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: AVX-512F is present (checked above) and every row is `dim` floats, a multiple of 64.
         unsafe { score_rows_avx512(rows, query, out) };
         return;
