@@ -158,6 +158,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         runs: usize,
     },
+    /// Exact search speed on a store of N synthetic unit vectors, built through the store's own
+    /// writer, checked against a straightforward scan.
+    Search {
+        /// Number of paragraph vectors.
+        #[arg(long, default_value_t = 1_000_000)]
+        vectors: usize,
+        /// Queries, one at a time.
+        #[arg(long, default_value_t = 20)]
+        queries: usize,
+        /// Where to build the store (default: a temporary folder, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Compare ways of making an article's vector on a labelled corpus (folders of topics).
     ArticleVectors {
         /// A folder whose subfolders are topics holding one article per .txt file.
@@ -292,6 +305,11 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Bench(BenchCommand::Query { text, runs }) => {
             crate::bench::query(&load_model(g)?, text.as_deref(), *runs)
         }
+        Command::Bench(BenchCommand::Search {
+            vectors,
+            queries,
+            dir,
+        }) => crate::bench::search(*vectors, *queries, dir.as_deref()),
         Command::Bench(BenchCommand::ArticleVectors { corpus, per_topic }) => {
             crate::bench::article_vectors(&load_model(g)?, corpus, *per_topic)
         }
