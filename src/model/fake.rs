@@ -68,21 +68,7 @@ impl Embedder for FakeEmbedder {
     }
 
     fn windows(&self, text: &str) -> Result<Vec<Range<usize>>, ModelError> {
-        let mut offsets = Vec::new();
-        let mut start = None;
-        for (i, c) in text.char_indices() {
-            match (c.is_whitespace(), start) {
-                (false, None) => start = Some(i),
-                (true, Some(s)) => {
-                    offsets.push((s, i));
-                    start = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(s) = start {
-            offsets.push((s, text.len()));
-        }
+        let offsets = super::whitespace_words(text);
         Ok(super::split_offsets(text, &offsets, self.max_words))
     }
 

@@ -220,6 +220,26 @@ fn map_file(path: &std::path::Path) -> std::io::Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }
 }
 
+/// Byte ranges of the whitespace-separated words of `text` (the fake embedder's "word pieces").
+pub fn whitespace_words(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (c.is_whitespace(), start) {
+            (false, None) => start = Some(i),
+            (true, Some(s)) => {
+                out.push((s, i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, text.len()));
+    }
+    out
+}
+
 /// Splits `text`, whose word pieces have byte `offsets`, into consecutive byte ranges of at most
 /// `max_pieces` pieces each. A cut falls where a new word starts, preferably after a sentence end,
 /// never inside a word unless a single word is longer than a window.
@@ -266,22 +286,7 @@ mod tests {
     use super::*;
 
     fn word_offsets(text: &str) -> Vec<(usize, usize)> {
-        let mut out = Vec::new();
-        let mut start = None;
-        for (i, c) in text.char_indices() {
-            match (c.is_whitespace(), start) {
-                (false, None) => start = Some(i),
-                (true, Some(s)) => {
-                    out.push((s, i));
-                    start = None;
-                }
-                _ => {}
-            }
-        }
-        if let Some(s) = start {
-            out.push((s, text.len()));
-        }
-        out
+        whitespace_words(text)
     }
 
     #[test]
