@@ -12,7 +12,7 @@
 use crate::model::{Embedder, ModelError};
 use crate::store::format::{ArticleRecord, ChunkRecord, SegmentData};
 use crate::store::{StoreError, Writer};
-use crate::text::{self, Metadata, ParsedArticle};
+use crate::text::{self, ParsedArticle};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -640,13 +640,4 @@ pub fn mean_vector<'a>(dim: usize, vectors: impl Iterator<Item = &'a [f32]>) -> 
         crate::model::bert::normalize_in_place(&mut sum);
     }
     sum
-}
-
-/// Metadata shown for an article (used by the CLI and tests).
-pub fn describe(meta: &Metadata) -> String {
-    [meta.date.as_deref(), meta.source.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" · ")
 }

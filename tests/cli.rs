@@ -267,14 +267,7 @@ fn a_store_made_with_another_model_is_refused() {
     drop(writer);
 
     for args in [vec!["query", RAFAH], vec!["index", "seeds"]] {
-        let out = likewise(&store)
-            .args(&args)
-            .assert()
-            .code(5)
-            .get_output()
-            .stderr
-            .clone();
-        let msg = String::from_utf8_lossy(&out);
+        let msg = common::stderr_with_code(likewise(&store).args(&args), 5);
         assert!(
             msg.contains("fake/bag-of-words") && msg.contains("all-MiniLM-L6-v2"),
             "{msg}"
@@ -295,14 +288,7 @@ fn a_truncated_or_damaged_store_gives_a_clear_error() {
     let bytes = std::fs::read(&segment).unwrap();
     for cut in [0, 7, 100, bytes.len() / 2, bytes.len() - 1] {
         std::fs::write(&segment, &bytes[..cut]).unwrap();
-        let out = likewise(&store)
-            .args(["query", RAFAH])
-            .assert()
-            .code(5)
-            .get_output()
-            .stderr
-            .clone();
-        let msg = String::from_utf8_lossy(&out);
+        let msg = common::stderr_with_code(likewise(&store).args(["query", RAFAH]), 5);
         assert!(
             msg.contains("damaged") && msg.contains(".lkw"),
             "cut {cut}: {msg}"
@@ -341,15 +327,12 @@ fn a_model_folder_with_missing_or_damaged_files_is_named() {
     // Weights cut short, tokenizer absent.
     let weights = std::fs::read(real.join("model.safetensors")).unwrap();
     std::fs::write(model.join("model.safetensors"), &weights[..1 << 20]).unwrap();
-    let out = likewise(&dir.path().join("store"))
-        .env("LIKEWISE_MODEL", &model)
-        .args(["query", RAFAH])
-        .assert()
-        .code(4)
-        .get_output()
-        .stderr
-        .clone();
-    let msg = String::from_utf8_lossy(&out);
+    let msg = common::stderr_with_code(
+        likewise(&dir.path().join("store"))
+            .env("LIKEWISE_MODEL", &model)
+            .args(["query", RAFAH]),
+        4,
+    );
     assert!(msg.contains("tokenizer.json is missing"), "{msg}");
     assert!(msg.contains("truncated"), "{msg}");
 }
@@ -449,14 +432,10 @@ fn a_paragraph_longer_than_the_window_is_split_without_losing_text() {
 #[test]
 fn errors_are_one_line_with_a_documented_code() {
     let dir = tempfile::tempdir().unwrap();
-    let out = likewise(&dir.path().join("missing"))
-        .args(["query", RAFAH])
-        .assert()
-        .code(5)
-        .get_output()
-        .stderr
-        .clone();
-    let msg = String::from_utf8_lossy(&out);
+    let msg = common::stderr_with_code(
+        likewise(&dir.path().join("missing")).args(["query", RAFAH]),
+        5,
+    );
     assert!(msg.starts_with("likewise: error: no store at"), "{msg}");
     likewise(&dir.path().join("missing"))
         .args(["query", "--bogus"])

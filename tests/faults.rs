@@ -193,15 +193,7 @@ fn a_second_writer_fails_at_once_readers_see_a_consistent_store_and_a_killed_wri
         std::thread::sleep(Duration::from_millis(20));
     }
     let started = Instant::now();
-    let out = likewise(&store)
-        .arg("index")
-        .arg(&input)
-        .assert()
-        .code(5)
-        .get_output()
-        .stderr
-        .clone();
-    let msg = String::from_utf8_lossy(&out);
+    let msg = common::stderr_with_code(likewise(&store).arg("index").arg(&input), 5);
     assert!(
         msg.contains("is being written by another likewise process"),
         "{msg}"
@@ -384,15 +376,12 @@ fn model_folder_faults_are_caught_before_work_with_every_problem_listed() {
     )
     .unwrap();
     std::fs::write(model.join("modules.json"), "[").unwrap();
-    let out = likewise(&dir.path().join("store"))
-        .env("LIKEWISE_MODEL", &model)
-        .args(["index", "seeds"])
-        .assert()
-        .code(4)
-        .get_output()
-        .stderr
-        .clone();
-    let msg = String::from_utf8_lossy(&out);
+    let msg = common::stderr_with_code(
+        likewise(&dir.path().join("store"))
+            .env("LIKEWISE_MODEL", &model)
+            .args(["index", "seeds"]),
+        4,
+    );
     assert!(msg.contains("tokenizer.json has sha256"), "{msg}");
     assert!(msg.contains("modules.json is not valid"), "{msg}");
     assert!(msg.contains("likewise model fetch"), "advice: {msg}");
@@ -408,15 +397,12 @@ fn model_folder_faults_are_caught_before_work_with_every_problem_listed() {
         serde_json::to_vec(&config).unwrap(),
     )
     .unwrap();
-    let out = likewise(&dir.path().join("store"))
-        .env("LIKEWISE_MODEL", &other)
-        .args(["index", "seeds"])
-        .assert()
-        .code(4)
-        .get_output()
-        .stderr
-        .clone();
-    let msg = String::from_utf8_lossy(&out);
+    let msg = common::stderr_with_code(
+        likewise(&dir.path().join("store"))
+            .env("LIKEWISE_MODEL", &other)
+            .args(["index", "seeds"]),
+        4,
+    );
     assert!(msg.contains("has shape") && msg.contains("1536"), "{msg}");
 }
 
@@ -448,14 +434,7 @@ fn the_committed_version_1_store_still_opens_and_a_newer_version_is_refused_with
         manifest.replacen("likewise-manifest 1", "likewise-manifest 2", 1),
     )
     .unwrap();
-    let out = likewise(&store)
-        .args(["info"])
-        .assert()
-        .code(5)
-        .get_output()
-        .stderr
-        .clone();
-    let msg = String::from_utf8_lossy(&out);
+    let msg = common::stderr_with_code(likewise(&store).args(["info"]), 5);
     assert!(
         msg.contains("format version 2") && msg.contains("Rebuild"),
         "{msg}"
