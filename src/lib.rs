@@ -8,13 +8,20 @@
 //! - [`text`]: raw article text to headline, paragraphs and metadata;
 //! - [`store`]: the on-disk format, atomic writes, the writer lock;
 //! - [`index`]: files to stored vectors, incrementally;
-//! - [`search`]: exact top-k over the store;
+//! - [`search`]: exact top-k over the store; [`similarity`]: many-against-many by blocks;
+//! - [`cluster`], [`dupes`], [`compare`]: topics and stories, duplicate tiers, paragraph
+//!   alignment, all on the stored vectors ([`articles`] lays them out);
 //! - [`cli`]: arguments to calls, and rendering; [`bench`]: rerunnable measurements.
 
+pub mod articles;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
+pub mod compare;
+pub mod dupes;
 pub mod index;
 pub mod model;
 pub mod search;
+pub mod similarity;
 pub mod store;
 pub mod text;

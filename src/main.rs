@@ -29,6 +29,7 @@ fn main() {
     });
     let code = match cli::run(cli) {
         Ok(code) => code,
+        Err(cli::CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::SUCCESS,
         Err(e) => {
             eprintln!("likewise: error: {e}");
             e.exit_code()

@@ -3,6 +3,8 @@
 //! warnings and errors go to stderr. Text that came from files is cleaned of control, bidi and
 //! zero-width characters before it is printed in a table.
 
+pub mod research;
+
 use crate::index::{self, IndexOptions, Progress, Warning};
 use crate::model::fetch::{self, ModelRef};
 use crate::model::{Embedder, ModelError, ModelFolder, SentenceEncoder};
@@ -93,6 +95,12 @@ pub enum Command {
         /// A file of texts, one per line; `-` or nothing for standard input.
         file: Option<PathBuf>,
     },
+    /// Group the indexed articles into topics (default) or stories, labelled.
+    Cluster(research::ClusterArgs),
+    /// Find copied and rewritten coverage: exact, near-copy and rewrite pairs of articles and paragraphs.
+    Dupes(research::DupesArgs),
+    /// Align two indexed articles paragraph by paragraph: shared, paraphrased, unique to each.
+    Compare(research::CompareArgs),
     /// Show what the store holds.
     Info {
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -171,6 +179,13 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Topic clusters of the store (--index) scored against its folder names as labels (NMI),
+    /// and the time clustering takes.
+    Cluster {
+        /// Story threshold to report on.
+        #[arg(long, default_value_t = crate::cluster::DEFAULT_STORY_THRESHOLD)]
+        threshold: f32,
+    },
     /// Compare ways of making an article's vector on a labelled corpus (folders of topics).
     ArticleVectors {
         /// A folder whose subfolders are topics holding one article per .txt file.
@@ -203,6 +218,9 @@ pub enum CliError {
     Store(Box<StoreError>),
     #[error("{0}")]
     Other(String),
+    /// Writing results failed; a closed pipe (`likewise … | head`) is not an error.
+    #[error("{0}")]
+    Io(std::io::Error),
 }
 
 impl From<StoreError> for CliError {
@@ -223,7 +241,7 @@ impl From<index::IndexError> for CliError {
 
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
-        CliError::Other(e.to_string())
+        CliError::Io(e)
     }
 }
 
@@ -232,7 +250,7 @@ impl CliError {
         match self {
             CliError::Model(_) => exit::MODEL,
             CliError::Store(_) => exit::STORE,
-            CliError::Other(_) => exit::FAILURE,
+            CliError::Other(_) | CliError::Io(_) => exit::FAILURE,
         }
     }
 }
@@ -273,6 +291,12 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Query(q) => cmd_query(g, q),
         Command::Embed { file } => cmd_embed(g, file.as_deref()),
         Command::Info { format } => cmd_info(g, *format),
+        Command::Cluster(args) => research::cmd_cluster(&Store::open(&g.index)?, args),
+        Command::Dupes(args) => research::cmd_dupes(&Store::open(&g.index)?, args),
+        Command::Compare(args) => research::cmd_compare(&Store::open(&g.index)?, args),
+        Command::Bench(BenchCommand::Cluster { threshold }) => {
+            research::bench_cluster(&Store::open(&g.index)?, *threshold)
+        }
         Command::Model(ModelCommand::Fetch { name, force }) => {
             let name = name
                 .clone()
@@ -444,11 +468,21 @@ pub fn find_article(store: &Store, like: &str) -> Result<ArticleLoc, CliError> {
     let matches: Vec<ArticleLoc> = store
         .live_articles()
         .filter(|(_, rec)| {
-            let name = Path::new(rec.file.as_deref().unwrap_or(&rec.key))
+            let path = Path::new(rec.file.as_deref().unwrap_or(&rec.key));
+            let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            name == like || name.starts_with(like)
+            if like.contains('/') {
+                // `business/267`: the end of the path, with or without the extension.
+                let full = path.to_string_lossy();
+                let stem = path.with_extension("");
+                let stem = stem.to_string_lossy();
+                let tail = format!("/{like}");
+                full.ends_with(&tail) || stem.ends_with(&tail) || full == like || stem == like
+            } else {
+                name == like || name.starts_with(like)
+            }
         })
         .map(|(loc, _)| loc)
         .collect();
@@ -607,7 +641,7 @@ fn article_json(store: &Store, loc: ArticleLoc, rank: usize, score: f32) -> serd
     v
 }
 
-fn shorten(s: &str, max_chars: usize) -> String {
+pub(crate) fn shorten(s: &str, max_chars: usize) -> String {
     let clean = sanitize_for_terminal(s);
     if clean.chars().count() <= max_chars {
         return clean;
