@@ -680,6 +680,7 @@ mod tests {
                 let mut best = (0, 0, f64::NEG_INFINITY);
                 for x in 0..groups.len() {
                     for y in x + 1..groups.len() {
+                        let sim = &sim;
                         let mean = groups[x]
                             .iter()
                             .flat_map(|&i| groups[y].iter().map(move |&j| sim[i * m + j] as f64))

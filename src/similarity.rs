@@ -13,7 +13,7 @@ pub const BLOCK_ROWS: usize = 512;
 
 /// `out[i × n + j] = a_i · b_j` for `a` (m × dim) and `b` (n × dim), both row-major.
 pub fn product(a: &[f32], b: &[f32], dim: usize, out: &mut [f32]) {
-    assert!(dim > 0 && a.len() % dim == 0 && b.len() % dim == 0);
+    assert!(dim > 0 && a.len().is_multiple_of(dim) && b.len().is_multiple_of(dim));
     let m = a.len() / dim;
     let n = b.len() / dim;
     assert_eq!(out.len(), m * n);
