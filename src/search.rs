@@ -31,6 +31,69 @@ pub struct ArticleHit {
 /// A predicate on articles, applied before scoring.
 pub type ArticleFilter<'a> = &'a (dyn Fn(&Store, ArticleLoc) -> bool + Sync);
 
+/// Conditions on an article's metadata and path, checked once per article before any vector is
+/// scored. All given conditions must hold.
+#[derive(Debug, Default, Clone)]
+pub struct Filters {
+    /// The article's source or agency credit is one of these (case-insensitive).
+    pub sources: Vec<String>,
+    /// `YYYY-MM-DD`, inclusive. Articles without a date never pass a date condition.
+    pub since: Option<String>,
+    pub until: Option<String>,
+    /// The article's file path (as shown, relative to the store's folder, or absolute) or id
+    /// matches one of these globs.
+    pub paths: Option<globset::GlobSet>,
+}
+
+impl Filters {
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+            && self.since.is_none()
+            && self.until.is_none()
+            && self.paths.is_none()
+    }
+
+    pub fn matches(&self, store: &Store, loc: ArticleLoc) -> bool {
+        let rec = store.article(loc);
+        if !self.sources.is_empty() {
+            let ok = [&rec.meta.source, &rec.meta.credit].iter().any(|s| {
+                s.as_deref().is_some_and(|s| {
+                    self.sources
+                        .iter()
+                        .any(|w| w.eq_ignore_ascii_case(s.trim()))
+                })
+            });
+            if !ok {
+                return false;
+            }
+        }
+        if self.since.is_some() || self.until.is_some() {
+            let Some(date) = rec.meta.date.as_deref() else {
+                return false;
+            };
+            if self.since.as_deref().is_some_and(|s| date < s) {
+                return false;
+            }
+            // A date with a time still belongs to its day.
+            if self
+                .until
+                .as_deref()
+                .is_some_and(|u| &date[..date.len().min(10)] > u)
+            {
+                return false;
+            }
+        }
+        if let Some(globs) = &self.paths {
+            let file = rec.file.as_deref().unwrap_or(&rec.key);
+            let absolute = crate::index::resolve_file(file, &store.base);
+            if !(globs.is_match(&rec.key) || globs.is_match(file) || globs.is_match(&absolute)) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// Options shared by both levels.
 #[derive(Clone, Copy)]
 pub struct SearchOptions<'a> {

@@ -132,8 +132,81 @@ pub struct QueryArgs {
     /// Only results with at least this cosine similarity.
     #[arg(long)]
     pub min_score: Option<f32>,
+    /// Only articles from this source or agency credit (repeatable; any of them).
+    #[arg(long)]
+    pub source: Vec<String>,
+    /// Only articles dated on or after this day (e.g. 2024-03-01 or "March 1, 2024").
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only articles dated on or before this day.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only articles whose path (or id) matches this glob, e.g. 'bbc/politics/*' (repeatable).
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+impl QueryArgs {
+    /// The filters asked for, checked for sense: dates must be dates, globs must parse.
+    pub fn filters(&self) -> Result<search::Filters, CliError> {
+        let day = |flag: &str, s: &Option<String>| -> Result<Option<String>, CliError> {
+            match s {
+                None => Ok(None),
+                Some(s) => {
+                    let d = crate::text::normalize_date(s);
+                    let b = d.as_bytes();
+                    if b.len() == 10
+                        && b[4] == b'-'
+                        && b[7] == b'-'
+                        && d.chars().filter(|c| c.is_ascii_digit()).count() == 8
+                    {
+                        Ok(Some(d))
+                    } else {
+                        Err(CliError::Other(format!(
+                            "{flag} {s:?} is not a date (write it as YYYY-MM-DD)"
+                        )))
+                    }
+                }
+            }
+        };
+        let paths = if self.paths.is_empty() {
+            None
+        } else {
+            let mut b = globset::GlobSetBuilder::new();
+            for p in &self.paths {
+                let p = p.trim_start_matches("./");
+                let mut patterns = vec![p.to_string()];
+                // `bbc/politics` also means everything below it.
+                if !p.contains(['*', '?', '[', '{']) {
+                    patterns.push(format!("{}/**", p.trim_end_matches('/')));
+                }
+                // A relative pattern may match the end of a path stored absolute.
+                if !p.starts_with('/') {
+                    let tails: Vec<String> = patterns.iter().map(|q| format!("**/{q}")).collect();
+                    patterns.extend(tails);
+                }
+                for pattern in patterns {
+                    let glob = globset::GlobBuilder::new(&pattern)
+                        .literal_separator(true)
+                        .build()
+                        .map_err(|e| CliError::Other(format!("--path {p:?}: {e}")))?;
+                    b.add(glob);
+                }
+            }
+            Some(
+                b.build()
+                    .map_err(|e| CliError::Other(format!("--path: {e}")))?,
+            )
+        };
+        Ok(search::Filters {
+            sources: self.source.clone(),
+            since: day("--since", &self.since)?,
+            until: day("--until", &self.until)?,
+            paths,
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -494,6 +567,7 @@ pub fn find_article(store: &Store, like: &str) -> Result<ArticleLoc, CliError> {
 }
 
 fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
+    let filters = q.filters()?;
     // A passage needs the model: check it before the store, so its problems come first.
     let encoder = if q.like.is_none() {
         Some(load_model(g)?)
@@ -528,11 +602,16 @@ fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
         store.check_model(encoder.identity(), PRECISION)?;
         (embed_query(&encoder, &text)?, json!({"text": text}), None)
     };
+    let filter_fn = |store: &Store, loc: ArticleLoc| filters.matches(store, loc);
     let opts = SearchOptions {
         k: q.k,
         min_score: q.min_score,
         exclude,
-        filter: None,
+        filter: if filters.is_empty() {
+            None
+        } else {
+            Some(&filter_fn)
+        },
     };
     let hits: Vec<serde_json::Value> = match q.level {
         Level::Article => search::search_articles(&store, &query_vec, &opts)

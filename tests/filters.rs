@@ -1,0 +1,177 @@
+//! Query filters (source, date range, path glob) with the real model, combined with -k and
+//! --min-score: filtered-out articles never appear, and the rest keep their exact scores.
+
+mod common;
+
+use serde_json::Value;
+
+fn hits(cmd: &mut assert_cmd::Command) -> Vec<Value> {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn ids(h: &[Value]) -> Vec<String> {
+    h.iter()
+        .map(|h| h["id"].as_str().or(h["path"].as_str()).unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn filters_apply_before_ranking_and_combine() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("feeds");
+    std::fs::create_dir_all(corpus.join("wire")).unwrap();
+    let lines = [
+        (
+            "a1",
+            "2024-03-20",
+            "Reuters",
+            "Rafah offensive warning",
+            "Blinken warned that a ground operation in Rafah would be a mistake.",
+        ),
+        (
+            "a2",
+            "2024-03-22",
+            "AP",
+            "Rafah talks",
+            "US officials said an offensive in Rafah risks isolating Israel.",
+        ),
+        (
+            "a3",
+            "March 25, 2024",
+            "Reuters",
+            "Rafah plans",
+            "Israel said it would present its Rafah plans in Washington.",
+        ),
+        (
+            "a4",
+            "2023-11-30",
+            "AFP",
+            "Truce extended",
+            "The truce in Gaza was extended by a day as hostages were released.",
+        ),
+        (
+            "a5",
+            "",
+            "Reuters",
+            "Undated Rafah note",
+            "Aid groups warned of famine in Rafah.",
+        ),
+    ];
+    let jsonl: String = lines
+        .iter()
+        .map(|(id, date, source, title, text)| {
+            let mut v =
+                serde_json::json!({"id": id, "source": source, "title": title, "text": text});
+            if !date.is_empty() {
+                v["date"] = serde_json::json!(date);
+            }
+            format!("{v}\n")
+        })
+        .collect();
+    std::fs::write(corpus.join("wire/feed.jsonl"), jsonl).unwrap();
+    std::fs::write(
+        corpus.join("note.txt"),
+        "Rafah crossing reopens\n\nThe Rafah crossing reopened for aid trucks on Monday.\n",
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    common::likewise(&store)
+        .args(["index", corpus.to_str().unwrap()])
+        .assert()
+        .success();
+    let q = |extra: &[&str]| {
+        let mut cmd = common::likewise(&store);
+        cmd.args(["query", "Rafah ground offensive", "--format", "jsonl"])
+            .args(extra);
+        if !extra.contains(&"-k") {
+            cmd.args(["-k", "10"]);
+        }
+        hits(&mut cmd)
+    };
+    let all = q(&[]);
+    assert_eq!(all.len(), 6);
+    let score_of = |id: &str| {
+        all.iter().find(|h| ids(&[(*h).clone()])[0] == id).unwrap()["score"]
+            .as_f64()
+            .unwrap()
+    };
+
+    let reuters = q(&["--source", "reuters"]);
+    let mut got = ids(&reuters);
+    got.sort();
+    assert_eq!(got, ["a1", "a3", "a5"]);
+    for h in &reuters {
+        assert_eq!(
+            h["score"].as_f64().unwrap(),
+            score_of(h["id"].as_str().unwrap()),
+            "exact scores kept"
+        );
+    }
+    let mut got = ids(&q(&["--since", "2024-03-21"]));
+    got.sort();
+    assert_eq!(
+        got,
+        ["a2", "a3"],
+        "undated articles never pass a date condition"
+    );
+    assert_eq!(ids(&q(&["--until", "2023-12-31"])), ["a4"]);
+    assert_eq!(
+        ids(&q(&[
+            "--since",
+            "2024-03-01",
+            "--until",
+            "2024-03-24",
+            "--source",
+            "AP",
+            "--source",
+            "Reuters"
+        ]))
+        .len(),
+        2
+    );
+    let by_path = q(&["--path", "*.txt"]);
+    assert_eq!(by_path.len(), 1);
+    assert!(by_path[0]["path"].as_str().unwrap().ends_with("note.txt"));
+    assert_eq!(
+        q(&["--path", "feeds/wire"]).len(),
+        5,
+        "a folder means everything below it"
+    );
+    // With -k and --min-score: the best of the filtered set, above the floor.
+    let top = q(&["--source", "Reuters", "-k", "1"]);
+    let best_reuters = ["a1", "a3", "a5"]
+        .iter()
+        .map(|i| score_of(i))
+        .fold(f64::MIN, f64::max);
+    assert_eq!(top.len(), 1);
+    assert_eq!(top[0]["score"].as_f64().unwrap(), best_reuters);
+    let floor = q(&[
+        "--source",
+        "Reuters",
+        "--min-score",
+        &format!("{}", best_reuters - 1e-6),
+    ]);
+    assert_eq!(floor.len(), 1);
+    // Paragraph level too.
+    let paras = q(&["--level", "paragraph", "--until", "2023-12-31"]);
+    assert!(!paras.is_empty() && paras.iter().all(|h| h["id"] == "a4"));
+    // Nonsense is refused before any work.
+    let err = common::stderr_with_code(
+        common::likewise(&store).args(["query", "x", "--since", "soon"]),
+        1,
+    );
+    assert!(
+        err.contains("--since") && err.contains("YYYY-MM-DD"),
+        "{err}"
+    );
+    let err = common::stderr_with_code(
+        common::likewise(&store).args(["query", "x", "--path", "a[b"]),
+        1,
+    );
+    assert!(err.contains("--path"), "{err}");
+}
