@@ -73,7 +73,7 @@ fn synthetic_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
 
 /// Builds a store of `n` synthetic paragraph vectors (8 per article) with the store's writer,
 /// then times exact top-10 queries one at a time and checks them against a plain scan.
-pub fn search(n: usize, queries: usize, dir: Option<&Path>) -> Result<i32, CliError> {
+pub fn search(n: usize, queries: usize, batch: usize, dir: Option<&Path>) -> Result<i32, CliError> {
     use crate::model::{ModelIdentity, Pooling};
     use crate::store::format::{ArticleRecord, ChunkRecord, SegmentData};
     use crate::store::{Store, Writer};
@@ -164,10 +164,34 @@ pub fn search(n: usize, queries: usize, dir: Option<&Path>) -> Result<i32, CliEr
             identical &= h.chunk == *id && (h.score - score).abs() <= 1e-5;
         }
     }
+    // Many queries at once: one pass, a matrix multiply per block; the same ids as one at a time.
+    let mut batch_report = json!(null);
+    if batch > 0 {
+        let bq = synthetic_vectors(batch, dim, 9);
+        let t = Instant::now();
+        let batched = crate::search::search_paragraphs_batch(&store, &bq, &[], &opts);
+        let batch_ms = t.elapsed().as_secs_f64() * 1e3;
+        let mut same = true;
+        for (q, hits) in bq.chunks_exact(dim).zip(&batched) {
+            let single = crate::search::search_paragraphs(&store, q, &opts);
+            same &= single.len() == hits.len()
+                && single.iter().zip(hits).all(|(a, b)| {
+                    (a.score - b.score).abs() <= 1e-5
+                        && (a.chunk == b.chunk || (a.score - b.score).abs() <= 1e-6)
+                });
+        }
+        batch_report = json!({
+            "queries": batch,
+            "ms_total": (batch_ms * 10.0).round() / 10.0,
+            "ms_per_query": (batch_ms / batch as f64 * 100.0).round() / 100.0,
+            "same_as_one_at_a_time": same,
+        });
+    }
     let bytes = n * dim * 4;
     println!(
         "{}",
         json!({
+            "batch": batch_report,
             "system": format!("likewise {} exact f32 scan", env!("CARGO_PKG_VERSION")),
             "n": n,
             "threads": threads(),

@@ -11,8 +11,18 @@ use rayon::prelude::*;
 /// Rows of the left-hand side per block: 512 × 100k similarities are 200 MB at most.
 pub const BLOCK_ROWS: usize = 512;
 
-/// `out[i × n + j] = a_i · b_j` for `a` (m × dim) and `b` (n × dim), both row-major.
+/// `out[i × n + j] = a_i · b_j` for `a` (m × dim) and `b` (n × dim), both row-major; on all
+/// threads when the product is large enough to gain from them.
 pub fn product(a: &[f32], b: &[f32], dim: usize, out: &mut [f32]) {
+    product_on(a, b, dim, out, true)
+}
+
+/// [`product`] on the calling thread only (for callers that already run one block per thread).
+pub fn product_serial(a: &[f32], b: &[f32], dim: usize, out: &mut [f32]) {
+    product_on(a, b, dim, out, false)
+}
+
+fn product_on(a: &[f32], b: &[f32], dim: usize, out: &mut [f32], threaded: bool) {
     assert!(dim > 0 && a.len().is_multiple_of(dim) && b.len().is_multiple_of(dim));
     let m = a.len() / dim;
     let n = b.len() / dim;
@@ -21,7 +31,7 @@ pub fn product(a: &[f32], b: &[f32], dim: usize, out: &mut [f32]) {
         return;
     }
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && m * n * dim > 1 << 20 {
+    let parallelism = if threaded && threads > 1 && m * n * dim > 1 << 20 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None

@@ -122,8 +122,12 @@ pub struct QueryArgs {
     #[arg(long, conflicts_with = "text")]
     pub file: Option<PathBuf>,
     /// Search for articles like an indexed article (its path, id or file name); it is excluded.
+    /// Repeat it to ask for several articles in one pass over the store.
+    #[arg(long, conflicts_with_all = ["text", "file", "queries"])]
+    pub like: Vec<String>,
+    /// A file of passages, one per line, answered together in one pass over the store.
     #[arg(long, conflicts_with_all = ["text", "file"])]
-    pub like: Option<String>,
+    pub queries: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Level::Article)]
     pub level: Level,
     /// Number of results.
@@ -248,6 +252,9 @@ pub enum BenchCommand {
         /// Queries, one at a time.
         #[arg(long, default_value_t = 20)]
         queries: usize,
+        /// Queries answered together by the batched path (0: skip it).
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
         /// Where to build the store (default: a temporary folder, removed afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -405,8 +412,9 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Bench(BenchCommand::Search {
             vectors,
             queries,
+            batch,
             dir,
-        }) => crate::bench::search(*vectors, *queries, dir.as_deref()),
+        }) => crate::bench::search(*vectors, *queries, *batch, dir.as_deref()),
         Command::Bench(BenchCommand::ArticleVectors { corpus, per_topic }) => {
             crate::bench::article_vectors(&load_model(g)?, corpus, *per_topic)
         }
@@ -568,100 +576,191 @@ pub fn find_article(store: &Store, like: &str) -> Result<ArticleLoc, CliError> {
 
 fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
     let filters = q.filters()?;
-    // A passage needs the model: check it before the store, so its problems come first.
-    let encoder = if q.like.is_none() {
+    // Passages need the model: check it before the store, so its problems come first.
+    let encoder = if q.like.is_empty() {
         Some(load_model(g)?)
     } else {
         None
     };
     let store = Store::open(&g.index)?;
-    let (query_vec, query_label, exclude) = if let Some(like) = &q.like {
-        let loc = find_article(&store, like)?;
-        let v = store.segments[loc.segment]
-            .article_vector(loc.article)
-            .to_vec();
-        (v, json!({"like": store.article(loc).key}), Some(loc))
+    let dim = store.manifest.model.dim;
+    let mut vectors: Vec<f32> = Vec::new();
+    let mut labels: Vec<serde_json::Value> = Vec::new();
+    let mut excludes: Vec<Option<ArticleLoc>> = Vec::new();
+    if !q.like.is_empty() {
+        for like in &q.like {
+            let loc = find_article(&store, like)?;
+            vectors.extend_from_slice(store.segments[loc.segment].article_vector(loc.article));
+            labels.push(json!({"like": store.article(loc).key}));
+            excludes.push(Some(loc));
+        }
     } else {
-        let text = match (&q.text, &q.file) {
-            (Some(t), _) => t.clone(),
-            (None, Some(f)) => {
-                let bytes = std::fs::read(f)
-                    .map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?;
-                crate::text::decode_text(&bytes).0
+        let passages: Vec<String> = match (&q.text, &q.file, &q.queries) {
+            (Some(t), _, _) => vec![t.clone()],
+            (None, Some(f), _) => vec![read_text_file(f)?],
+            (None, None, Some(f)) => {
+                let all: Vec<String> = read_text_file(f)?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect();
+                if all.is_empty() {
+                    return Err(CliError::Other(format!(
+                        "{}: no passages (one per line)",
+                        f.display()
+                    )));
+                }
+                all
             }
-            (None, None) => {
+            (None, None, None) => {
                 return Err(CliError::Other(
-                    "give a passage, --file F or --like ARTICLE".into(),
+                    "give a passage, --file F, --queries F or --like ARTICLE".into(),
                 ))
             }
         };
-        if text.trim().is_empty() {
+        if passages.iter().any(|p| p.trim().is_empty()) {
             return Err(CliError::Other("the passage is empty".into()));
         }
-        let encoder = encoder.expect("loaded for a passage");
+        let encoder = encoder.expect("loaded for passages");
         store.check_model(encoder.identity(), PRECISION)?;
-        (embed_query(&encoder, &text)?, json!({"text": text}), None)
-    };
+        if passages.len() == 1 {
+            vectors = embed_query(&encoder, &passages[0])?;
+        } else {
+            // Many passages: one batched embedding when each fits the model's window.
+            for p in &passages {
+                vectors.extend(embed_query(&encoder, p)?);
+            }
+        }
+        labels = passages.into_iter().map(|t| json!({"text": t})).collect();
+        excludes = vec![None; labels.len()];
+    }
     let filter_fn = |store: &Store, loc: ArticleLoc| filters.matches(store, loc);
     let opts = SearchOptions {
         k: q.k,
         min_score: q.min_score,
-        exclude,
+        exclude: None,
         filter: if filters.is_empty() {
             None
         } else {
             Some(&filter_fn)
         },
     };
-    let hits: Vec<serde_json::Value> = match q.level {
-        Level::Article => search::search_articles(&store, &query_vec, &opts)
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let mut v = article_json(&store, h.loc, i + 1, h.score);
-                if let Some(e) = h.evidence {
-                    let c = store.segments[e.loc.segment].chunk(e.chunk);
-                    v["paragraph"] = json!(c.paragraph);
-                    v["text"] = json!(store.segments[e.loc.segment].chunk_text(e.chunk));
-                    v["paragraph_score"] = json!(e.score);
-                }
-                v
-            })
-            .collect(),
-        Level::Paragraph => search::search_paragraphs(&store, &query_vec, &opts)
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let mut v = article_json(&store, h.loc, i + 1, h.score);
-                let seg = &store.segments[h.loc.segment];
-                let c = seg.chunk(h.chunk);
-                v["paragraph"] = json!(c.paragraph);
-                if c.window > 0 || chunk_has_more_windows(seg, h.chunk) {
-                    v["window"] = json!(c.window);
-                }
-                v["text"] = json!(seg.chunk_text(h.chunk));
-                v
-            })
-            .collect(),
+    let results: Vec<Vec<serde_json::Value>> = if labels.len() == 1 {
+        let opts = SearchOptions {
+            exclude: excludes[0],
+            ..opts
+        };
+        vec![match q.level {
+            Level::Article => {
+                article_hits_json(&store, &search::search_articles(&store, &vectors, &opts))
+            }
+            Level::Paragraph => {
+                paragraph_hits_json(&store, &search::search_paragraphs(&store, &vectors, &opts))
+            }
+        }]
+    } else {
+        debug_assert_eq!(vectors.len(), labels.len() * dim);
+        match q.level {
+            Level::Article => search::search_articles_batch(&store, &vectors, &excludes, &opts)
+                .iter()
+                .map(|h| article_hits_json(&store, h))
+                .collect(),
+            Level::Paragraph => search::search_paragraphs_batch(&store, &vectors, &excludes, &opts)
+                .iter()
+                .map(|h| paragraph_hits_json(&store, h))
+                .collect(),
+        }
     };
     let level = match q.level {
         Level::Article => "article",
         Level::Paragraph => "paragraph",
     };
     let mut out = std::io::stdout().lock();
+    let many = labels.len() > 1;
     match q.format {
+        Format::Json if !many => {
+            let doc = json!({"query": labels[0], "level": level, "hits": results[0]});
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json"))?;
+        }
         Format::Json => {
-            let doc = json!({"query": query_label, "level": level, "hits": hits});
+            let queries: Vec<serde_json::Value> = labels
+                .iter()
+                .zip(&results)
+                .map(|(l, h)| json!({"query": l, "hits": h}))
+                .collect();
+            let doc = json!({"level": level, "queries": queries});
             writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json"))?;
         }
         Format::Jsonl => {
-            for h in &hits {
-                writeln!(out, "{h}")?;
+            for (i, hits) in results.iter().enumerate() {
+                for h in hits {
+                    let mut h = h.clone();
+                    if many {
+                        h["query"] = json!(i);
+                    }
+                    writeln!(out, "{h}")?;
+                }
             }
         }
-        Format::Table => write_hits_table(&mut out, &hits, q.level)?,
+        Format::Table => {
+            for (i, (label, hits)) in labels.iter().zip(&results).enumerate() {
+                if many {
+                    let what = label["like"]
+                        .as_str()
+                        .map(|k| format!("like {k}"))
+                        .unwrap_or_else(|| format!("“{}”", label["text"].as_str().unwrap_or("")));
+                    writeln!(
+                        out,
+                        "{}== query {}: {}",
+                        if i > 0 { "\n" } else { "" },
+                        i + 1,
+                        shorten(&what, 100)
+                    )?;
+                }
+                write_hits_table(&mut out, hits, q.level)?;
+            }
+        }
     }
     Ok(exit::SUCCESS)
+}
+
+fn read_text_file(f: &Path) -> Result<String, CliError> {
+    let bytes = std::fs::read(f).map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?;
+    Ok(crate::text::decode_text(&bytes).0)
+}
+
+fn article_hits_json(store: &Store, hits: &[search::ArticleHit]) -> Vec<serde_json::Value> {
+    hits.iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let mut v = article_json(store, h.loc, i + 1, h.score);
+            if let Some(e) = h.evidence {
+                let c = store.segments[e.loc.segment].chunk(e.chunk);
+                v["paragraph"] = json!(c.paragraph);
+                v["text"] = json!(store.segments[e.loc.segment].chunk_text(e.chunk));
+                v["paragraph_score"] = json!(e.score);
+            }
+            v
+        })
+        .collect()
+}
+
+fn paragraph_hits_json(store: &Store, hits: &[search::ChunkHit]) -> Vec<serde_json::Value> {
+    hits.iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let mut v = article_json(store, h.loc, i + 1, h.score);
+            let seg = &store.segments[h.loc.segment];
+            let c = seg.chunk(h.chunk);
+            v["paragraph"] = json!(c.paragraph);
+            if c.window > 0 || chunk_has_more_windows(seg, h.chunk) {
+                v["window"] = json!(c.window);
+            }
+            v["text"] = json!(seg.chunk_text(h.chunk));
+            v
+        })
+        .collect()
 }
 
 fn chunk_has_more_windows(seg: &crate::store::Segment, chunk: usize) -> bool {

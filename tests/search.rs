@@ -1,5 +1,5 @@
-//! Query filters (source, date range, path glob) with the real model, combined with -k and
-//! --min-score: filtered-out articles never appear, and the rest keep their exact scores.
+//! Search features with the real model: filters (source, date range, path glob) combined with
+//! -k and --min-score, and many queries answered in one batched pass.
 
 mod common;
 
@@ -174,4 +174,83 @@ fn filters_apply_before_ranking_and_combine() {
         1,
     );
     assert!(err.contains("--path"), "{err}");
+}
+
+#[test]
+fn many_queries_in_one_pass_give_the_answers_of_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    common::likewise(&store)
+        .args(["index", "seeds"])
+        .assert()
+        .success();
+    let passages = dir.path().join("passages.txt");
+    std::fs::write(
+        &passages,
+        "Rafah ground operation would be a mistake\n\nhostages released during the truce\nUN Security Council vote on a ceasefire\n",
+    )
+    .unwrap();
+    for level in ["article", "paragraph"] {
+        let batch = hits(common::likewise(&store).args([
+            "query",
+            "--queries",
+            passages.to_str().unwrap(),
+            "--level",
+            level,
+            "-k",
+            "4",
+            "--format",
+            "jsonl",
+        ]));
+        assert_eq!(batch.len(), 12, "3 passages × 4 hits");
+        for (i, text) in [
+            "Rafah ground operation would be a mistake",
+            "hostages released during the truce",
+            "UN Security Council vote on a ceasefire",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let single = hits(common::likewise(&store).args([
+                "query", text, "--level", level, "-k", "4", "--format", "jsonl",
+            ]));
+            let mine: Vec<&Value> = batch.iter().filter(|h| h["query"] == i).collect();
+            assert_eq!(mine.len(), single.len());
+            for (b, s) in mine.iter().zip(&single) {
+                assert_eq!(b["path"], s["path"], "{level} query {i}");
+                assert_eq!(b["paragraph"], s["paragraph"]);
+                assert!((b["score"].as_f64().unwrap() - s["score"].as_f64().unwrap()).abs() < 1e-5);
+            }
+        }
+        // --like for several articles: each excluded from its own results only.
+        let likes = hits(common::likewise(&store).args([
+            "query", "--like", "000", "--like", "003", "--level", level, "-k", "3", "--format",
+            "jsonl",
+        ]));
+        for (i, (me, first)) in [("000_", "001_"), ("003_", "004_")].iter().enumerate() {
+            let mine: Vec<&Value> = likes.iter().filter(|h| h["query"] == i).collect();
+            assert!(
+                mine.iter()
+                    .all(|h| !h["path"].as_str().unwrap().contains(me)),
+                "{level}: {mine:?}"
+            );
+            if level == "article" {
+                assert!(
+                    mine[0]["path"].as_str().unwrap().contains(first),
+                    "{mine:?}"
+                );
+            }
+        }
+    }
+    let out = common::likewise(&store)
+        .args([
+            "query", "--like", "000", "--like", "003", "--format", "json",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let doc: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["queries"].as_array().unwrap().len(), 2);
 }
