@@ -54,58 +54,28 @@ pub fn embed(encoder: &dyn Embedder, file: &Path, lines: Option<usize>) -> Resul
 
 /// Unit vectors from a seeded generator (sums of uniforms, close enough to Gaussian that the
 /// directions are spread over the sphere).
-fn synthetic_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-    };
-    let mut v: Vec<f32> = (0..n * dim)
-        .map(|_| next() + next() + next() + next())
-        .collect();
-    for row in v.chunks_exact_mut(dim) {
-        crate::model::bert::normalize_in_place(row);
-    }
-    v
-}
-
-/// Builds a store of `n` synthetic paragraph vectors (8 per article) with the store's writer,
-/// then times exact top-10 queries one at a time and checks them against a plain scan.
-pub fn search(n: usize, queries: usize, batch: usize, dir: Option<&Path>) -> Result<i32, CliError> {
-    use crate::model::{ModelIdentity, Pooling};
+/// A segment of `n` synthetic paragraph vectors in articles of 8, numbered from `first_article`,
+/// laid out as the indexer lays out real ones.
+fn synthetic_segment(
+    first_article: usize,
+    n: usize,
+    dim: usize,
+    seed: u64,
+) -> crate::store::format::SegmentData {
     use crate::store::format::{ArticleRecord, ChunkRecord, SegmentData};
-    use crate::store::{Store, Writer};
-    let dim = 384;
-    let temporary = dir.is_none();
-    let dir = match dir {
-        Some(d) => d.to_path_buf(),
-        None => std::env::temp_dir().join(format!("likewise-bench-{}", std::process::id())),
-    };
-    let identity = ModelIdentity {
-        name: "synthetic".into(),
-        dim,
-        pooling: Pooling::Mean,
-        max_seq_length: 256,
-        normalize: true,
-        weights_sha256: "synthetic".into(),
-    };
-    let started = Instant::now();
-    let chunk_vectors = synthetic_vectors(n, dim, 42);
+    let chunk_vectors = synthetic_vectors(n, dim, seed);
     let per_article = 8;
-    let n_articles = n.div_ceil(per_article);
     let mut seg = SegmentData {
         dim,
         ..Default::default()
     };
-    for a in 0..n_articles {
+    for a in 0..n.div_ceil(per_article) {
         let first = a * per_article;
         let count = per_article.min(n - first);
         seg.articles.push(ArticleRecord {
-            key: format!("synthetic/{a}"),
+            key: format!("synthetic/{}", first_article + a),
             file: None,
-            title: format!("article {a}"),
+            title: format!("article {}", first_article + a),
             meta: Default::default(),
             content_hash: String::new(),
             chunk_start: first as u64,
@@ -128,6 +98,53 @@ pub fn search(n: usize, queries: usize, batch: usize, dir: Option<&Path>) -> Res
         seg.article_vectors.extend_from_slice(&mean);
     }
     seg.chunk_vectors = chunk_vectors;
+    seg
+}
+
+fn synthetic_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let mut v: Vec<f32> = (0..n * dim)
+        .map(|_| next() + next() + next() + next())
+        .collect();
+    for row in v.chunks_exact_mut(dim) {
+        crate::model::bert::normalize_in_place(row);
+    }
+    v
+}
+
+/// Builds a store of `n` synthetic paragraph vectors (8 per article) with the store's writer,
+/// then times exact top-10 queries one at a time and checks them against a plain scan.
+pub fn search(
+    n: usize,
+    queries: usize,
+    batch: usize,
+    append: usize,
+    dir: Option<&Path>,
+) -> Result<i32, CliError> {
+    use crate::model::{ModelIdentity, Pooling};
+    use crate::store::{Store, Writer};
+    let dim = 384;
+    let temporary = dir.is_none();
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => std::env::temp_dir().join(format!("likewise-bench-{}", std::process::id())),
+    };
+    let identity = ModelIdentity {
+        name: "synthetic".into(),
+        dim,
+        pooling: Pooling::Mean,
+        max_seq_length: 256,
+        normalize: true,
+        weights_sha256: "synthetic".into(),
+    };
+    let started = Instant::now();
+    let seg = synthetic_segment(0, n, dim, 42);
     {
         let mut writer = Writer::open(&dir, &identity, "f32")?;
         writer.commit(Some(&seg), &[])?;
@@ -187,10 +204,59 @@ pub fn search(n: usize, queries: usize, batch: usize, dir: Option<&Path>) -> Res
             "same_as_one_at_a_time": same,
         });
     }
+    // Appending: small commits (64 articles of 8 paragraphs), then compaction as `index` does.
+    let mut append_report = json!(null);
+    if append > 0 {
+        let before = Store::open(&dir)?.manifest.segments[0].clone();
+        let t = Instant::now();
+        let mut writer = Writer::open(&dir, &identity, "f32")?;
+        let per_commit = 512;
+        let mut written = 0u64;
+        let mut done = 0;
+        while done < append {
+            let count = per_commit.min(append - done);
+            let extra =
+                synthetic_segment(n.div_ceil(8) + done / 8 + 1, count, dim, 1000 + done as u64);
+            writer.commit(Some(&extra), &[])?;
+            written += writer
+                .manifest()
+                .segments
+                .last()
+                .map(|e| e.bytes)
+                .unwrap_or(0);
+            done += count;
+        }
+        let segments_before_compaction = writer.manifest().segments.len();
+        let gen = writer.manifest().generation;
+        writer.compact_if_needed()?;
+        if writer.manifest().generation != gen {
+            // What compaction wrote: the segments that were not there before it.
+            written += writer
+                .manifest()
+                .segments
+                .iter()
+                .filter(|e| e.file != before.file)
+                .map(|e| e.bytes)
+                .sum::<u64>();
+        }
+        let after = writer.manifest().clone();
+        drop(writer);
+        append_report = json!({
+            "vectors": append,
+            "commits": append.div_ceil(per_commit),
+            "seconds": (t.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+            "segments_before_compaction": segments_before_compaction,
+            "segments_after": after.segments.len(),
+            "large_segment_rewritten": !after.segments.iter().any(|e| e.file == before.file),
+            "bytes_written": written,
+            "store_bytes": after.segments.iter().map(|e| e.bytes).sum::<u64>(),
+        });
+    }
     let bytes = n * dim * 4;
     println!(
         "{}",
         json!({
+            "append": append_report,
             "batch": batch_report,
             "system": format!("likewise {} exact f32 scan", env!("CARGO_PKG_VERSION")),
             "n": n,

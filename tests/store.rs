@@ -206,3 +206,68 @@ fn jsonl_articles_with_ids_and_metadata() {
     assert_eq!(a1.meta.date.as_deref(), Some("2024-03-01"));
     assert_eq!(a1.meta.source.as_deref(), Some("Wire"));
 }
+
+#[test]
+fn appending_to_a_large_store_merges_only_the_small_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_articles(&input, 300);
+    let fake = FakeEmbedder::new(32, 50);
+    let store_dir = dir.path().join("s");
+    let one_group = IndexOptions {
+        group_articles: 1000,
+        ..Default::default()
+    };
+    run_index(&store_dir, &fake, &input, &one_group);
+    let big = Store::open(&store_dir).unwrap().manifest.segments[0].clone();
+    // 40 new articles committed two at a time: 20 small segments.
+    let more = dir.path().join("more");
+    std::fs::create_dir_all(&more).unwrap();
+    for i in 0..40 {
+        std::fs::write(
+            more.join(format!("new{i:02}.txt")),
+            format!(
+                "New headline {i}\nA fresh paragraph number {i} on topic{}.\n",
+                i % 4
+            ),
+        )
+        .unwrap();
+    }
+    let small_groups = IndexOptions {
+        group_articles: 2,
+        ..Default::default()
+    };
+    run_index(&store_dir, &fake, &more, &small_groups);
+    let store = Store::open(&store_dir).unwrap();
+    assert_eq!(store.article_count(), 340);
+    assert!(store.manifest.segments.len() <= likewise::store::MAX_SEGMENTS);
+    assert_eq!(
+        store.manifest.segments[0].file, big.file,
+        "the large segment is not rewritten: {:?}",
+        store.manifest.segments
+    );
+    // Every article is still found by its own vector.
+    for (loc, rec) in store.live_articles() {
+        let q = store.segments[loc.segment]
+            .article_vector(loc.article)
+            .to_vec();
+        let hits = search::search_articles(
+            &store,
+            &q,
+            &SearchOptions {
+                k: 1,
+                min_score: None,
+                exclude: None,
+                filter: None,
+            },
+        );
+        assert!((hits[0].score - 1.0).abs() < 1e-5, "{}", rec.key);
+    }
+    // No file is left that the manifest does not name.
+    let files: Vec<String> = std::fs::read_dir(&store_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("seg-"))
+        .collect();
+    assert_eq!(files.len(), store.manifest.segments.len(), "{files:?}");
+}

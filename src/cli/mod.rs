@@ -255,6 +255,9 @@ pub enum BenchCommand {
         /// Queries answered together by the batched path (0: skip it).
         #[arg(long, default_value_t = 100)]
         batch: usize,
+        /// Then append this many vectors in commits of 512 and compact, as `index` would.
+        #[arg(long, default_value_t = 0)]
+        append: usize,
         /// Where to build the store (default: a temporary folder, removed afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -413,8 +416,9 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             vectors,
             queries,
             batch,
+            append,
             dir,
-        }) => crate::bench::search(*vectors, *queries, *batch, dir.as_deref()),
+        }) => crate::bench::search(*vectors, *queries, *batch, *append, dir.as_deref()),
         Command::Bench(BenchCommand::ArticleVectors { corpus, per_topic }) => {
             crate::bench::article_vectors(&load_model(g)?, corpus, *per_topic)
         }

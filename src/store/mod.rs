@@ -531,37 +531,43 @@ impl Writer {
         Ok(())
     }
 
-    /// Rewrites the live content into one segment when deleted articles or many small segments
-    /// make reading wasteful. Returns whether it compacted.
+    /// Merges segments when there are too many, and rewrites those with many deleted articles,
+    /// by [`compaction_plan`]: small segments merge among themselves, so appending to a large
+    /// store never rewrites its large segments. Each merge is one atomic commit. Returns whether
+    /// it changed anything.
     pub fn compact_if_needed(&mut self) -> Result<bool, StoreError> {
-        let total: u64 = self.manifest.segments.iter().map(|s| s.articles).sum();
-        let deleted: u64 = self
-            .manifest
-            .segments
-            .iter()
-            .map(|s| s.deleted.len() as u64)
-            .sum();
-        let many = self.manifest.segments.len() > 8;
-        let wasteful = total > 0 && deleted * 4 > total;
-        if !(many || wasteful) {
-            return Ok(false);
+        let mut changed = false;
+        loop {
+            let plan = compaction_plan(&self.manifest.segments);
+            if plan.is_empty() {
+                return Ok(changed);
+            }
+            let snapshot = self.snapshot()?;
+            let merged = merge_segments(&snapshot, &plan);
+            let mut next = self.manifest.clone();
+            next.generation += 1;
+            let old: Vec<String> = plan
+                .iter()
+                .map(|&i| next.segments[i].file.clone())
+                .collect();
+            let first = plan[0];
+            let mut kept: Vec<SegmentEntry> = Vec::new();
+            for (i, entry) in next.segments.iter().enumerate() {
+                if i == first && !merged.articles.is_empty() {
+                    kept.push(self.write_segment(&merged, next.generation)?);
+                }
+                if !plan.contains(&i) {
+                    kept.push(entry.clone());
+                }
+            }
+            next.segments = kept;
+            self.write_manifest(&next)?;
+            self.manifest = next;
+            for file in old {
+                let _ = std::fs::remove_file(self.dir.join(file));
+            }
+            changed = true;
         }
-        let snapshot = self.snapshot()?;
-        let merged = merge_live(&snapshot);
-        let mut next = self.manifest.clone();
-        next.generation += 1;
-        let old: Vec<String> = next.segments.iter().map(|s| s.file.clone()).collect();
-        next.segments.clear();
-        if !merged.articles.is_empty() {
-            next.segments
-                .push(self.write_segment(&merged, next.generation)?);
-        }
-        self.write_manifest(&next)?;
-        self.manifest = next;
-        for file in old {
-            let _ = std::fs::remove_file(self.dir.join(file));
-        }
-        Ok(true)
     }
 
     fn write_segment(
@@ -594,14 +600,75 @@ impl Writer {
     }
 }
 
+/// Segments a store keeps before small ones are merged.
+pub const MAX_SEGMENTS: usize = 8;
+
+/// Which segments to merge next, in store order; empty when none need it.
+///
+/// - A segment with more than a quarter of its articles deleted is rewritten (space back).
+/// - With more than [`MAX_SEGMENTS`] segments, the smallest merge: taken smallest first, each
+///   next one only while it is at most twice the size of those taken so far. Sizes then grow
+///   geometrically, every article is rewritten O(log n) times in its life, and a large segment
+///   is never rewritten for a small append.
+pub fn compaction_plan(segments: &[SegmentEntry]) -> Vec<usize> {
+    let live = |e: &SegmentEntry| {
+        let share = if e.articles == 0 {
+            0.0
+        } else {
+            1.0 - e.deleted.len() as f64 / e.articles as f64
+        };
+        e.bytes as f64 * share
+    };
+    let mut plan: Vec<usize> = segments
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.articles > 0 && e.deleted.len() as u64 * 4 > e.articles)
+        .map(|(i, _)| i)
+        .collect();
+    if segments.len() > MAX_SEGMENTS {
+        let mut order: Vec<usize> = (0..segments.len()).collect();
+        order.sort_by(|&a, &b| {
+            live(&segments[a])
+                .total_cmp(&live(&segments[b]))
+                .then(a.cmp(&b))
+        });
+        let mut taken = 0.0;
+        for (n, &i) in order.iter().enumerate() {
+            let size = live(&segments[i]);
+            if n >= 2 && size > 2.0 * taken {
+                break;
+            }
+            taken += size;
+            if !plan.contains(&i) {
+                plan.push(i);
+            }
+        }
+    }
+    plan.sort_unstable();
+    // One segment without deletions gains nothing from a rewrite.
+    if plan.len() == 1 && segments[plan[0]].deleted.is_empty() {
+        plan.clear();
+    }
+    plan
+}
+
 /// Copies the live articles of a store into one segment.
 pub fn merge_live(store: &Store) -> SegmentData {
+    let all: Vec<usize> = (0..store.segments.len()).collect();
+    merge_segments(store, &all)
+}
+
+/// Copies the live articles of the given segments into one segment, in store order.
+pub fn merge_segments(store: &Store, which: &[usize]) -> SegmentData {
     let dim = store.manifest.model.dim;
     let mut out = SegmentData {
         dim,
         ..Default::default()
     };
-    for (loc, rec) in store.live_articles() {
+    for (loc, rec) in store
+        .live_articles()
+        .filter(|(loc, _)| which.contains(&loc.segment))
+    {
         let seg = &store.segments[loc.segment];
         let new_index = out.articles.len() as u32;
         let mut record = rec.clone();
@@ -621,6 +688,44 @@ pub fn merge_live(store: &Store) -> SegmentData {
         out.articles.push(record);
     }
     out
+}
+
+#[cfg(test)]
+mod compaction_tests {
+    use super::*;
+
+    fn entry(bytes: u64, articles: u64, deleted: usize) -> SegmentEntry {
+        SegmentEntry {
+            file: String::new(),
+            bytes,
+            articles,
+            chunks: articles,
+            deleted: (0..deleted as u32).collect(),
+        }
+    }
+
+    #[test]
+    fn appends_to_a_large_segment_never_rewrite_it() {
+        let mut segs = vec![entry(1_500_000_000, 125_000, 0)];
+        segs.extend((0..9).map(|_| entry(1_000_000, 64, 0)));
+        let plan = compaction_plan(&segs);
+        assert_eq!(plan, (1..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn few_clean_segments_stay_and_deleted_ones_are_rewritten() {
+        let segs: Vec<_> = (0..8).map(|i| entry(1000 << i, 10, 0)).collect();
+        assert!(compaction_plan(&segs).is_empty());
+        let mut segs = segs;
+        segs[7] = entry(1 << 30, 100, 30);
+        assert_eq!(compaction_plan(&segs), vec![7]);
+    }
+
+    #[test]
+    fn geometric_sizes_merge_the_smallest_pair_first() {
+        let segs: Vec<_> = (0..9).map(|i| entry(3u64.pow(i), 10, 0)).collect();
+        assert_eq!(compaction_plan(&segs), vec![0, 1]);
+    }
 }
 
 /// Writes `bytes` to `dir/name` so that the file is either absent/old or complete: temp file,
