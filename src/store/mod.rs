@@ -690,6 +690,26 @@ pub fn merge_segments(store: &Store, which: &[usize]) -> SegmentData {
     out
 }
 
+/// Writes `bytes` to `dir/name` so that the file is either absent/old or complete: temp file,
+/// fsync, rename, fsync of the folder.
+pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let target = dir.join(name);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, &target)?;
+        // The rename itself must reach the disk before we report success.
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io_err(&target))
+}
+
 #[cfg(test)]
 mod compaction_tests {
     use super::*;
@@ -726,24 +746,4 @@ mod compaction_tests {
         let segs: Vec<_> = (0..9).map(|i| entry(3u64.pow(i), 10, 0)).collect();
         assert_eq!(compaction_plan(&segs), vec![0, 1]);
     }
-}
-
-/// Writes `bytes` to `dir/name` so that the file is either absent/old or complete: temp file,
-/// fsync, rename, fsync of the folder.
-pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
-    let target = dir.join(name);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, &target)?;
-        // The rename itself must reach the disk before we report success.
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io_err(&target))
 }
