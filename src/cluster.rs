@@ -264,7 +264,7 @@ pub fn topics(table: &ArticleTable, k: Option<usize>) -> Grouping {
             let (s, k) = best.expect("k_max >= 2");
             (
                 kmeans(&table.vectors, dim, k, RESTARTS, 1),
-                format!("k = {k} by silhouette {s:.3} (k = 2..={k_max} tried)"),
+                format!("k = {k} by silhouette {s:.3}, k = 2..={k_max} tried"),
                 scores,
             )
         }
