@@ -92,10 +92,7 @@ pub fn paragraphs(store: &Store, loc: ArticleLoc) -> Vec<Paragraph> {
 
 /// Text compared for exact copies: whitespace collapsed, lower case.
 pub fn normalized(text: &str) -> String {
-    text.split_whitespace()
-        .map(|w| w.to_lowercase())
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::text::normalize_whitespace(text).to_lowercase()
 }
 
 /// Lower-cased words (letters and digits), the unit of the lexical comparisons.

@@ -61,11 +61,13 @@ pub fn align(pa: Vec<Paragraph>, pb: Vec<Paragraph>, dim: usize) -> Alignment {
     product(&va, &vb, dim, &mut sim);
     let sa: Vec<_> = pa.iter().map(|p| shingles(&words(&p.text), 3)).collect();
     let sb: Vec<_> = pb.iter().map(|p| shingles(&words(&p.text), 3)).collect();
+    let na: Vec<String> = pa.iter().map(|p| normalized(&p.text)).collect();
+    let nb: Vec<String> = pb.iter().map(|p| normalized(&p.text)).collect();
     let mut candidates: Vec<(usize, usize, f32, f32, Relation)> = Vec::new();
     for i in 0..m {
         for j in 0..n {
             let score = sim[i * n + j];
-            let overlap = if normalized(&pa[i].text) == normalized(&pb[j].text) {
+            let overlap = if na[i] == nb[j] {
                 1.0
             } else {
                 containment(&sa[i], &sb[j])

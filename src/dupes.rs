@@ -82,6 +82,17 @@ pub struct Side {
     pub text: Option<String>,
 }
 
+impl Side {
+    /// A whole article (article level).
+    pub fn article(article: usize) -> Side {
+        Side {
+            article,
+            paragraph: None,
+            text: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DupePair {
     pub tier: Tier,
@@ -127,27 +138,17 @@ pub fn article_pairs(table: &ArticleTable, t: &Thresholds) -> Vec<DupePair> {
         groups.entry(full.as_str()).or_default().push(i);
     }
     let mut out = Vec::new();
-    let mut seen: HashSet<(usize, usize)> = HashSet::new();
     let mut group_list: Vec<&Vec<usize>> = groups.values().filter(|g| g.len() > 1).collect();
     group_list.sort();
     for g in group_list {
         for (a, b) in group_pairs(g) {
-            seen.insert((a, b));
             out.push(DupePair {
                 tier: Tier::Exact,
                 level: Level::Article,
                 score: crate::search::dot(table.vector(a), table.vector(b)),
                 overlap: 1.0,
-                a: Side {
-                    article: a,
-                    paragraph: None,
-                    text: None,
-                },
-                b: Side {
-                    article: b,
-                    paragraph: None,
-                    text: None,
-                },
+                a: Side::article(a),
+                b: Side::article(b),
             });
         }
     }
@@ -171,22 +172,13 @@ pub fn article_pairs(table: &ArticleTable, t: &Thresholds) -> Vec<DupePair> {
         } else {
             continue;
         };
-        seen.insert((a, b));
         out.push(DupePair {
             tier,
             level: Level::Article,
             score: p.score,
             overlap,
-            a: Side {
-                article: a,
-                paragraph: None,
-                text: None,
-            },
-            b: Side {
-                article: b,
-                paragraph: None,
-                text: None,
-            },
+            a: Side::article(a),
+            b: Side::article(b),
         });
     }
     sort_pairs(&mut out);

@@ -329,6 +329,18 @@ pub fn search_articles(store: &Store, query: &[f32], opts: &SearchOptions) -> Ve
         .collect()
 }
 
+/// A ranked (segment, chunk, score) as a hit, with the chunk's article.
+fn chunk_hit(store: &Store, (s, c, score): (usize, usize, f32)) -> ChunkHit {
+    ChunkHit {
+        loc: ArticleLoc {
+            segment: s,
+            article: store.segments[s].chunk(c).article as usize,
+        },
+        chunk: c,
+        score,
+    }
+}
+
 /// The `k` best paragraphs (chunks) for `query`.
 pub fn search_paragraphs(store: &Store, query: &[f32], opts: &SearchOptions) -> Vec<ChunkHit> {
     let allowed: Vec<Option<Vec<bool>>> = (0..store.segments.len())
@@ -367,18 +379,7 @@ pub fn search_paragraphs(store: &Store, query: &[f32], opts: &SearchOptions) -> 
         .reduce(|| TopK::new(opts.k), TopK::merge);
     top.into_sorted()
         .into_iter()
-        .map(|hit| {
-            let (s, c, score) = hit.item;
-            let article = store.segments[s].chunk(c).article as usize;
-            ChunkHit {
-                loc: ArticleLoc {
-                    segment: s,
-                    article,
-                },
-                chunk: c,
-                score,
-            }
-        })
+        .map(|hit| chunk_hit(store, hit.item))
         .collect()
 }
 
@@ -484,17 +485,7 @@ pub fn search_paragraphs_batch(
     .map(|top| {
         top.into_sorted()
             .into_iter()
-            .map(|hit| {
-                let (s, c, score) = hit.item;
-                ChunkHit {
-                    loc: ArticleLoc {
-                        segment: s,
-                        article: store.segments[s].chunk(c).article as usize,
-                    },
-                    chunk: c,
-                    score,
-                }
-            })
+            .map(|hit| chunk_hit(store, hit.item))
             .collect()
     })
     .collect()

@@ -112,27 +112,16 @@ fn paragraph_hits_carry_position_and_text() {
         assert!(!top[key].is_null(), "missing {key}: {top}");
     }
     // --min-score keeps only what reaches it; jsonl gives one hit per line.
-    let out = likewise(&dir.path().join("store"))
-        .args([
-            "query",
-            RAFAH,
-            "--level",
-            "paragraph",
-            "--min-score",
-            "0.6",
-            "--format",
-            "jsonl",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let lines: Vec<Value> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Value> = common::jsonl_of(likewise(&dir.path().join("store")).args([
+        "query",
+        RAFAH,
+        "--level",
+        "paragraph",
+        "--min-score",
+        "0.6",
+        "--format",
+        "jsonl",
+    ]));
     assert!(!lines.is_empty());
     assert!(lines.iter().all(|h| h["score"].as_f64().unwrap() >= 0.6));
 }
@@ -313,17 +302,8 @@ fn a_truncated_or_damaged_store_gives_a_clear_error() {
 #[test]
 fn a_model_folder_with_missing_or_damaged_files_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("model");
-    std::fs::create_dir_all(model.join("1_Pooling")).unwrap();
+    let model = common::copy_model_config(&dir.path().join("model"));
     let real = common::model_dir();
-    for f in [
-        "config.json",
-        "modules.json",
-        "1_Pooling/config.json",
-        "sentence_bert_config.json",
-    ] {
-        std::fs::copy(real.join(f), model.join(f)).unwrap();
-    }
     // Weights cut short, tokenizer absent.
     let weights = std::fs::read(real.join("model.safetensors")).unwrap();
     std::fs::write(model.join("model.safetensors"), &weights[..1 << 20]).unwrap();
@@ -357,19 +337,11 @@ fn embed_prints_one_vector_per_line_in_order() {
         .map(|g| g["text"].as_str().unwrap().to_string())
         .collect();
     input.insert(1, String::new()); // an empty line is the empty text
-    let out = likewise(&dir.path().join("store"))
-        .arg("embed")
-        .write_stdin(input.join("\n") + "\n")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let lines: Vec<Value> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Value> = common::jsonl_of(
+        likewise(&dir.path().join("store"))
+            .arg("embed")
+            .write_stdin(input.join("\n") + "\n"),
+    );
     assert_eq!(lines.len(), input.len());
     let vec_of = |v: &Value| -> Vec<f32> {
         v.as_array()

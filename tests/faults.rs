@@ -342,18 +342,9 @@ fn bad_inputs_each_get_one_warning_and_the_rest_is_indexed() {
 }
 
 fn fake_model_dir(dir: &Path, name: &str) -> PathBuf {
-    let model = dir.join(name);
-    std::fs::create_dir_all(model.join("1_Pooling")).unwrap();
+    let model = common::copy_model_config(&dir.join(name));
     let real = common::model_dir();
-    for f in [
-        "config.json",
-        "modules.json",
-        "1_Pooling/config.json",
-        "sentence_bert_config.json",
-        "tokenizer.json",
-    ] {
-        std::fs::copy(real.join(f), model.join(f)).unwrap();
-    }
+    std::fs::copy(real.join("tokenizer.json"), model.join("tokenizer.json")).unwrap();
     std::os::unix::fs::symlink(
         real.join("model.safetensors"),
         model.join("model.safetensors"),

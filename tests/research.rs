@@ -121,14 +121,7 @@ fn the_seeds_form_their_two_stories_as_topics_and_as_stories() {
         1,
     );
     assert!(err.contains("--threshold"), "{err}");
-    let table = common::likewise(&store)
-        .arg("cluster")
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let table = String::from_utf8(table).unwrap();
+    let table = common::stdout_of(common::likewise(&store).arg("cluster"));
     assert!(
         table.contains("keywords:") && table.contains("#1"),
         "{table}"
@@ -315,14 +308,7 @@ fn compare_aligns_the_rafah_quotes_and_shows_what_each_side_adds() {
     );
     assert!(doc["only_b"].as_array().unwrap().is_empty());
 
-    let table = common::likewise(&store)
-        .args(["compare", "003", "004"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let table = String::from_utf8(table).unwrap();
+    let table = common::stdout_of(common::likewise(&store).args(["compare", "003", "004"]));
     assert!(
         table.contains("paraphrased") && table.contains("only in B"),
         "{table}"

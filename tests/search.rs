@@ -6,12 +6,7 @@ mod common;
 use serde_json::Value;
 
 fn hits(cmd: &mut assert_cmd::Command) -> Vec<Value> {
-    let out = cmd.assert().success().get_output().stdout.clone();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
+    common::jsonl_of(cmd)
 }
 
 fn ids(h: &[Value]) -> Vec<String> {

@@ -628,13 +628,8 @@ fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
         }
         let encoder = encoder.expect("loaded for passages");
         store.check_model(encoder.identity(), PRECISION)?;
-        if passages.len() == 1 {
-            vectors = embed_query(&encoder, &passages[0])?;
-        } else {
-            // Many passages: one batched embedding when each fits the model's window.
-            for p in &passages {
-                vectors.extend(embed_query(&encoder, p)?);
-            }
+        for p in &passages {
+            vectors.extend(embed_query(&encoder, p)?);
         }
         labels = passages.into_iter().map(|t| json!({"text": t})).collect();
         excludes = vec![None; labels.len()];
@@ -801,16 +796,9 @@ pub fn embed_query(encoder: &dyn Embedder, text: &str) -> Result<Vec<f32>, CliEr
 
 fn article_json(store: &Store, loc: ArticleLoc, rank: usize, score: f32) -> serde_json::Value {
     let rec = store.article(loc);
-    let base = &store.base;
-    let mut v = json!({"rank": rank, "score": score, "title": rec.title});
-    match &rec.file {
-        Some(f) if *f == rec.key => v["path"] = json!(display_path(f, base)),
-        Some(f) => {
-            v["id"] = json!(rec.key);
-            v["path"] = json!(display_path(f, base));
-        }
-        None => v["id"] = json!(rec.key),
-    }
+    let mut v = research::article_ref(store, loc);
+    v["rank"] = json!(rank);
+    v["score"] = json!(score);
     for (k, val) in [
         ("date", &rec.meta.date),
         ("source", &rec.meta.source),

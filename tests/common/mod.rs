@@ -64,3 +64,33 @@ pub fn stderr_with_code(cmd: &mut assert_cmd::Command, code: i32) -> String {
     let out = cmd.assert().code(code).get_output().stderr.clone();
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Runs `cmd`, checks that it succeeds, and returns its standard output.
+pub fn stdout_of(cmd: &mut assert_cmd::Command) -> String {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    String::from_utf8(out).expect("UTF-8 on stdout")
+}
+
+/// A model folder `dir` holding copies of the real model's configuration files (no tokenizer,
+/// no weights): the start of every damaged-model test.
+pub fn copy_model_config(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    let real = model_dir();
+    for f in [
+        "config.json",
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+    ] {
+        std::fs::copy(real.join(f), dir.join(f)).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// Runs `cmd`, checks that it succeeds, and parses each line of its output as JSON.
+pub fn jsonl_of(cmd: &mut assert_cmd::Command) -> Vec<serde_json::Value> {
+    stdout_of(cmd)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
