@@ -62,8 +62,17 @@ fn synthetic_segment(
     dim: usize,
     seed: u64,
 ) -> crate::store::format::SegmentData {
+    segment_of(first_article, synthetic_vectors(n, dim, seed), dim)
+}
+
+/// A segment holding `chunk_vectors` as paragraphs, in articles of 8.
+fn segment_of(
+    first_article: usize,
+    chunk_vectors: Vec<f32>,
+    dim: usize,
+) -> crate::store::format::SegmentData {
     use crate::store::format::{ArticleRecord, ChunkRecord, SegmentData};
-    let chunk_vectors = synthetic_vectors(n, dim, seed);
+    let n = chunk_vectors.len() / dim;
     let per_article = 8;
     let mut seg = SegmentData {
         dim,
@@ -118,23 +127,76 @@ fn synthetic_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     v
 }
 
-/// Builds a store of `n` synthetic paragraph vectors (8 per article) with the store's writer,
-/// then times exact top-10 queries one at a time and checks them against a plain scan.
+/// Builds a store of `n` synthetic paragraph vectors (8 per article) with the store's writer, or
+/// of the paragraph vectors of a real store (`from`, holding `queries` of them out as queries),
+/// keeping int8 and 1-bit copies; then times top-10 queries one at a time with each layout —
+/// the exact f32 scan, int8 then exact rescoring, 1-bit then int8 then exact rescoring — checks
+/// the exact scan against a plain one and measures each layout's recall@10 against it.
 pub fn search(
     n: usize,
     queries: usize,
     batch: usize,
     append: usize,
     dir: Option<&Path>,
+    from: Option<&Path>,
 ) -> Result<i32, CliError> {
+    use crate::compact::{words_per_row, Compact};
     use crate::model::{ModelIdentity, Pooling};
     use crate::store::{Store, Writer};
     let dim = 384;
+    let queries = queries.max(1);
     let temporary = dir.is_none();
     let dir = match dir {
         Some(d) => d.to_path_buf(),
         None => std::env::temp_dir().join(format!("likewise-bench-{}", std::process::id())),
     };
+    let (data, qs, source) = match from {
+        None => (
+            synthetic_vectors(n, dim, 42),
+            synthetic_vectors(queries, dim, 7),
+            "synthetic unit vectors".to_string(),
+        ),
+        Some(real) => {
+            let store = Store::open(real)?;
+            if store.manifest.model.dim != dim {
+                return Err(CliError::Other(format!(
+                    "{}: vectors of dim {}, the benchmark uses {dim}",
+                    real.display(),
+                    store.manifest.model.dim
+                )));
+            }
+            let mut all = Vec::new();
+            for (loc, _) in store.live_articles() {
+                let seg = &store.segments[loc.segment];
+                for c in seg.article_chunks(loc.article) {
+                    all.extend_from_slice(seg.chunk_vector(c));
+                }
+            }
+            let total = all.len() / dim;
+            if total <= queries {
+                return Err(CliError::Other(format!(
+                    "{}: {total} paragraphs, fewer than the {queries} queries held out",
+                    real.display()
+                )));
+            }
+            // Every (total / queries)-th paragraph is held out as a query.
+            let step = total / queries;
+            let (mut data, mut qs) = (Vec::new(), Vec::new());
+            for (i, row) in all.chunks_exact(dim).enumerate() {
+                if i % step == 0 && qs.len() < queries * dim {
+                    qs.extend_from_slice(row);
+                } else {
+                    data.extend_from_slice(row);
+                }
+            }
+            (
+                data,
+                qs,
+                format!("the paragraph vectors of {}", real.display()),
+            )
+        }
+    };
+    let n = data.len() / dim;
     let identity = ModelIdentity {
         name: "synthetic".into(),
         dim,
@@ -144,9 +206,10 @@ pub fn search(
         weights_sha256: "synthetic".into(),
     };
     let started = Instant::now();
-    let seg = synthetic_segment(0, n, dim, 42);
+    let seg = segment_of(0, data, dim);
     {
         let mut writer = Writer::open(&dir, &identity, "f32")?;
+        writer.set_compact(Some(Compact::Binary))?;
         writer.commit(Some(&seg), &[])?;
     }
     let build_s = started.elapsed().as_secs_f64();
@@ -154,23 +217,68 @@ pub fn search(
     let opened = Instant::now();
     let store = Store::open(&dir)?;
     let open_ms = opened.elapsed().as_secs_f64() * 1e3;
-    let qs = synthetic_vectors(queries.max(1), dim, 7);
-    let opts = crate::search::SearchOptions {
+    for w in &store.warnings {
+        eprintln!("likewise: warning: {w}");
+    }
+    let options = |compact| crate::search::SearchOptions {
         k: 10,
         min_score: None,
         exclude: None,
         filter: None,
+        compact,
     };
-    crate::search::search_paragraphs(&store, &qs[..dim], &opts); // warm-up: pages in
-    let t = Instant::now();
-    let results: Vec<_> = qs
-        .chunks_exact(dim)
-        .map(|q| crate::search::search_paragraphs(&store, q, &opts))
-        .collect();
-    let ms_per_query = t.elapsed().as_secs_f64() * 1e3 / queries.max(1) as f64;
-    // The same answers as a straightforward scan (ids and scores).
+    let opts = options(None);
+    // One query at a time with each layout; the first is the exact scan the others are judged by.
+    let words = words_per_row(dim);
+    let mut layouts = Vec::new();
+    let mut exact: Vec<Vec<crate::search::ChunkHit>> = Vec::new();
+    for (name, compact, scanned, extra_disk) in [
+        ("f32", None, n * dim * 4, 0),
+        ("int8", Some(Compact::Int8), n * (dim + 4), n * (dim + 4)),
+        (
+            "binary",
+            Some(Compact::Binary),
+            n * words * 8,
+            n * (dim + 4 + words * 8),
+        ),
+    ] {
+        let o = options(compact);
+        crate::search::search_paragraphs(&store, &qs[..dim], &o); // warm-up: pages in
+        let t = Instant::now();
+        let results: Vec<_> = qs
+            .chunks_exact(dim)
+            .map(|q| crate::search::search_paragraphs(&store, q, &o))
+            .collect();
+        let ms = t.elapsed().as_secs_f64() * 1e3 / queries as f64;
+        if compact.is_none() {
+            exact = results.clone();
+        }
+        let (mut found, mut wanted) = (0usize, 0usize);
+        // Compact layouts only choose candidates: a hit they share with the exact scan carries
+        // the same score, to the bit.
+        let mut same_scores = true;
+        for (got, truth) in results.iter().zip(&exact) {
+            wanted += truth.len();
+            for t in truth {
+                if let Some(g) = got.iter().find(|g| g.chunk == t.chunk) {
+                    found += 1;
+                    same_scores &= g.score.to_bits() == t.score.to_bits();
+                }
+            }
+        }
+        layouts.push(json!({
+            "layout": name,
+            "ms_per_query": (ms * 100.0).round() / 100.0,
+            "recall_at_10": (found as f64 / wanted.max(1) as f64 * 10000.0).round() / 10000.0,
+            "scanned_bytes_per_query": scanned,
+            "disk_bytes_beyond_f32": extra_disk,
+            "scores_exact": same_scores,
+        }));
+    }
+    let ms_per_query = layouts[0]["ms_per_query"].as_f64().unwrap_or(0.0);
+    // The exact scan gives the same answers as a straightforward one (ids and scores).
     let mut identical = true;
-    for (q, hits) in qs.chunks_exact(dim).zip(&results) {
+    for (q, hits) in qs.chunks_exact(dim).zip(&exact) {
         let mut all: Vec<(f32, usize)> = plain
             .chunks_exact(dim)
             .map(|v| dot(v, q))
@@ -259,7 +367,10 @@ pub fn search(
             "append": append_report,
             "batch": batch_report,
             "system": format!("likewise {} exact f32 scan", env!("CARGO_PKG_VERSION")),
+            "data": source,
             "n": n,
+            "queries": queries,
+            "layouts": layouts,
             "threads": threads(),
             "build_s": (build_s * 100.0).round() / 100.0,
             "open_ms": (open_ms * 100.0).round() / 100.0,

@@ -17,6 +17,7 @@ pub mod articles;
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod compact;
 pub mod compare;
 pub mod dupes;
 pub mod index;

@@ -60,6 +60,7 @@ fn fingerprint(store: &Store) -> Vec<(String, u32)> {
             min_score: None,
             exclude: None,
             filter: None,
+            compact: None,
         },
     )
     .iter()

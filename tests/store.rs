@@ -62,6 +62,7 @@ fn groups_are_committed_and_compacted_without_losing_articles() {
             min_score: None,
             exclude: None,
             filter: None,
+            compact: None,
         },
     );
     assert!((hits[0].score - 1.0).abs() < 1e-5);
@@ -95,6 +96,7 @@ fn search_is_exact_against_a_naive_scan() {
             min_score: None,
             exclude: None,
             filter: None,
+            compact: None,
         },
     );
     let mut naive: Vec<f32> = Vec::new();
@@ -259,6 +261,7 @@ fn appending_to_a_large_store_merges_only_the_small_segments() {
                 min_score: None,
                 exclude: None,
                 filter: None,
+                compact: None,
             },
         );
         assert!((hits[0].score - 1.0).abs() < 1e-5, "{}", rec.key);

@@ -5,6 +5,7 @@
 
 pub mod research;
 
+use crate::compact::Compact;
 use crate::index::{self, IndexOptions, Progress, Warning};
 use crate::model::fetch::{self, ModelRef};
 use crate::model::{Embedder, ModelError, ModelFolder, SentenceEncoder};
@@ -76,8 +77,13 @@ pub enum Command {
     /// Embed articles from files and folders (.txt, .md, .jsonl) into the store.
     Index {
         /// Files or folders (searched recursively).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "compact")]
         paths: Vec<PathBuf>,
+        /// Keep compact copies of the paragraph vectors for faster paragraph search: `int8`
+        /// (+25% disk) or `binary` (1-bit and int8, +28%); `none` removes them. Recorded in the
+        /// store; existing segments get their copies now. Results keep exact scores.
+        #[arg(long, value_enum)]
+        compact: Option<CompactArg>,
         /// Remove stored articles whose files are gone.
         #[arg(long)]
         prune: bool,
@@ -148,8 +154,38 @@ pub struct QueryArgs {
     /// Only articles whose path (or id) matches this glob, e.g. 'bbc/politics/*' (repeatable).
     #[arg(long = "path")]
     pub paths: Vec<String>,
+    /// How paragraphs are scanned: `exact` (every f32 vector), or find candidates in the
+    /// store's `int8` or `binary` copies first and rescore them exactly. Default: the store's
+    /// compact copies when it keeps some (`index --compact`), else exact.
+    #[arg(long, value_enum)]
+    pub scan: Option<ScanArg>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// `index --compact`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompactArg {
+    Int8,
+    Binary,
+    None,
+}
+
+/// `query --scan`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanArg {
+    Exact,
+    Int8,
+    Binary,
+}
+
+/// Opens the store for reading and reports on stderr what it could not use.
+fn open_store(g: &Global) -> Result<Store, CliError> {
+    let store = Store::open(&g.index)?;
+    for w in &store.warnings {
+        eprintln!("likewise: warning: {w}");
+    }
+    Ok(store)
 }
 
 impl QueryArgs {
@@ -261,6 +297,10 @@ pub enum BenchCommand {
         /// Where to build the store (default: a temporary folder, removed afterwards).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Use the paragraph vectors of this store instead of synthetic ones (real embeddings);
+        /// --queries of them are held out as the queries.
+        #[arg(long)]
+        from: Option<PathBuf>,
     },
     /// Topic clusters of the store (--index) scored against its folder names as labels (NMI),
     /// and the time clustering takes.
@@ -361,9 +401,11 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             prune,
             max_article_bytes,
             commit_every,
+            compact,
         } => cmd_index(
             g,
             paths,
+            *compact,
             IndexOptions {
                 prune: *prune,
                 max_article_bytes: *max_article_bytes,
@@ -374,11 +416,11 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Query(q) => cmd_query(g, q),
         Command::Embed { file } => cmd_embed(g, file.as_deref()),
         Command::Info { format } => cmd_info(g, *format),
-        Command::Cluster(args) => research::cmd_cluster(&Store::open(&g.index)?, args),
-        Command::Dupes(args) => research::cmd_dupes(&Store::open(&g.index)?, args),
-        Command::Compare(args) => research::cmd_compare(&Store::open(&g.index)?, args),
+        Command::Cluster(args) => research::cmd_cluster(&open_store(g)?, args),
+        Command::Dupes(args) => research::cmd_dupes(&open_store(g)?, args),
+        Command::Compare(args) => research::cmd_compare(&open_store(g)?, args),
         Command::Bench(BenchCommand::Cluster { threshold }) => {
-            research::bench_cluster(&Store::open(&g.index)?, *threshold)
+            research::bench_cluster(&open_store(g)?, *threshold)
         }
         Command::Model(ModelCommand::Fetch { name, force }) => {
             let name = name
@@ -418,7 +460,15 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             batch,
             append,
             dir,
-        }) => crate::bench::search(*vectors, *queries, *batch, *append, dir.as_deref()),
+            from,
+        }) => crate::bench::search(
+            *vectors,
+            *queries,
+            *batch,
+            *append,
+            dir.as_deref(),
+            from.as_deref(),
+        ),
         Command::Bench(BenchCommand::ArticleVectors { corpus, per_topic }) => {
             crate::bench::article_vectors(&load_model(g)?, corpus, *per_topic)
         }
@@ -479,9 +529,39 @@ impl Progress for Bar {
     }
 }
 
-fn cmd_index(g: &Global, paths: &[PathBuf], mut opts: IndexOptions) -> Result<i32, CliError> {
+fn cmd_index(
+    g: &Global,
+    paths: &[PathBuf],
+    compact: Option<CompactArg>,
+    mut opts: IndexOptions,
+) -> Result<i32, CliError> {
     let encoder = load_model(g)?;
     let mut writer = Writer::open(&g.index, encoder.identity(), PRECISION)?;
+    if let Some(arg) = compact {
+        let kind = match arg {
+            CompactArg::Int8 => Some(Compact::Int8),
+            CompactArg::Binary => Some(Compact::Binary),
+            CompactArg::None => None,
+        };
+        let t = std::time::Instant::now();
+        if writer.set_compact(kind)? {
+            let bytes: u64 = writer
+                .manifest()
+                .segments
+                .iter()
+                .filter_map(|s| s.compact.as_ref().map(|c| c.bytes))
+                .sum();
+            eprintln!(
+                "likewise: the store keeps {} ({:.1} MB of compact vectors; {:.1}s)",
+                kind.map_or("no compact vectors".to_string(), |k| format!("{k} copies")),
+                bytes as f64 / 1e6,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        if paths.is_empty() {
+            return Ok(exit::SUCCESS);
+        }
+    }
     // Ctrl-C: finish and commit the group being embedded, then stop; a second Ctrl-C stops at once
     // (committed groups are safe either way).
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -586,8 +666,28 @@ fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
     } else {
         None
     };
-    let store = Store::open(&g.index)?;
+    let store = open_store(g)?;
     let dim = store.manifest.model.dim;
+    let compact = match q.scan {
+        None => store.manifest.compact,
+        Some(ScanArg::Exact) => None,
+        Some(scan) => {
+            let kind = if scan == ScanArg::Int8 {
+                Compact::Int8
+            } else {
+                Compact::Binary
+            };
+            // A binary store also keeps the int8 copy.
+            let kept = store.manifest.compact;
+            if kept != Some(kind) && !(kind == Compact::Int8 && kept == Some(Compact::Binary)) {
+                return Err(CliError::Other(format!(
+                    "store {} keeps no {kind} copies of its vectors; add them with `likewise index --compact {kind}`, or use --scan exact",
+                    g.index.display()
+                )));
+            }
+            Some(kind)
+        }
+    };
     let mut vectors: Vec<f32> = Vec::new();
     let mut labels: Vec<serde_json::Value> = Vec::new();
     let mut excludes: Vec<Option<ArticleLoc>> = Vec::new();
@@ -644,6 +744,7 @@ fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
         } else {
             Some(&filter_fn)
         },
+        compact,
     };
     let results: Vec<Vec<serde_json::Value>> = if labels.len() == 1 {
         let opts = SearchOptions {
@@ -923,7 +1024,7 @@ fn cmd_embed(g: &Global, file: Option<&Path>) -> Result<i32, CliError> {
 }
 
 fn cmd_info(g: &Global, format: Format) -> Result<i32, CliError> {
-    let store = Store::open(&g.index)?;
+    let store = open_store(g)?;
     let m = &store.manifest;
     let info = json!({
         "store": g.index.display().to_string(),
@@ -935,6 +1036,8 @@ fn cmd_info(g: &Global, format: Format) -> Result<i32, CliError> {
         "bytes_on_disk": store.disk_bytes(),
         "model": m.model,
         "precision": m.precision,
+        "compact": m.compact,
+        "compact_bytes": store.compact_bytes(),
     });
     let mut out = std::io::stdout().lock();
     match format {
@@ -959,6 +1062,13 @@ fn cmd_info(g: &Global, format: Format) -> Result<i32, CliError> {
             )?;
             writeln!(out, "weights     sha256 {}", m.model.weights_sha256)?;
             writeln!(out, "precision   {}", m.precision)?;
+            if let Some(kind) = m.compact {
+                writeln!(
+                    out,
+                    "compact     {kind} copies of the paragraph vectors ({})",
+                    human_bytes(store.compact_bytes())
+                )?;
+            }
             writeln!(
                 out,
                 "on disk     {} in {} segments",

@@ -490,6 +490,165 @@ pub fn decode_manifest(buf: &[u8]) -> Result<&[u8], FormatError> {
     Ok(json)
 }
 
+/// Magic of a compact-vectors file (`.lkc`), the int8 / 1-bit copies of one segment's vectors.
+pub const COMPACT_MAGIC: &[u8; 8] = b"LKWCMP\x00\x01";
+const COMPACT_SECTIONS: usize = 3;
+const COMPACT_HEADER_LEN: usize = 40 + COMPACT_SECTIONS * 24 + 8;
+
+/// The CRC of a segment's chunk-vector section, as its header records it: a compact file names
+/// the vectors it was made from by this value.
+pub fn chunk_vectors_crc(segment: &[u8]) -> u32 {
+    get_u32(segment, 40 + 3 * 24 + 16)
+}
+
+/// Where a compact file's sections lie.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactLayout {
+    pub kind: crate::compact::Compact,
+    pub dim: usize,
+    pub n_chunks: usize,
+    /// CRC of the segment's chunk vectors these copies were made from.
+    pub source_crc: u32,
+    pub int8: std::ops::Range<usize>,
+    pub scales: std::ops::Range<usize>,
+    pub bits: std::ops::Range<usize>,
+}
+
+/// Encodes the compact copies of a segment whose chunk vectors have CRC `source_crc`.
+pub fn encode_compact(
+    kind: crate::compact::Compact,
+    dim: usize,
+    source_crc: u32,
+    data: &crate::compact::CompactData,
+) -> Vec<u8> {
+    let bodies: [&[u8]; COMPACT_SECTIONS] = [
+        &data.int8,
+        bytemuck::cast_slice(&data.scales),
+        bytemuck::cast_slice(&data.bits),
+    ];
+    let mut offsets = [0usize; COMPACT_SECTIONS];
+    let mut at = align_up(COMPACT_HEADER_LEN);
+    for (i, body) in bodies.iter().enumerate() {
+        offsets[i] = at;
+        at = align_up(at + body.len());
+    }
+    let mut out = Vec::with_capacity(at);
+    out.extend_from_slice(COMPACT_MAGIC);
+    put_u32(&mut out, FORMAT_VERSION);
+    put_u32(&mut out, if kind.has_bits() { 2 } else { 1 });
+    put_u32(&mut out, dim as u32);
+    put_u32(&mut out, 0);
+    put_u64(&mut out, data.scales.len() as u64);
+    put_u32(&mut out, source_crc);
+    put_u32(&mut out, 0);
+    for (i, body) in bodies.iter().enumerate() {
+        put_u64(&mut out, offsets[i] as u64);
+        put_u64(&mut out, body.len() as u64);
+        put_u32(&mut out, crc32(body));
+        put_u32(&mut out, 0);
+    }
+    let header_crc = crc32fast::hash(&out);
+    put_u32(&mut out, header_crc);
+    put_u32(&mut out, 0);
+    debug_assert_eq!(out.len(), COMPACT_HEADER_LEN);
+    for (i, body) in bodies.iter().enumerate() {
+        out.resize(offsets[i], 0);
+        out.extend_from_slice(body);
+    }
+    out.resize(at, 0);
+    out
+}
+
+/// Checks a compact file's header, section table and sizes, and the CRC of sections no larger
+/// than `verify_up_to` bytes.
+pub fn decode_compact(buf: &[u8], verify_up_to: usize) -> Result<CompactLayout, FormatError> {
+    use crate::compact::{words_per_row, Compact};
+    let len = buf.len() as u64;
+    if buf.len() < COMPACT_HEADER_LEN {
+        return Err(FormatError::Truncated {
+            needed: COMPACT_HEADER_LEN as u64,
+            len,
+        });
+    }
+    if &buf[..8] != COMPACT_MAGIC {
+        return Err(FormatError::Magic);
+    }
+    let version = get_u32(buf, 8);
+    if version != FORMAT_VERSION {
+        return Err(FormatError::Version { found: version });
+    }
+    let crc_at = COMPACT_HEADER_LEN - 8;
+    if crc32fast::hash(&buf[..crc_at]) != get_u32(buf, crc_at) {
+        return Err(FormatError::Checksum("the header"));
+    }
+    let kind = match get_u32(buf, 12) {
+        1 => Compact::Int8,
+        2 => Compact::Binary,
+        other => return Err(FormatError::Inconsistent(format!("compact kind {other}"))),
+    };
+    let dim = get_u32(buf, 16) as usize;
+    let n = get_u64(buf, 24);
+    if dim == 0 || dim > 65536 {
+        return Err(FormatError::Inconsistent(format!("dimension {dim}")));
+    }
+    let mut ranges = Vec::with_capacity(COMPACT_SECTIONS);
+    for i in 0..COMPACT_SECTIONS {
+        let at = 40 + i * 24;
+        let offset = get_u64(buf, at);
+        let size = get_u64(buf, at + 8);
+        let end = offset
+            .checked_add(size)
+            .ok_or_else(|| FormatError::Inconsistent("section bounds".into()))?;
+        if end > len {
+            return Err(FormatError::Truncated { needed: end, len });
+        }
+        if !offset.is_multiple_of(ALIGN as u64) || offset < COMPACT_HEADER_LEN as u64 {
+            return Err(FormatError::Inconsistent(format!("section {i} offset")));
+        }
+        ranges.push(offset as usize..end as usize);
+    }
+    let words = if kind.has_bits() {
+        words_per_row(dim) as u128
+    } else {
+        0
+    };
+    let want = [
+        n as u128 * dim as u128,
+        n as u128 * 4,
+        n as u128 * words * 8,
+    ];
+    for (i, w) in want.iter().enumerate() {
+        if ranges[i].len() as u128 != *w {
+            return Err(FormatError::Inconsistent(format!(
+                "compact section {i}: {} bytes, the counts imply {w}",
+                ranges[i].len()
+            )));
+        }
+    }
+    let end = align_up(ranges.iter().map(|r| r.end).max().unwrap_or(0));
+    if end as u64 != len {
+        return Err(FormatError::Truncated {
+            needed: end as u64,
+            len,
+        });
+    }
+    const NAMES: [&str; COMPACT_SECTIONS] = ["the int8 vectors", "the scales", "the sign bits"];
+    for (i, r) in ranges.iter().enumerate() {
+        if r.len() <= verify_up_to && crc32(&buf[r.clone()]) != get_u32(buf, 40 + i * 24 + 16) {
+            return Err(FormatError::Checksum(NAMES[i]));
+        }
+    }
+    Ok(CompactLayout {
+        kind,
+        dim,
+        n_chunks: n as usize,
+        source_crc: get_u32(buf, 32),
+        int8: ranges[0].clone(),
+        scales: ranges[1].clone(),
+        bits: ranges[2].clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

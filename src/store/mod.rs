@@ -16,6 +16,7 @@
 
 pub mod format;
 
+use crate::compact::Compact;
 use crate::model::ModelIdentity;
 use format::{ArticleRecord, ChunkRecord, FormatError, SegmentData};
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,9 @@ pub struct Manifest {
     pub precision: String,
     /// Increases with every committed change.
     pub generation: u64,
+    /// Compact copies of the paragraph vectors every segment keeps (see `compact`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact: Option<Compact>,
     pub segments: Vec<SegmentEntry>,
 }
 
@@ -104,6 +108,25 @@ pub struct SegmentEntry {
     /// Article indices within the segment that were deleted or replaced since it was written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleted: Vec<u32>,
+    /// The file of this segment's compact vectors, when the store keeps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compact: Option<CompactFile>,
+}
+
+impl SegmentEntry {
+    /// The segment's file and its compact file, if any.
+    pub fn files(&self) -> Vec<String> {
+        std::iter::once(self.file.clone())
+            .chain(self.compact.as_ref().map(|c| c.file.clone()))
+            .collect()
+    }
+}
+
+/// A compact-vectors file (`.lkc`) as the manifest names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactFile {
+    pub file: String,
+    pub bytes: u64,
 }
 
 /// Vector sections up to this size are checked against their CRC each time a store is opened.
@@ -121,6 +144,14 @@ pub struct Segment {
     pub articles: Vec<ArticleRecord>,
     /// `live[i]` is false for deleted articles.
     pub live: Vec<bool>,
+    /// The compact copies of the chunk vectors, when the store keeps them and they are sound.
+    compact: Option<CompactView>,
+}
+
+/// A compact-vectors file opened for reading (memory-mapped, read in place).
+struct CompactView {
+    map: memmap2::Mmap,
+    layout: format::CompactLayout,
 }
 
 impl Segment {
@@ -154,6 +185,26 @@ impl Segment {
         let rec = &self.articles[a];
         rec.chunk_start as usize..(rec.chunk_start + rec.chunk_count as u64) as usize
     }
+    /// Which compact copy this segment has (none when the store keeps none or it is unusable).
+    pub fn compact_kind(&self) -> Option<Compact> {
+        self.compact.as_ref().map(|c| c.layout.kind)
+    }
+    /// The int8 copy: `dim` bytes per chunk (code + 128), and one scale per chunk.
+    pub fn int8_vectors(&self) -> Option<(&[u8], &[f32])> {
+        self.compact.as_ref().map(|c| {
+            (
+                &c.map[c.layout.int8.clone()],
+                bytemuck::cast_slice(&c.map[c.layout.scales.clone()]),
+            )
+        })
+    }
+    /// The sign bits: `compact::words_per_row(dim)` words per chunk.
+    pub fn sign_bits(&self) -> Option<&[u64]> {
+        self.compact
+            .as_ref()
+            .filter(|c| c.layout.kind.has_bits())
+            .map(|c| bytemuck::cast_slice(&c.map[c.layout.bits.clone()]))
+    }
 }
 
 #[cfg(target_endian = "big")]
@@ -173,6 +224,9 @@ pub struct Store {
     pub base: PathBuf,
     pub manifest: Manifest,
     pub segments: Vec<Segment>,
+    /// Problems that did not stop the store from opening (an unusable compact-vectors file:
+    /// its segment is then scanned with the exact vectors). Each names its file.
+    pub warnings: Vec<String>,
     by_key: HashMap<String, ArticleLoc>,
 }
 
@@ -199,8 +253,25 @@ impl Store {
 
     fn load(dir: &Path, manifest: Manifest) -> Result<Store, StoreError> {
         let mut segments = Vec::with_capacity(manifest.segments.len());
+        let mut warnings = Vec::new();
         for entry in &manifest.segments {
-            segments.push(load_segment(dir, entry, manifest.model.dim)?);
+            let mut seg = load_segment(dir, entry, manifest.model.dim)?;
+            if let (Some(kind), Some(file)) = (manifest.compact, &entry.compact) {
+                match load_compact(dir, file, &seg, kind) {
+                    Ok(view) => seg.compact = Some(view),
+                    Err(reason) => warnings.push(format!(
+                        "{}: {reason}; the paragraphs of {} are scanned with their exact vectors instead (slower, same results). `likewise index --compact {kind}` rebuilds it",
+                        dir.join(&file.file).display(),
+                        entry.file
+                    )),
+                }
+            } else if let Some(kind) = manifest.compact {
+                warnings.push(format!(
+                    "segment {} has no {kind} copy; its paragraphs are scanned with their exact vectors. `likewise index --compact {kind}` adds it",
+                    dir.join(&entry.file).display()
+                ));
+            }
+            segments.push(seg);
         }
         let mut by_key = HashMap::new();
         for (s, seg) in segments.iter().enumerate() {
@@ -221,6 +292,7 @@ impl Store {
             base: crate::index::store_base(dir),
             manifest,
             segments,
+            warnings,
             by_key,
         })
     }
@@ -278,7 +350,22 @@ impl Store {
         let manifest = std::fs::metadata(self.dir.join(MANIFEST))
             .map(|m| m.len())
             .unwrap_or(0);
-        manifest + self.manifest.segments.iter().map(|s| s.bytes).sum::<u64>()
+        manifest
+            + self
+                .manifest
+                .segments
+                .iter()
+                .map(|s| s.bytes + s.compact.as_ref().map_or(0, |c| c.bytes))
+                .sum::<u64>()
+    }
+
+    /// Bytes of the compact copies (a part of [`Store::disk_bytes`]).
+    pub fn compact_bytes(&self) -> u64 {
+        self.manifest
+            .segments
+            .iter()
+            .filter_map(|s| s.compact.as_ref().map(|c| c.bytes))
+            .sum()
     }
 }
 
@@ -390,7 +477,44 @@ fn load_segment(dir: &Path, entry: &SegmentEntry, dim: usize) -> Result<Segment,
         layout,
         articles,
         live,
+        compact: None,
     })
+}
+
+/// Opens a segment's compact file and checks it belongs to that segment; the reason otherwise.
+fn load_compact(
+    dir: &Path,
+    file: &CompactFile,
+    seg: &Segment,
+    kind: Compact,
+) -> Result<CompactView, String> {
+    let path = dir.join(&file.file);
+    let map = map_segment(&path).map_err(|e| match e {
+        StoreError::Io { source, .. } => source.to_string(),
+        other => other.to_string(),
+    })?;
+    if map.len() as u64 != file.bytes {
+        return Err(format!(
+            "the file has {} bytes, the manifest says {} (truncated or overwritten)",
+            map.len(),
+            file.bytes
+        ));
+    }
+    let layout = format::decode_compact(&map, VERIFY_VECTORS_UP_TO)
+        .map_err(|e| format!("damaged compact vectors ({e})"))?;
+    if layout.dim != seg.dim
+        || layout.n_chunks != seg.chunk_count()
+        || layout.source_crc != format::chunk_vectors_crc(&seg.map)
+    {
+        return Err("these compact vectors were made from other vectors".into());
+    }
+    if layout.kind != kind && kind.has_bits() {
+        return Err(format!(
+            "it holds {} vectors, the store keeps {kind}",
+            layout.kind
+        ));
+    }
+    Ok(CompactView { map, layout })
 }
 
 /// Maps a segment file into memory.
@@ -453,6 +577,7 @@ impl Writer {
                 model: model.clone(),
                 precision: precision.to_string(),
                 generation: 0,
+                compact: None,
                 segments: Vec::new(),
             },
         };
@@ -485,7 +610,11 @@ impl Writer {
         };
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let named = self.manifest.segments.iter().any(|s| s.file == name);
+            let named = self
+                .manifest
+                .segments
+                .iter()
+                .any(|s| s.file == name || s.compact.as_ref().is_some_and(|c| c.file == name));
             let debris = (name.starts_with("seg-") && !named) || name.ends_with(".tmp");
             if debris {
                 let _ = std::fs::remove_file(entry.path());
@@ -519,7 +648,7 @@ impl Writer {
             .segments
             .iter()
             .filter(|s| s.deleted.len() as u64 == s.articles)
-            .map(|s| s.file.clone())
+            .flat_map(SegmentEntry::files)
             .collect();
         next.segments
             .retain(|s| s.deleted.len() as u64 != s.articles);
@@ -548,7 +677,7 @@ impl Writer {
             next.generation += 1;
             let old: Vec<String> = plan
                 .iter()
-                .map(|&i| next.segments[i].file.clone())
+                .flat_map(|&i| next.segments[i].files())
                 .collect();
             let first = plan[0];
             let mut kept: Vec<SegmentEntry> = Vec::new();
@@ -584,6 +713,17 @@ impl Writer {
             std::process::id()
         );
         let bytes = format::encode_segment(seg);
+        let compact = match self.manifest.compact {
+            Some(kind) => Some(self.write_compact(
+                &file,
+                generation,
+                kind,
+                seg.dim,
+                &seg.chunk_vectors,
+                format::chunk_vectors_crc(&bytes),
+            )?),
+            None => None,
+        };
         atomic_write(&self.dir, &file, &bytes)?;
         Ok(SegmentEntry {
             file,
@@ -591,7 +731,72 @@ impl Writer {
             articles: seg.articles.len() as u64,
             chunks: seg.chunks.len() as u64,
             deleted: Vec::new(),
+            compact,
         })
+    }
+
+    /// Writes the compact copies of a segment's chunk vectors next to it.
+    fn write_compact(
+        &self,
+        segment_file: &str,
+        generation: u64,
+        kind: Compact,
+        dim: usize,
+        vectors: &[f32],
+        source_crc: u32,
+    ) -> Result<CompactFile, StoreError> {
+        let stem = segment_file.trim_end_matches(".lkw");
+        let file = format!("{stem}.{generation}.{kind}.lkc");
+        let data = crate::compact::quantize(vectors, dim, kind);
+        let bytes = format::encode_compact(kind, dim, source_crc, &data);
+        atomic_write(&self.dir, &file, &bytes)?;
+        Ok(CompactFile {
+            file,
+            bytes: bytes.len() as u64,
+        })
+    }
+
+    /// Makes the store keep `kind` compact copies (or none): writes the copies every segment
+    /// lacks (or whose copy is unusable or of another kind) in one atomic commit, and removes the
+    /// ones no longer needed. Returns whether anything changed.
+    pub fn set_compact(&mut self, kind: Option<Compact>) -> Result<bool, StoreError> {
+        let snapshot = self.snapshot()?;
+        let mut next = self.manifest.clone();
+        next.generation += 1;
+        next.compact = kind;
+        let mut old = Vec::new();
+        let mut changed = self.manifest.compact != kind;
+        for (entry, seg) in next.segments.iter_mut().zip(&snapshot.segments) {
+            let fits = kind.is_some() && seg.compact_kind() == kind;
+            if fits {
+                continue;
+            }
+            if let Some(c) = entry.compact.take() {
+                old.push(c.file);
+                changed = true;
+            }
+            if let Some(kind) = kind {
+                entry.compact = Some(self.write_compact(
+                    &entry.file,
+                    next.generation,
+                    kind,
+                    seg.dim,
+                    seg.chunk_vectors(),
+                    format::chunk_vectors_crc(&seg.map),
+                )?);
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(false);
+        }
+        drop(snapshot);
+        self.write_manifest(&next)?;
+        self.manifest = next;
+        for file in old {
+            let _ = std::fs::remove_file(self.dir.join(file));
+        }
+        Ok(true)
     }
 
     fn write_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
@@ -721,6 +926,7 @@ mod compaction_tests {
             articles,
             chunks: articles,
             deleted: (0..deleted as u32).collect(),
+            compact: None,
         }
     }
 
