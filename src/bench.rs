@@ -56,13 +56,25 @@ pub fn embed(encoder: &dyn Embedder, file: &Path, lines: Option<usize>) -> Resul
 /// directions are spread over the sphere).
 /// A segment of `n` synthetic paragraph vectors in articles of 8, numbered from `first_article`,
 /// laid out as the indexer lays out real ones.
-fn synthetic_segment(
+pub fn synthetic_segment(
     first_article: usize,
     n: usize,
     dim: usize,
     seed: u64,
 ) -> crate::store::format::SegmentData {
     segment_of(first_article, synthetic_vectors(n, dim, seed), dim)
+}
+
+/// The identity recorded in stores of synthetic vectors.
+pub fn synthetic_identity(dim: usize) -> crate::model::ModelIdentity {
+    crate::model::ModelIdentity {
+        name: "synthetic".into(),
+        dim,
+        pooling: crate::model::Pooling::Mean,
+        max_seq_length: 256,
+        normalize: true,
+        weights_sha256: "synthetic".into(),
+    }
 }
 
 /// A segment holding `chunk_vectors` as paragraphs, in articles of 8.
@@ -110,7 +122,7 @@ fn segment_of(
     seg
 }
 
-fn synthetic_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+pub fn synthetic_vectors(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = move || {
         state ^= state << 13;
@@ -139,12 +151,23 @@ pub fn search(
     append: usize,
     dir: Option<&Path>,
     from: Option<&Path>,
+    identity_from: Option<&Path>,
 ) -> Result<i32, CliError> {
     use crate::compact::{words_per_row, Compact};
-    use crate::model::{ModelIdentity, Pooling};
     use crate::store::{Store, Writer};
     let dim = 384;
     let queries = queries.max(1);
+    if let Some(d) = dir.filter(|d| d.exists()) {
+        if std::fs::read_dir(d)
+            .map(|mut e| e.next().is_some())
+            .unwrap_or(true)
+        {
+            return Err(CliError::Other(format!(
+                "{}: not empty; give --dir a new or empty folder",
+                d.display()
+            )));
+        }
+    }
     let temporary = dir.is_none();
     let dir = match dir {
         Some(d) => d.to_path_buf(),
@@ -197,18 +220,17 @@ pub fn search(
         }
     };
     let n = data.len() / dim;
-    let identity = ModelIdentity {
-        name: "synthetic".into(),
-        dim,
-        pooling: Pooling::Mean,
-        max_seq_length: 256,
-        normalize: true,
-        weights_sha256: "synthetic".into(),
+    let (identity, precision) = match identity_from {
+        Some(other) => {
+            let m = Store::open(other)?.manifest;
+            (m.model, m.precision)
+        }
+        None => (synthetic_identity(dim), "f32".to_string()),
     };
     let started = Instant::now();
     let seg = segment_of(0, data, dim);
     {
-        let mut writer = Writer::open(&dir, &identity, "f32")?;
+        let mut writer = Writer::open(&dir, &identity, &precision)?;
         writer.set_compact(Some(Compact::Binary))?;
         writer.commit(Some(&seg), &[])?;
     }
@@ -317,7 +339,7 @@ pub fn search(
     if append > 0 {
         let before = Store::open(&dir)?.manifest.segments[0].clone();
         let t = Instant::now();
-        let mut writer = Writer::open(&dir, &identity, "f32")?;
+        let mut writer = Writer::open(&dir, &identity, &precision)?;
         let per_commit = 512;
         let mut written = 0u64;
         let mut done = 0;

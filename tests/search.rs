@@ -249,3 +249,123 @@ fn many_queries_in_one_pass_give_the_answers_of_one_at_a_time() {
     let doc: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(doc["queries"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn compact_scans_answer_as_the_exact_one_and_damage_only_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let seeds = common::seeds();
+    common::likewise(&store)
+        .args(["index", seeds.to_str().unwrap()])
+        .assert()
+        .success();
+    // No copies yet: asking to scan them is an error that says how to add them.
+    let err = common::stderr_with_code(
+        common::likewise(&store).args([
+            "query",
+            "Rafah",
+            "--level",
+            "paragraph",
+            "--scan",
+            "binary",
+        ]),
+        1,
+    );
+    assert!(err.contains("--compact binary"), "{err}");
+    let said = common::stderr_with_code(
+        common::likewise(&store).args(["index", "--compact", "binary"]),
+        0,
+    );
+    assert!(said.contains("binary copies"), "{said}");
+    let info: Value = serde_json::from_str(&common::stdout_of(
+        common::likewise(&store).args(["info", "--format", "json"]),
+    ))
+    .unwrap();
+    assert_eq!(info["compact"], "binary");
+    assert!(info["compact_bytes"].as_u64().unwrap() > 0);
+
+    let run = |args: &[&str], scan: &str| -> Vec<(String, u64, String)> {
+        let mut cmd = common::likewise(&store);
+        cmd.args([
+            "query",
+            "--level",
+            "paragraph",
+            "-k",
+            "8",
+            "--format",
+            "jsonl",
+            "--scan",
+            scan,
+        ])
+        .args(args);
+        hits(&mut cmd)
+            .iter()
+            .map(|h| {
+                (
+                    h["path"].as_str().unwrap().to_string(),
+                    h["paragraph"].as_u64().unwrap(),
+                    h["score"].to_string(),
+                )
+            })
+            .collect()
+    };
+    let questions: [&[&str]; 3] = [
+        &["Blinken said a major ground operation in Rafah would be a mistake"],
+        &["humanitarian aid trucks waiting at the border crossing"],
+        &["--like", "003"],
+    ];
+    for q in questions {
+        let exact = run(q, "exact");
+        assert_eq!(exact.len(), 8);
+        assert_eq!(run(q, "binary"), exact, "{q:?}");
+        assert_eq!(run(q, "int8"), exact, "{q:?}");
+    }
+
+    // A damaged copy: a warning naming it, and the same answers from the exact vectors.
+    let lkc: Vec<_> = std::fs::read_dir(&store)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "lkc"))
+        .collect();
+    assert_eq!(lkc.len(), 1);
+    let mut bytes = std::fs::read(&lkc[0]).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x40;
+    std::fs::write(&lkc[0], bytes).unwrap();
+    let q = ["Blinken said a major ground operation in Rafah would be a mistake"];
+    let mut cmd = common::likewise(&store);
+    cmd.args([
+        "query",
+        "--level",
+        "paragraph",
+        "-k",
+        "8",
+        "--format",
+        "jsonl",
+        "--",
+        q[0],
+    ]);
+    let out = cmd.assert().success().get_output().clone();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = lkc[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(err.contains(&name) && err.contains("damaged"), "{err}");
+    assert_eq!(run(&q, "exact").len(), 8);
+    assert_eq!(run(&q, "binary"), run(&q, "exact"));
+    // Rebuilt on request; then the warning is gone.
+    common::likewise(&store)
+        .args(["index", "--compact", "binary"])
+        .assert()
+        .success();
+    let out = common::likewise(&store)
+        .args(["query", "--level", "paragraph", "--", q[0]])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,6 +1,7 @@
 //! The store through the library, with the deterministic fake embedder: commits, incremental
 //! indexing, compaction, the writer lock, and damaged files.
 
+use likewise::compact::Compact;
 use likewise::index::{self, IndexOptions, Silent};
 use likewise::model::fake::FakeEmbedder;
 use likewise::model::Embedder;
@@ -273,4 +274,111 @@ fn appending_to_a_large_store_merges_only_the_small_segments() {
         .filter(|n| n.starts_with("seg-"))
         .collect();
     assert_eq!(files.len(), store.manifest.segments.len(), "{files:?}");
+}
+
+/// Top-10 chunk ids and scores of `query`, scanned exactly or through compact copies.
+fn top10(store: &Store, query: &[f32], compact: Option<Compact>) -> Vec<(usize, f32)> {
+    search::search_paragraphs(
+        store,
+        query,
+        &SearchOptions {
+            k: 10,
+            min_score: None,
+            exclude: None,
+            filter: None,
+            compact,
+        },
+    )
+    .iter()
+    .map(|h| (h.chunk, h.score))
+    .collect()
+}
+
+#[test]
+fn compact_copies_find_the_exact_top_ten_and_follow_appends_and_merges() {
+    use likewise::bench::{synthetic_identity, synthetic_segment, synthetic_vectors};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let dim = 384;
+    let mut w = Writer::open(&path, &synthetic_identity(dim), "f32").unwrap();
+    w.set_compact(Some(Compact::Binary)).unwrap();
+    // 60,000 random unit vectors: no structure, the hardest case for compact scans.
+    w.commit(Some(&synthetic_segment(0, 60_000, dim, 42)), &[])
+        .unwrap();
+    // Small appends, merged among themselves by compaction, each merge with its own copy.
+    for i in 0..10 {
+        w.commit(
+            Some(&synthetic_segment(
+                10_000 + i * 100,
+                300,
+                dim,
+                100 + i as u64,
+            )),
+            &[],
+        )
+        .unwrap();
+    }
+    w.compact_if_needed().unwrap();
+    std::fs::write(path.join("seg-stray.1.binary.lkc"), b"debris").unwrap();
+    drop(w);
+    let w = Writer::open(&path, &synthetic_identity(dim), "f32").unwrap();
+    assert!(
+        !path.join("seg-stray.1.binary.lkc").exists(),
+        "debris removed"
+    );
+    assert!(w.manifest().segments.iter().all(|s| s.compact.is_some()));
+    drop(w);
+    let store = Store::open(&path).unwrap();
+    assert!(store.warnings.is_empty(), "{:?}", store.warnings);
+    assert!(store
+        .segments
+        .iter()
+        .all(|s| s.compact_kind() == Some(Compact::Binary)));
+
+    let queries = synthetic_vectors(30, dim, 7);
+    for kind in [Compact::Binary, Compact::Int8] {
+        let (mut found, mut total) = (0, 0);
+        for q in queries.chunks_exact(dim) {
+            let exact = top10(&store, q, None);
+            let fast = top10(&store, q, Some(kind));
+            total += exact.len();
+            for (id, score) in &exact {
+                if let Some((_, s)) = fast.iter().find(|(f, _)| f == id) {
+                    found += 1;
+                    assert_eq!(s.to_bits(), score.to_bits(), "scores are the exact ones");
+                }
+            }
+        }
+        let recall = found as f64 / total as f64;
+        assert!(recall >= 0.99, "{kind}: recall@10 {recall}");
+    }
+
+    // Damage: a compact file that is gone is a warning naming it, and the exact scan answers.
+    let mut w = Writer::open(&path, &synthetic_identity(dim), "f32").unwrap();
+    let first = w.manifest().segments[0].compact.clone().unwrap().file;
+    drop(w);
+    std::fs::remove_file(path.join(&first)).unwrap();
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.warnings.len(), 1);
+    assert!(store.warnings[0].contains(&first), "{}", store.warnings[0]);
+    assert!(store.segments[0].compact_kind().is_none());
+    let q = &queries[..dim];
+    assert_eq!(
+        top10(&store, q, Some(Compact::Binary)),
+        top10(&store, q, None)
+    );
+    drop(store);
+    // The writer rebuilds what is missing, and only that.
+    w = Writer::open(&path, &synthetic_identity(dim), "f32").unwrap();
+    let kept = w.manifest().segments[1].compact.clone();
+    assert!(w.set_compact(Some(Compact::Binary)).unwrap());
+    assert_eq!(w.manifest().segments[1].compact, kept);
+    assert!(w.set_compact(None).unwrap());
+    drop(w);
+    let leftover = std::fs::read_dir(&path)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".lkc"))
+        .count();
+    assert_eq!(leftover, 0, "no compact files once the store keeps none");
 }

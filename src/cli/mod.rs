@@ -301,6 +301,10 @@ pub enum BenchCommand {
         /// --queries of them are held out as the queries.
         #[arg(long)]
         from: Option<PathBuf>,
+        /// Record this store's model identity in the benchmark's store (with --dir), so that
+        /// `likewise query "a passage"` with that model runs against it, whole process.
+        #[arg(long, requires = "dir")]
+        identity_from: Option<PathBuf>,
     },
     /// Topic clusters of the store (--index) scored against its folder names as labels (NMI),
     /// and the time clustering takes.
@@ -461,6 +465,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             append,
             dir,
             from,
+            identity_from,
         }) => crate::bench::search(
             *vectors,
             *queries,
@@ -468,6 +473,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             *append,
             dir.as_deref(),
             from.as_deref(),
+            identity_from.as_deref(),
         ),
         Command::Bench(BenchCommand::ArticleVectors { corpus, per_topic }) => {
             crate::bench::article_vectors(&load_model(g)?, corpus, *per_topic)

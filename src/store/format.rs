@@ -739,4 +739,54 @@ mod tests {
         assert!(decode_manifest(&bad).is_err());
         assert!(decode_manifest(&bytes[..bytes.len() - 3]).is_err());
     }
+
+    fn compact_sample() -> (Vec<u8>, crate::compact::CompactData) {
+        let dim = 8;
+        let vectors: Vec<f32> = (0..dim * 5)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
+            .collect();
+        let data = crate::compact::quantize(&vectors, dim, crate::compact::Compact::Binary);
+        (
+            encode_compact(crate::compact::Compact::Binary, dim, 0xDEAD_BEEF, &data),
+            data,
+        )
+    }
+
+    #[test]
+    fn compact_file_round_trips() {
+        let (bytes, data) = compact_sample();
+        let layout = decode_compact(&bytes, usize::MAX).unwrap();
+        assert_eq!(
+            (layout.kind, layout.dim, layout.n_chunks, layout.source_crc),
+            (crate::compact::Compact::Binary, 8, 5, 0xDEAD_BEEF)
+        );
+        assert_eq!(&bytes[layout.int8.clone()], &data.int8[..]);
+        assert_eq!(
+            &bytes[layout.bits.clone()],
+            bytemuck::cast_slice::<u64, u8>(&data.bits)
+        );
+    }
+
+    #[test]
+    fn every_damage_to_a_compact_file_is_detected() {
+        let (bytes, _) = compact_sample();
+        let layout = decode_compact(&bytes, usize::MAX).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_compact(&bytes[..cut], usize::MAX).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let covered = |i: usize| {
+            i < COMPACT_HEADER_LEN - 4
+                || [&layout.int8, &layout.scales, &layout.bits]
+                    .iter()
+                    .any(|r| r.contains(&i))
+        };
+        for i in (0..bytes.len()).filter(|&i| covered(i)) {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(decode_compact(&bad, usize::MAX).is_err(), "flip at {i}");
+        }
+    }
 }
