@@ -104,6 +104,21 @@ pub struct IndexReport {
     pub articles_left: usize,
     pub interrupted: bool,
     pub seconds: f64,
+    /// Word pieces embedded (special tokens included), and the wall time of the embedding stages.
+    pub tokens_embedded: usize,
+    pub embed_seconds: f64,
+}
+
+/// What the indexing stages tell the reporting thread.
+enum Stage {
+    Warnings(Vec<Warning>),
+    Embedded {
+        paragraphs: usize,
+        chunks: usize,
+        tokens: usize,
+    },
+    Committed(usize),
+    Failed(IndexError),
 }
 
 /// Progress callbacks: set up with the number of articles to embed, then told of each group.
@@ -449,37 +464,129 @@ pub fn index(
 
     progress.start(todo.len());
     let groups: Vec<&[SourceArticle]> = todo.chunks(opts.group_articles.max(1)).collect();
-    for (g, group) in groups.iter().enumerate() {
-        let interrupted = opts
-            .interrupt
+    // Three stages, each on its own thread, one group apart: cutting and tokenising the next
+    // group, embedding this one (the model on all cores), committing the previous one (encoding,
+    // compact copies, fsync). Channels of one slot keep at most one group waiting per stage.
+    let interrupted = || {
+        opts.interrupt
             .as_ref()
-            .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::SeqCst));
-        if interrupted {
+            .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    let mode = opts.article_vectors;
+    let embed_started = std::time::Instant::now();
+    let (to_embed, prepared) = std::sync::mpsc::sync_channel::<(usize, PreparedGroup)>(1);
+    let (to_commit, finished) =
+        std::sync::mpsc::sync_channel::<(usize, SegmentData, Vec<(String, u32)>)>(1);
+    let (to_main, events) = std::sync::mpsc::channel::<Stage>();
+    let writer_ref = &mut *writer;
+    let groups_ref = &groups;
+    let existing_ref = &existing;
+    let outcome: Result<(), IndexError> = std::thread::scope(|scope| {
+        let prepare_events = to_main.clone();
+        scope.spawn(move || {
+            for (g, group) in groups_ref.iter().enumerate() {
+                if interrupted() {
+                    break;
+                }
+                let mut warnings = Vec::new();
+                match prepare_group(embedder, group, mode, &mut |w| warnings.push(w)) {
+                    Ok(p) => {
+                        let _ = prepare_events.send(Stage::Warnings(warnings));
+                        if to_embed.send((g, p)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = prepare_events.send(Stage::Failed(e.into()));
+                        break;
+                    }
+                }
+            }
+        });
+        let commit_events = to_main.clone();
+        scope.spawn(move || {
+            for (g, segment, replaced) in finished {
+                match writer_ref.commit(Some(&segment), &replaced) {
+                    Ok(()) => {
+                        let _ = commit_events.send(Stage::Committed(g));
+                    }
+                    Err(e) => {
+                        let _ = commit_events.send(Stage::Failed(e.into()));
+                        break;
+                    }
+                }
+            }
+        });
+        let embed_events = to_main;
+        scope.spawn(move || {
+            for (g, p) in prepared {
+                let tokens = p.tokens;
+                match finish_group(embedder, p, mode) {
+                    Ok(segment) => {
+                        let _ = embed_events.send(Stage::Embedded {
+                            paragraphs: segment
+                                .articles
+                                .iter()
+                                .map(|a| a.paragraphs as usize)
+                                .sum(),
+                            chunks: segment.chunks.len(),
+                            tokens,
+                        });
+                        let replaced: Vec<(String, u32)> = groups_ref[g]
+                            .iter()
+                            .filter_map(|a| {
+                                existing_ref.get(&a.key).map(|(s, i, _)| (s.clone(), *i))
+                            })
+                            .collect();
+                        if to_commit.send((g, segment, replaced)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = embed_events.send(Stage::Failed(e.into()));
+                        break;
+                    }
+                }
+            }
+        });
+        // This thread reports: warnings and progress as the stages send them, the first error.
+        let mut first_error = None;
+        let mut committed = 0usize;
+        for event in events {
+            match event {
+                Stage::Warnings(ws) => {
+                    for w in ws {
+                        progress.warn(&w);
+                        report.skipped_inputs += 1;
+                    }
+                }
+                Stage::Embedded {
+                    paragraphs,
+                    chunks,
+                    tokens,
+                } => {
+                    report.paragraphs_embedded += paragraphs;
+                    report.chunks_embedded += chunks;
+                    report.tokens_embedded += tokens;
+                }
+                Stage::Committed(g) => {
+                    committed += groups[g].len();
+                    progress.advance(groups[g].len());
+                }
+                Stage::Failed(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if interrupted() && committed < todo.len() {
             report.interrupted = true;
-            report.articles_left = groups[g..].iter().map(|g| g.len()).sum();
-            break;
+            report.articles_left = todo.len() - committed;
         }
-        let mut group_warnings = Vec::new();
-        let segment = embed_group(embedder, group, opts.article_vectors, &mut |w| {
-            group_warnings.push(w)
-        })?;
-        for w in group_warnings {
-            progress.warn(&w);
-            report.skipped_inputs += 1;
-        }
-        report.paragraphs_embedded += segment
-            .articles
-            .iter()
-            .map(|a| a.paragraphs as usize)
-            .sum::<usize>();
-        report.chunks_embedded += segment.chunks.len();
-        let replaced: Vec<(String, u32)> = group
-            .iter()
-            .filter_map(|a| existing.get(&a.key).map(|(s, i, _)| (s.clone(), *i)))
-            .collect();
-        writer.commit(Some(&segment), &replaced)?;
-        progress.advance(group.len());
-    }
+        first_error.map_or(Ok(()), Err)
+    });
+    progress.finish();
+    report.embed_seconds = embed_started.elapsed().as_secs_f64();
+    outcome?;
     progress.finish();
     if report.interrupted {
         report.seconds = started.elapsed().as_secs_f64();
@@ -517,6 +624,30 @@ pub fn embed_group(
     mode: ArticleVectorMode,
     warn: &mut dyn FnMut(Warning),
 ) -> Result<SegmentData, ModelError> {
+    let prepared = prepare_group(embedder, group, mode, warn)?;
+    finish_group(embedder, prepared, mode)
+}
+
+/// A group of articles cut into the texts to embed, before the model runs.
+pub struct PreparedGroup {
+    seg: SegmentData,
+    texts: Vec<String>,
+    /// Chunk texts come first; then, per article, the index of its own text (headline or lead).
+    n_chunks: usize,
+    extra: Vec<Option<usize>>,
+    /// Word pieces the model will see (after truncation, special tokens included).
+    pub tokens: usize,
+    /// Articles in the group.
+    pub articles: usize,
+}
+
+/// Cuts a group's paragraphs into windows (tokenising them) and lists the texts to embed.
+pub fn prepare_group(
+    embedder: &dyn Embedder,
+    group: &[SourceArticle],
+    mode: ArticleVectorMode,
+    warn: &mut dyn FnMut(Warning),
+) -> Result<PreparedGroup, ModelError> {
     let dim = embedder.identity().dim;
     let mut seg = SegmentData {
         dim,
@@ -590,6 +721,32 @@ pub fn embed_group(
             Some(texts.len() - 1)
         })
         .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let tokens = embedder.count_tokens(&refs)?;
+    Ok(PreparedGroup {
+        seg,
+        texts,
+        n_chunks,
+        extra,
+        tokens,
+        articles: group.len(),
+    })
+}
+
+/// Embeds a prepared group: its chunk vectors and each article's vector.
+pub fn finish_group(
+    embedder: &dyn Embedder,
+    prepared: PreparedGroup,
+    mode: ArticleVectorMode,
+) -> Result<SegmentData, ModelError> {
+    let PreparedGroup {
+        mut seg,
+        texts,
+        n_chunks,
+        extra,
+        ..
+    } = prepared;
+    let dim = seg.dim;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut vectors = embedder.embed(&refs, &|_| {})?;
     for v in vectors.iter_mut() {

@@ -200,7 +200,7 @@ fn reindexing_unchanged_files_embeds_nothing_and_changes_are_picked_up() {
     let stderr = String::from_utf8_lossy(&again.get_output().stderr).to_string();
     assert!(stderr.contains("0 new, 0 changed, 5 unchanged"), "{stderr}");
     assert!(
-        stderr.contains("0 paragraphs (0 chunks) embedded"),
+        stderr.contains("0 paragraphs (0 chunks, 0 tokens) embedded"),
         "{stderr}"
     );
     assert_eq!(

@@ -591,7 +591,7 @@ fn cmd_index(
         return Ok(exit::INTERRUPTED);
     }
     eprintln!(
-        "likewise: {} files read; {} new, {} changed, {} unchanged, {} removed articles; {} paragraphs ({} chunks) embedded in {:.1}s; the store {} holds {} articles, {} paragraphs",
+        "likewise: {} files read; {} new, {} changed, {} unchanged, {} removed articles; {} paragraphs ({} chunks, {} tokens) embedded in {:.1}s ({:.0} tokens/s; {:.1}s in all); the store {} holds {} articles, {} paragraphs",
         report.files,
         report.articles_new,
         report.articles_changed,
@@ -599,6 +599,9 @@ fn cmd_index(
         report.articles_removed,
         report.paragraphs_embedded,
         report.chunks_embedded,
+        report.tokens_embedded,
+        report.embed_seconds,
+        report.tokens_embedded as f64 / report.embed_seconds.max(1e-9),
         report.seconds,
         g.index.display(),
         store.article_count(),
