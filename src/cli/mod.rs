@@ -883,7 +883,14 @@ fn chunk_has_more_windows(seg: &crate::store::Segment, chunk: usize) -> bool {
 /// A query passage's vector: one embedding when it fits the model's window, else the mean of
 /// its windows' embeddings, so no part of a long passage is ignored.
 pub fn embed_query(encoder: &dyn Embedder, text: &str) -> Result<Vec<f32>, CliError> {
-    let windows = encoder.windows(text)?;
+    // Every word piece covers at least one byte, so a text of no more bytes than a window holds
+    // pieces is one window: no need to tokenise it twice.
+    let fits = text.len() <= encoder.identity().max_seq_length.saturating_sub(2);
+    let windows = if fits {
+        vec![0..text.len()]
+    } else {
+        encoder.windows(text)?
+    };
     let pieces: Vec<&str> = windows
         .iter()
         .map(|r| text[r.clone()].trim())
