@@ -132,6 +132,9 @@ pub struct CompactQuery {
     /// The planes as the eight-row kernel meets them: for register j of a group of eight rows
     /// (its words 8j..8j+7), plane p's words (8j + lane) mod words_per_row.
     grouped: Vec<[[u64; 8]; 4]>,
+    /// Which kernels this CPU runs, detected once per query rather than once per row.
+    vnni: bool,
+    popcnt512: bool,
 }
 
 impl CompactQuery {
@@ -167,6 +170,8 @@ impl CompactQuery {
             offset,
             planes,
             grouped,
+            vnni: has_vnni(),
+            popcnt512: has_popcnt512(),
         }
     }
 
@@ -174,7 +179,7 @@ impl CompactQuery {
     pub fn int8_dot(&self, row: &[u8]) -> i32 {
         debug_assert_eq!(row.len(), self.dim);
         #[cfg(target_arch = "x86_64")]
-        if self.dim.is_multiple_of(64) && has_vnni() {
+        if self.dim.is_multiple_of(64) && self.vnni {
             // SAFETY: AVX-512 F/BW/VNNI are present (checked) and the row is `dim` bytes, a
             // multiple of 64.
             return unsafe { int8_dot_vnni(row, &self.codes) } - self.offset;
@@ -192,7 +197,7 @@ impl CompactQuery {
         let words = words_per_row(self.dim);
         debug_assert_eq!(bits.len(), words * out.len());
         #[cfg(target_arch = "x86_64")]
-        if words <= 8 && has_popcnt512() {
+        if words <= 8 && self.popcnt512 {
             // SAFETY: AVX-512 F/VPOPCNTDQ are present (checked); every row is `words` ≤ 8 words.
             unsafe { binary_scores_avx512(bits, words, &self.planes, &self.grouped, out) };
             return;
@@ -213,6 +218,16 @@ fn binary_score(row: &[u64], planes: &[Vec<u64>; 4]) -> i32 {
         }
     }
     2 * levels - 15 * set
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_vnni() -> bool {
+    false
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_popcnt512() -> bool {
+    false
 }
 
 #[cfg(target_arch = "x86_64")]

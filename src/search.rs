@@ -274,6 +274,13 @@ fn allowed_chunks(seg: &Segment, articles: &[bool]) -> Vec<bool> {
     chunks
 }
 
+/// [`allowed_chunks`] of every segment (`None` where all may appear).
+fn allowed_chunk_maps(store: &Store, opts: &SearchOptions) -> Vec<Option<Vec<bool>>> {
+    (0..store.segments.len())
+        .map(|s| allowed_articles(store, s, opts).map(|a| allowed_chunks(&store.segments[s], &a)))
+        .collect()
+}
+
 /// Ranks the scores of one block into `top`.
 fn rank_block<T: PartialEq>(
     top: &mut TopK<T>,
@@ -347,9 +354,7 @@ fn chunk_hit(store: &Store, (s, c, score): (usize, usize, f32)) -> ChunkHit {
 
 /// The `k` best paragraphs (chunks) for `query`.
 pub fn search_paragraphs(store: &Store, query: &[f32], opts: &SearchOptions) -> Vec<ChunkHit> {
-    let allowed: Vec<Option<Vec<bool>>> = (0..store.segments.len())
-        .map(|s| allowed_articles(store, s, opts).map(|a| allowed_chunks(&store.segments[s], &a)))
-        .collect();
+    let allowed = allowed_chunk_maps(store, opts);
     if let Some(kind) = opts.compact {
         return search_paragraphs_compact(store, query, opts, kind, &allowed);
     }
@@ -514,10 +519,6 @@ fn search_paragraphs_compact(
         .collect();
     let is_allowed = |s: usize, row: usize| allowed[s].as_ref().is_none_or(|a| a[row]);
 
-    let int8_score = |s: usize, row: usize| -> f32 {
-        let (bytes, scales) = segs[s].int8_vectors().expect("segment with int8");
-        scales[row] * cq.int8_dot(&bytes[row * dim..(row + 1) * dim]) as f32
-    };
     let wanted = int8_candidates(k);
 
     // Stage 1 → 2: sign bits, then int8 for the rows whose binary score reaches the threshold
@@ -549,13 +550,14 @@ fn search_paragraphs_compact(
                 } else {
                     rows.extend((start..end).filter(|&r| is_allowed(s, r)));
                 }
-                let (bytes, _) = segs[s].int8_vectors().expect("segment with int8");
+                let (bytes, scales) = segs[s].int8_vectors().expect("segment with int8");
                 for (i, &row) in rows.iter().enumerate() {
                     // Candidates are scattered over the block: ask for rows ahead of use.
                     if let Some(&ahead) = rows.get(i + 8) {
                         prefetch(&bytes[ahead * dim..(ahead + 1) * dim]);
                     }
-                    let score = int8_score(s, row);
+                    let score =
+                        scales[row] * cq.int8_dot(&bytes[row * dim..(row + 1) * dim]) as f32;
                     if score >= top.threshold() {
                         top.push(score, (s, row), (s, row));
                     }
@@ -670,9 +672,7 @@ pub fn search_paragraphs_batch(
     excludes: &[Option<ArticleLoc>],
     opts: &SearchOptions,
 ) -> Vec<Vec<ChunkHit>> {
-    let allowed: Vec<Option<Vec<bool>>> = (0..store.segments.len())
-        .map(|s| allowed_articles(store, s, opts).map(|a| allowed_chunks(&store.segments[s], &a)))
-        .collect();
+    let allowed = allowed_chunk_maps(store, opts);
     batch_scan(
         store,
         queries,

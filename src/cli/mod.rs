@@ -551,12 +551,7 @@ fn cmd_index(
         };
         let t = std::time::Instant::now();
         if writer.set_compact(kind)? {
-            let bytes: u64 = writer
-                .manifest()
-                .segments
-                .iter()
-                .filter_map(|s| s.compact.as_ref().map(|c| c.bytes))
-                .sum();
+            let bytes = writer.manifest().compact_bytes();
             eprintln!(
                 "likewise: the store keeps {} ({:.1} MB of compact vectors; {:.1}s)",
                 kind.map_or("no compact vectors".to_string(), |k| format!("{k} copies")),
@@ -886,16 +881,16 @@ pub fn embed_query(encoder: &dyn Embedder, text: &str) -> Result<Vec<f32>, CliEr
     // Every word piece covers at least one byte, so a text of no more bytes than a window holds
     // pieces is one window: no need to tokenise it twice.
     let fits = text.len() <= encoder.identity().max_seq_length.saturating_sub(2);
-    let windows = if fits {
-        vec![0..text.len()]
+    let pieces: Vec<&str> = if fits {
+        vec![text.trim()]
     } else {
-        encoder.windows(text)?
+        encoder
+            .windows(text)?
+            .into_iter()
+            .map(|r| text[r].trim())
+            .collect()
     };
-    let pieces: Vec<&str> = windows
-        .iter()
-        .map(|r| text[r.clone()].trim())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let pieces: Vec<&str> = pieces.into_iter().filter(|s| !s.is_empty()).collect();
     let pieces = if pieces.is_empty() {
         vec![text]
     } else {

@@ -110,6 +110,82 @@ fn get_u64(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// Lays out a file of the two kinds this module writes: `fixed` (the 40 bytes of magic, version
+/// and counts), a table of `offset u64, length u64, crc32 u32, reserved u32` per section, a CRC of
+/// all that, then each section at a multiple of [`ALIGN`], zero-padded to the end.
+fn encode_sections(fixed: Vec<u8>, bodies: &[&[u8]]) -> Vec<u8> {
+    debug_assert_eq!(fixed.len(), 40);
+    let header_len = 40 + bodies.len() * 24 + 8;
+    let mut offsets = Vec::with_capacity(bodies.len());
+    let mut at = align_up(header_len);
+    for body in bodies {
+        offsets.push(at);
+        at = align_up(at + body.len());
+    }
+    let mut out = fixed;
+    out.reserve(at);
+    for (body, &offset) in bodies.iter().zip(&offsets) {
+        put_u64(&mut out, offset as u64);
+        put_u64(&mut out, body.len() as u64);
+        put_u32(&mut out, crc32(body));
+        put_u32(&mut out, 0);
+    }
+    let header_crc = crc32fast::hash(&out);
+    put_u32(&mut out, header_crc);
+    put_u32(&mut out, 0);
+    for (body, &offset) in bodies.iter().zip(&offsets) {
+        out.resize(offset, 0);
+        out.extend_from_slice(body);
+    }
+    out.resize(at, 0);
+    out
+}
+
+/// Reads and checks the section table of a buffer laid out by [`encode_sections`] whose header
+/// (of `header_len` bytes) was checked: every section inside the buffer and aligned, and the
+/// buffer ending right after the last one's padding.
+fn decode_sections(
+    buf: &[u8],
+    count: usize,
+    header_len: usize,
+) -> Result<Vec<std::ops::Range<usize>>, FormatError> {
+    let len = buf.len() as u64;
+    let mut ranges = Vec::with_capacity(count);
+    for i in 0..count {
+        let at = 40 + i * 24;
+        let offset = get_u64(buf, at);
+        let size = get_u64(buf, at + 8);
+        let end = offset
+            .checked_add(size)
+            .ok_or_else(|| FormatError::Inconsistent("section bounds".into()))?;
+        if end > len {
+            return Err(FormatError::Truncated { needed: end, len });
+        }
+        if !offset.is_multiple_of(ALIGN as u64) || offset < header_len as u64 {
+            return Err(FormatError::Inconsistent(format!("section {i} offset")));
+        }
+        ranges.push(offset as usize..end as usize);
+    }
+    // The file ends right after the last section's padding; anything shorter or longer is damage.
+    let end = align_up(ranges.iter().map(|r| r.end).max().unwrap_or(header_len));
+    if end as u64 != len {
+        return Err(if (end as u64) > len {
+            FormatError::Truncated {
+                needed: end as u64,
+                len,
+            }
+        } else {
+            FormatError::Inconsistent(format!("{} bytes after the last section", len - end as u64))
+        });
+    }
+    Ok(ranges)
+}
+
+/// The stored CRC of section `i`.
+fn section_crc(buf: &[u8], i: usize) -> u32 {
+    get_u32(buf, 40 + i * 24 + 16)
+}
+
 /// Encodes a segment. The bytes are what goes to disk, whole.
 pub fn encode_segment(seg: &SegmentData) -> Vec<u8> {
     let articles = serde_json::to_vec(&seg.articles).expect("records serialise");
@@ -128,35 +204,16 @@ pub fn encode_segment(seg: &SegmentData) -> Vec<u8> {
         bytemuck::cast_slice(&seg.chunk_vectors),
         bytemuck::cast_slice(&seg.article_vectors),
     ];
-    let mut offsets = [0usize; SECTIONS];
-    let mut at = align_up(HEADER_LEN);
-    for (i, body) in bodies.iter().enumerate() {
-        offsets[i] = at;
-        at = align_up(at + body.len());
-    }
-    let mut out = Vec::with_capacity(at);
-    out.extend_from_slice(SEGMENT_MAGIC);
-    put_u32(&mut out, FORMAT_VERSION);
-    put_u32(&mut out, seg.dim as u32);
-    put_u64(&mut out, seg.articles.len() as u64);
-    put_u64(&mut out, seg.chunks.len() as u64);
-    put_u32(&mut out, SECTIONS as u32);
-    put_u32(&mut out, 0);
-    for (i, body) in bodies.iter().enumerate() {
-        put_u64(&mut out, offsets[i] as u64);
-        put_u64(&mut out, body.len() as u64);
-        put_u32(&mut out, crc32(body));
-        put_u32(&mut out, 0);
-    }
-    let header_crc = crc32fast::hash(&out);
-    put_u32(&mut out, header_crc);
-    put_u32(&mut out, 0);
-    debug_assert_eq!(out.len(), HEADER_LEN);
-    for (i, body) in bodies.iter().enumerate() {
-        out.resize(offsets[i], 0);
-        out.extend_from_slice(body);
-    }
-    out.resize(at, 0);
+    let mut fixed = Vec::with_capacity(40);
+    fixed.extend_from_slice(SEGMENT_MAGIC);
+    put_u32(&mut fixed, FORMAT_VERSION);
+    put_u32(&mut fixed, seg.dim as u32);
+    put_u64(&mut fixed, seg.articles.len() as u64);
+    put_u64(&mut fixed, seg.chunks.len() as u64);
+    put_u32(&mut fixed, SECTIONS as u32);
+    put_u32(&mut fixed, 0);
+    let out = encode_sections(fixed, &bodies);
+    debug_assert!(out.len() >= HEADER_LEN);
     out
 }
 
@@ -195,34 +252,7 @@ pub fn decode_layout(buf: &[u8]) -> Result<SegmentLayout, FormatError> {
     if dim == 0 || dim > 65536 {
         return Err(FormatError::Inconsistent(format!("dimension {dim}")));
     }
-    let mut ranges = Vec::with_capacity(SECTIONS);
-    for i in 0..SECTIONS {
-        let at = 40 + i * 24;
-        let offset = get_u64(buf, at);
-        let size = get_u64(buf, at + 8);
-        let end = offset
-            .checked_add(size)
-            .ok_or_else(|| FormatError::Inconsistent("section bounds".into()))?;
-        if end > len {
-            return Err(FormatError::Truncated { needed: end, len });
-        }
-        if !offset.is_multiple_of(ALIGN as u64) || offset < HEADER_LEN as u64 {
-            return Err(FormatError::Inconsistent(format!("section {i} offset")));
-        }
-        ranges.push(offset as usize..end as usize);
-    }
-    // The file ends right after the last section's padding; anything shorter or longer is damage.
-    let end = align_up(ranges.iter().map(|r| r.end).max().unwrap_or(HEADER_LEN));
-    if end as u64 != len {
-        return Err(if (end as u64) > len {
-            FormatError::Truncated {
-                needed: end as u64,
-                len,
-            }
-        } else {
-            FormatError::Inconsistent(format!("{} bytes after the last section", len - end as u64))
-        });
-    }
+    let ranges = decode_sections(buf, SECTIONS, HEADER_LEN)?;
     // Counts must agree with the section sizes (checked with u128 so nothing overflows).
     let expect = |what: &str, got: usize, want: u128| -> Result<(), FormatError> {
         if got as u128 != want {
@@ -290,7 +320,7 @@ pub fn verify_sections_up_to(
         if i >= 3 && r.len() > max_vector_bytes {
             continue;
         }
-        let stored = get_u32(buf, 40 + i * 24 + 16);
+        let stored = section_crc(buf, i);
         if crc32(&buf[(*r).clone()]) != stored {
             return Err(FormatError::Checksum(SECTION_NAMES[i]));
         }
@@ -498,7 +528,7 @@ const COMPACT_HEADER_LEN: usize = 40 + COMPACT_SECTIONS * 24 + 8;
 /// The CRC of a segment's chunk-vector section, as its header records it: a compact file names
 /// the vectors it was made from by this value.
 pub fn chunk_vectors_crc(segment: &[u8]) -> u32 {
-    get_u32(segment, 40 + 3 * 24 + 16)
+    section_crc(segment, 3)
 }
 
 /// Where a compact file's sections lie.
@@ -526,37 +556,16 @@ pub fn encode_compact(
         bytemuck::cast_slice(&data.scales),
         bytemuck::cast_slice(&data.bits),
     ];
-    let mut offsets = [0usize; COMPACT_SECTIONS];
-    let mut at = align_up(COMPACT_HEADER_LEN);
-    for (i, body) in bodies.iter().enumerate() {
-        offsets[i] = at;
-        at = align_up(at + body.len());
-    }
-    let mut out = Vec::with_capacity(at);
-    out.extend_from_slice(COMPACT_MAGIC);
-    put_u32(&mut out, FORMAT_VERSION);
-    put_u32(&mut out, if kind.has_bits() { 2 } else { 1 });
-    put_u32(&mut out, dim as u32);
-    put_u32(&mut out, 0);
-    put_u64(&mut out, data.scales.len() as u64);
-    put_u32(&mut out, source_crc);
-    put_u32(&mut out, 0);
-    for (i, body) in bodies.iter().enumerate() {
-        put_u64(&mut out, offsets[i] as u64);
-        put_u64(&mut out, body.len() as u64);
-        put_u32(&mut out, crc32(body));
-        put_u32(&mut out, 0);
-    }
-    let header_crc = crc32fast::hash(&out);
-    put_u32(&mut out, header_crc);
-    put_u32(&mut out, 0);
-    debug_assert_eq!(out.len(), COMPACT_HEADER_LEN);
-    for (i, body) in bodies.iter().enumerate() {
-        out.resize(offsets[i], 0);
-        out.extend_from_slice(body);
-    }
-    out.resize(at, 0);
-    out
+    let mut fixed = Vec::with_capacity(40);
+    fixed.extend_from_slice(COMPACT_MAGIC);
+    put_u32(&mut fixed, FORMAT_VERSION);
+    put_u32(&mut fixed, if kind.has_bits() { 2 } else { 1 });
+    put_u32(&mut fixed, dim as u32);
+    put_u32(&mut fixed, 0);
+    put_u64(&mut fixed, data.scales.len() as u64);
+    put_u32(&mut fixed, source_crc);
+    put_u32(&mut fixed, 0);
+    encode_sections(fixed, &bodies)
 }
 
 /// Checks a compact file's header, section table and sizes, and the CRC of sections no larger
@@ -591,22 +600,7 @@ pub fn decode_compact(buf: &[u8], verify_up_to: usize) -> Result<CompactLayout, 
     if dim == 0 || dim > 65536 {
         return Err(FormatError::Inconsistent(format!("dimension {dim}")));
     }
-    let mut ranges = Vec::with_capacity(COMPACT_SECTIONS);
-    for i in 0..COMPACT_SECTIONS {
-        let at = 40 + i * 24;
-        let offset = get_u64(buf, at);
-        let size = get_u64(buf, at + 8);
-        let end = offset
-            .checked_add(size)
-            .ok_or_else(|| FormatError::Inconsistent("section bounds".into()))?;
-        if end > len {
-            return Err(FormatError::Truncated { needed: end, len });
-        }
-        if !offset.is_multiple_of(ALIGN as u64) || offset < COMPACT_HEADER_LEN as u64 {
-            return Err(FormatError::Inconsistent(format!("section {i} offset")));
-        }
-        ranges.push(offset as usize..end as usize);
-    }
+    let ranges = decode_sections(buf, COMPACT_SECTIONS, COMPACT_HEADER_LEN)?;
     let words = if kind.has_bits() {
         words_per_row(dim) as u128
     } else {
@@ -625,16 +619,9 @@ pub fn decode_compact(buf: &[u8], verify_up_to: usize) -> Result<CompactLayout, 
             )));
         }
     }
-    let end = align_up(ranges.iter().map(|r| r.end).max().unwrap_or(0));
-    if end as u64 != len {
-        return Err(FormatError::Truncated {
-            needed: end as u64,
-            len,
-        });
-    }
     const NAMES: [&str; COMPACT_SECTIONS] = ["the int8 vectors", "the scales", "the sign bits"];
     for (i, r) in ranges.iter().enumerate() {
-        if r.len() <= verify_up_to && crc32(&buf[r.clone()]) != get_u32(buf, 40 + i * 24 + 16) {
+        if r.len() <= verify_up_to && crc32(&buf[r.clone()]) != section_crc(buf, i) {
             return Err(FormatError::Checksum(NAMES[i]));
         }
     }

@@ -99,6 +99,16 @@ pub struct Manifest {
     pub segments: Vec<SegmentEntry>,
 }
 
+impl Manifest {
+    /// Bytes of the segments' compact-vector files.
+    pub fn compact_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter_map(|s| s.compact.as_ref().map(|c| c.bytes))
+            .sum()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SegmentEntry {
     pub file: String,
@@ -361,11 +371,7 @@ impl Store {
 
     /// Bytes of the compact copies (a part of [`Store::disk_bytes`]).
     pub fn compact_bytes(&self) -> u64 {
-        self.manifest
-            .segments
-            .iter()
-            .filter_map(|s| s.compact.as_ref().map(|c| c.bytes))
-            .sum()
+        self.manifest.compact_bytes()
     }
 }
 
