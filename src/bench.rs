@@ -40,7 +40,7 @@ pub fn embed(encoder: &dyn Embedder, file: &Path, lines: Option<usize>) -> Resul
     println!(
         "{}",
         json!({
-            "system": format!("likewise {} (candle, {})", env!("CARGO_PKG_VERSION"), crate::cli::PRECISION),
+            "system": format!("likewise {} ({})", env!("CARGO_PKG_VERSION"), encoder.precision()),
             "threads": threads(),
             "texts": texts.len(),
             "tokens": tokens,

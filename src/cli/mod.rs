@@ -8,9 +8,9 @@ pub mod research;
 use crate::compact::Compact;
 use crate::index::{self, IndexOptions, Progress, Warning};
 use crate::model::fetch::{self, ModelRef};
-use crate::model::{Embedder, ModelError, ModelFolder, SentenceEncoder};
+use crate::model::{Embedder, ModelError, ModelFolder, Precision, SentenceEncoder};
 use crate::search::{self, SearchOptions};
-use crate::store::{ArticleLoc, Store, StoreError, Writer};
+use crate::store::{read_manifest, ArticleLoc, Store, StoreError, Writer};
 use crate::text::sanitize_for_terminal;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -37,9 +37,6 @@ pub mod exit {
     /// Indexing was interrupted (Ctrl-C); what was committed is kept.
     pub const INTERRUPTED: i32 = 130;
 }
-
-/// Vector precision recorded in stores made by this build's exact encoder.
-pub const PRECISION: &str = "f32";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -70,6 +67,11 @@ pub struct Global {
     /// Threads for embedding and search (default: the cores available to this process).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
+    /// The encoder's arithmetic: f32 (sentence-transformers' vectors) or bf16 (about twice as
+    /// fast, cosine ≥ 0.999 to them). A store records it; index and query use the store's own
+    /// unless this is given.
+    #[arg(long, value_enum, env = "LIKEWISE_PRECISION", global = true)]
+    pub precision: Option<Precision>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -487,10 +489,29 @@ fn open_model_folder(g: &Global, fetch_missing: bool) -> Result<ModelFolder, Cli
     Ok(ModelFolder::open(&dir, &name)?)
 }
 
-/// Finds (fetching the default model when missing), checks and loads the model.
+/// Finds (fetching the default model when missing), checks and loads the model, in the
+/// `--precision` asked for (f32 when none).
 pub fn load_model(g: &Global) -> Result<SentenceEncoder, CliError> {
+    load_model_in(g, g.precision.unwrap_or_default())
+}
+
+/// Loads the model to write to or query the store at `--index`: in the `--precision` asked for,
+/// else in the store's own, else f32.
+pub fn load_model_for_store(g: &Global) -> Result<SentenceEncoder, CliError> {
+    let precision = g.precision.unwrap_or_else(|| {
+        // A manifest that cannot be read is reported when the store is opened.
+        read_manifest(&g.index)
+            .ok()
+            .flatten()
+            .and_then(|m| Precision::from_name(&m.precision))
+            .unwrap_or_default()
+    });
+    load_model_in(g, precision)
+}
+
+fn load_model_in(g: &Global, precision: Precision) -> Result<SentenceEncoder, CliError> {
     let folder = open_model_folder(g, true)?;
-    Ok(SentenceEncoder::load(&folder)?)
+    Ok(SentenceEncoder::load_with(&folder, precision)?)
 }
 
 struct Bar {
@@ -541,8 +562,8 @@ fn cmd_index(
     compact: Option<CompactArg>,
     mut opts: IndexOptions,
 ) -> Result<i32, CliError> {
-    let encoder = load_model(g)?;
-    let mut writer = Writer::open(&g.index, encoder.identity(), PRECISION)?;
+    let encoder = load_model_for_store(g)?;
+    let mut writer = Writer::open(&g.index, encoder.identity(), encoder.precision().as_str())?;
     if let Some(arg) = compact {
         let kind = match arg {
             CompactArg::Int8 => Some(Compact::Int8),
@@ -666,7 +687,7 @@ fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
     let filters = q.filters()?;
     // Passages need the model: check it before the store, so its problems come first.
     let encoder = if q.like.is_empty() {
-        Some(load_model(g)?)
+        Some(load_model_for_store(g)?)
     } else {
         None
     };
@@ -731,7 +752,7 @@ fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
             return Err(CliError::Other("the passage is empty".into()));
         }
         let encoder = encoder.expect("loaded for passages");
-        store.check_model(encoder.identity(), PRECISION)?;
+        store.check_model(encoder.identity(), encoder.precision().as_str())?;
         for p in &passages {
             vectors.extend(embed_query(&encoder, p)?);
         }

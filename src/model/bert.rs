@@ -78,8 +78,8 @@ struct Layer {
     ffn_norm: LayerNorm,
 }
 
-#[derive(Clone, Copy)]
-enum Activation {
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Activation {
     GeluErf,
     GeluTanh,
     Relu,
@@ -309,6 +309,89 @@ impl Bert {
     }
 }
 
+/// A dense layer's `(inputs, outputs)` row-major weights and its bias.
+pub(crate) type DenseParts = (Vec<f32>, Vec<f32>);
+/// A layer norm's weight, bias and epsilon.
+pub(crate) type NormParts = (Vec<f32>, Vec<f32>, f32);
+
+/// One transformer layer's weights as plain f32 arrays.
+pub(crate) struct LayerParts {
+    pub qkv: DenseParts,
+    pub attn_out: DenseParts,
+    pub attn_norm: NormParts,
+    pub ffn_in: DenseParts,
+    pub ffn_out: DenseParts,
+    pub ffn_norm: NormParts,
+}
+
+/// Every weight of the encoder as plain f32 arrays, for the fast encoder to pack.
+pub(crate) struct BertParts {
+    pub word_embeddings: Vec<f32>,
+    pub position_embeddings: Vec<f32>,
+    pub token_type_row: Vec<f32>,
+    pub embed_norm: NormParts,
+    pub layers: Vec<LayerParts>,
+    pub heads: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub max_positions: usize,
+    pub activation: Activation,
+}
+
+fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+impl Dense {
+    fn parts(&self) -> candle_core::Result<DenseParts> {
+        Ok((flat(&self.weight_t)?, flat(&self.bias)?))
+    }
+}
+
+impl LayerNorm {
+    fn parts(&self) -> candle_core::Result<NormParts> {
+        Ok((flat(&self.weight)?, flat(&self.bias)?, self.eps))
+    }
+}
+
+impl Bert {
+    /// Copies every weight out as f32 arrays.
+    pub(crate) fn parts(&self) -> candle_core::Result<BertParts> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerParts {
+                    qkv: l.qkv.parts()?,
+                    attn_out: l.attn_out.parts()?,
+                    attn_norm: l.attn_norm.parts()?,
+                    ffn_in: l.ffn_in.parts()?,
+                    ffn_out: l.ffn_out.parts()?,
+                    ffn_norm: l.ffn_norm.parts()?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let intermediate = self
+            .layers
+            .first()
+            .map(|l| l.ffn_in.bias.dims1())
+            .transpose()?
+            .unwrap_or(0);
+        Ok(BertParts {
+            word_embeddings: flat(&self.word_embeddings)?,
+            position_embeddings: flat(&self.position_embeddings)?,
+            token_type_row: flat(&self.token_type_row)?,
+            embed_norm: self.embed_norm.parts()?,
+            layers,
+            heads: self.heads,
+            hidden: self.hidden,
+            intermediate,
+            max_positions: self.max_positions,
+            activation: self.activation,
+        })
+    }
+}
+
 /// The tensors of a checkpoint, taken one by one with their shapes checked.
 struct Weights<'a> {
     tensors: &'a mut HashMap<String, Tensor>,
@@ -423,7 +506,7 @@ fn bias_gelu_rows_portable(out: &mut [f32], input: &[f32], bias: &[f32]) {
 /// polynomial, scaling through the exponent bits), written without branches or calls so that it
 /// vectorises. Arguments below -87 give ~1e-38 instead of 0, which is harmless where it is used.
 #[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     let x = x.max(-87.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
@@ -457,6 +540,17 @@ pub fn gelu_erf(x: f32) -> f32 {
     let erf_abs = 1.0 - poly * exp_nonpositive(-a * a);
     let erf = if z < 0.0 { -erf_abs } else { erf_abs };
     0.5 * x * (1.0 + erf)
+}
+
+/// The tanh approximation of GELU (`gelu_new`), as candle and PyTorch compute it.
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    // tanh(u) = 1 - 2 / (e^{2u} + 1), written with e^{-2|u|} so the exponential stays in range.
+    let e = exp_nonpositive(-2.0 * u.abs());
+    let t = (1.0 - e) / (1.0 + e);
+    0.5 * x * (1.0 + if u < 0.0 { -t } else { t })
 }
 
 /// Reduces token states to one vector per row, the way a sentence-transformers `Pooling` module does.

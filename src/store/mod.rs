@@ -39,6 +39,12 @@ pub enum StoreError {
     Version { path: PathBuf, found: u32 },
     #[error("{0}")]
     ModelMismatch(Box<ModelMismatch>),
+    #[error("store {dir} holds vectors of precision {store}, not {asked}; one store never mixes precisions: leave out --precision (the store's own is used), or use another store (--index PATH)")]
+    PrecisionMismatch {
+        dir: PathBuf,
+        store: String,
+        asked: String,
+    },
     #[error("store {dir} is being written by another likewise process{holder}; wait for it to finish, or use another --index")]
     Locked { dir: PathBuf, holder: String },
     #[error("{path}: {source}")]
@@ -391,8 +397,15 @@ fn check_model(
     model: &ModelIdentity,
     precision: &str,
 ) -> Result<(), StoreError> {
-    if manifest.model.compatible_with(model) && manifest.precision == precision {
-        return Ok(());
+    if manifest.model.compatible_with(model) {
+        if manifest.precision == precision {
+            return Ok(());
+        }
+        return Err(StoreError::PrecisionMismatch {
+            dir: dir.to_path_buf(),
+            store: manifest.precision.clone(),
+            asked: precision.to_string(),
+        });
     }
     Err(StoreError::ModelMismatch(Box::new(ModelMismatch {
         dir: dir.to_path_buf(),
