@@ -427,15 +427,26 @@ impl FastBert {
     /// the same rows of `s.context`. f32 throughout.
     #[inline(always)]
     fn attend(&self, start: usize, len: usize, s: &mut Scratch) {
+        match self.head_dim {
+            // The head width as a constant keeps a row's sums in registers.
+            32 => self.attend_heads::<32>(start, len, s),
+            64 => self.attend_heads::<64>(start, len, s),
+            _ => self.attend_heads::<0>(start, len, s),
+        }
+    }
+
+    /// [`Self::attend`] for heads of `D` dimensions (`D` = 0: any width, slower).
+    #[inline(always)]
+    fn attend_heads<const D: usize>(&self, start: usize, len: usize, s: &mut Scratch) {
         let h = self.hidden;
-        let d = self.head_dim;
+        let d = if D == 0 { self.head_dim } else { D };
         let stride = 3 * h;
         let keys_padded = len.next_multiple_of(KEY_BLOCK);
         let scale = 1.0 / (d as f32).sqrt();
         s.keys_t.clear();
         s.keys_t.resize(d * keys_padded, 0.0);
         s.scores.clear();
-        s.scores.resize(len * keys_padded, 0.0);
+        s.scores.resize(keys_padded, 0.0);
         let qkv = &s.qkv[start * stride..(start + len) * stride];
         for head in 0..self.heads {
             let q_at = head * d;
@@ -448,24 +459,20 @@ impl FastBert {
                 }
             }
             for i in 0..len {
-                let q = &qkv[i * stride + q_at..i * stride + q_at + d];
-                let scores = &mut s.scores[i * keys_padded..(i + 1) * keys_padded];
+                let q = &qkv[i * stride + q_at..][..d];
+                let scores = &mut s.scores[..];
                 for (block, out) in scores.chunks_exact_mut(KEY_BLOCK).enumerate() {
                     let mut acc = [0f32; KEY_BLOCK];
                     for (c, &qc) in q.iter().enumerate() {
-                        let keys = &s.keys_t
-                            [c * keys_padded + block * KEY_BLOCK..][..KEY_BLOCK];
+                        let keys = &s.keys_t[c * keys_padded + block * KEY_BLOCK..][..KEY_BLOCK];
                         for (a, &k) in acc.iter_mut().zip(keys) {
-                            *a += qc * k;
+                            *a = qc.mul_add(k, *a);
                         }
                     }
                     out.copy_from_slice(&acc);
                 }
                 let row = &mut scores[..len];
-                let mut max = f32::MIN;
-                for &v in row.iter() {
-                    max = max.max(v);
-                }
+                let max = max16(row);
                 for v in row.iter_mut() {
                     *v = exp_nonpositive((*v - max) * scale);
                 }
@@ -473,18 +480,34 @@ impl FastBert {
                 let mut ctx = [0f32; MAX_HEAD_DIM];
                 let ctx = &mut ctx[..d];
                 for (j, &p) in row.iter().enumerate() {
-                    let v = &qkv[j * stride + v_at..j * stride + v_at + d];
+                    let v = &qkv[j * stride + v_at..][..d];
                     for (c, &vc) in ctx.iter_mut().zip(v) {
-                        *c += p * vc;
+                        *c = p.mul_add(vc, *c);
                     }
                 }
-                let out = &mut s.context[(start + i) * h + q_at..(start + i) * h + q_at + d];
+                let out = &mut s.context[(start + i) * h + q_at..][..d];
                 for (o, &c) in out.iter_mut().zip(ctx.iter()) {
                     *o = c * inv_sum;
                 }
             }
         }
     }
+}
+
+/// Largest value, with 16 running lanes so the compiler vectorises it.
+#[inline(always)]
+fn max16(values: &[f32]) -> f32 {
+    let mut lanes = [f32::MIN; 16];
+    for chunk in values.chunks_exact(16) {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l = if v > *l { v } else { *l };
+        }
+    }
+    let mut max = f32::MIN;
+    for &v in lanes.iter().chain(values.chunks_exact(16).remainder()) {
+        max = if v > max { v } else { max };
+    }
+    max
 }
 
 #[inline(always)]
