@@ -302,8 +302,6 @@ thread_local! {
 /// Largest attention head handled (BERT-base and MiniLM use 64 and 32).
 const MAX_HEAD_DIM: usize = 128;
 
-/// Key positions handled per block of attention scores (four registers of 16).
-const KEY_BLOCK: usize = 64;
 
 impl FastBert {
     /// Packs the weights of an f32 encoder. Fails only if the tensors cannot be read.
@@ -441,55 +439,132 @@ impl FastBert {
         let h = self.hidden;
         let d = if D == 0 { self.head_dim } else { D };
         let stride = 3 * h;
-        let keys_padded = len.next_multiple_of(KEY_BLOCK);
-        let scale = 1.0 / (d as f32).sqrt();
+        let keys_padded = len.next_multiple_of(16);
         s.keys_t.clear();
-        s.keys_t.resize(d * keys_padded, 0.0);
+        s.keys_t.resize(h * keys_padded, 0.0);
         s.scores.clear();
-        s.scores.resize(keys_padded, 0.0);
+        s.scores.resize(QUERY_ROWS * keys_padded, 0.0);
         let qkv = &s.qkv[start * stride..(start + len) * stride];
+        // Every head's keys transposed, (hidden, keys_padded), so 16 keys' scores come from one FMA.
+        for (c, column) in s.keys_t.chunks_exact_mut(keys_padded).enumerate() {
+            for (slot, row) in column.iter_mut().zip(qkv.chunks_exact(stride)) {
+                *slot = row[h + c];
+            }
+        }
+        let context = &mut s.context[start * h..(start + len) * h];
         for head in 0..self.heads {
-            let q_at = head * d;
-            let k_at = h + head * d;
-            let v_at = 2 * h + head * d;
-            // Keys transposed, (head_dim, keys_padded), so 16 keys' scores come from one FMA.
-            for j in 0..len {
-                for c in 0..d {
-                    s.keys_t[c * keys_padded + j] = qkv[j * stride + k_at + c];
+            let rows = AttentionRows {
+                qkv,
+                stride,
+                hidden: h,
+                q_at: head * d,
+                v_at: 2 * h + head * d,
+                keys_t: &s.keys_t[head * d * keys_padded..(head + 1) * d * keys_padded],
+                keys_padded,
+                len,
+                head_dim: d,
+                scale: 1.0 / (d as f32).sqrt(),
+            };
+            let mut i = 0;
+            while i + QUERY_ROWS <= len {
+                rows.attend::<D, QUERY_ROWS>(i, &mut s.scores, context);
+                i += QUERY_ROWS;
+            }
+            while i < len {
+                rows.attend::<D, 1>(i, &mut s.scores, context);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Query rows whose attention is computed together: each key and value loaded serves four rows.
+const QUERY_ROWS: usize = 4;
+
+/// One head of one sequence: where its queries, keys and values are.
+struct AttentionRows<'a> {
+    qkv: &'a [f32],
+    stride: usize,
+    hidden: usize,
+    q_at: usize,
+    v_at: usize,
+    keys_t: &'a [f32],
+    keys_padded: usize,
+    len: usize,
+    head_dim: usize,
+    scale: f32,
+}
+
+impl AttentionRows<'_> {
+    /// Attention of query rows `first..first + R` into their rows of `context`.
+    #[inline(always)]
+    fn attend<const D: usize, const R: usize>(
+        &self,
+        first: usize,
+        scores: &mut [f32],
+        context: &mut [f32],
+    ) {
+        let (d, kp, len) = (self.head_dim, self.keys_padded, self.len);
+        let queries: [&[f32]; R] =
+            std::array::from_fn(|r| &self.qkv[(first + r) * self.stride + self.q_at..][..d]);
+        let mut block = 0;
+        while block < kp {
+            if kp - block >= 64 {
+                self.score_block::<R, 64>(&queries, block, scores);
+                block += 64;
+            } else {
+                self.score_block::<R, 16>(&queries, block, scores);
+                block += 16;
+            }
+        }
+        let mut inv_sums = [0f32; R];
+        for (r, inv_sum) in inv_sums.iter_mut().enumerate() {
+            let row = &mut scores[r * kp..r * kp + len];
+            let max = max16(row);
+            for v in row.iter_mut() {
+                *v = exp_nonpositive((*v - max) * self.scale);
+            }
+            *inv_sum = 1.0 / sum16(row);
+        }
+        let mut acc = [[0f32; MAX_HEAD_DIM]; R];
+        for j in 0..len {
+            let v = &self.qkv[j * self.stride + self.v_at..][..d];
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                let p = scores[r * kp + j];
+                for (a, &vc) in acc_row[..d].iter_mut().zip(v) {
+                    *a = p.mul_add(vc, *a);
                 }
             }
-            for i in 0..len {
-                let q = &qkv[i * stride + q_at..][..d];
-                let scores = &mut s.scores[..];
-                for (block, out) in scores.chunks_exact_mut(KEY_BLOCK).enumerate() {
-                    let mut acc = [0f32; KEY_BLOCK];
-                    for (c, &qc) in q.iter().enumerate() {
-                        let keys = &s.keys_t[c * keys_padded + block * KEY_BLOCK..][..KEY_BLOCK];
-                        for (a, &k) in acc.iter_mut().zip(keys) {
-                            *a = qc.mul_add(k, *a);
-                        }
-                    }
-                    out.copy_from_slice(&acc);
-                }
-                let row = &mut scores[..len];
-                let max = max16(row);
-                for v in row.iter_mut() {
-                    *v = exp_nonpositive((*v - max) * scale);
-                }
-                let inv_sum = 1.0 / sum16(row);
-                let mut ctx = [0f32; MAX_HEAD_DIM];
-                let ctx = &mut ctx[..d];
-                for (j, &p) in row.iter().enumerate() {
-                    let v = &qkv[j * stride + v_at..][..d];
-                    for (c, &vc) in ctx.iter_mut().zip(v) {
-                        *c = p.mul_add(vc, *c);
-                    }
-                }
-                let out = &mut s.context[(start + i) * h + q_at..][..d];
-                for (o, &c) in out.iter_mut().zip(ctx.iter()) {
-                    *o = c * inv_sum;
+        }
+        for (r, acc_row) in acc.iter().enumerate() {
+            let out = &mut context[(first + r) * self.hidden + self.q_at..][..d];
+            for (o, &a) in out.iter_mut().zip(&acc_row[..d]) {
+                *o = a * inv_sums[r];
+            }
+        }
+    }
+
+    /// Raw scores of R query rows against keys `block..block + W`.
+    #[inline(always)]
+    fn score_block<const R: usize, const W: usize>(
+        &self,
+        queries: &[&[f32]; R],
+        block: usize,
+        scores: &mut [f32],
+    ) {
+        let kp = self.keys_padded;
+        let mut acc = [[0f32; W]; R];
+        for c in 0..self.head_dim {
+            let keys = &self.keys_t[c * kp + block..][..W];
+            for (acc_row, q) in acc.iter_mut().zip(queries) {
+                let qc = q[c];
+                for (a, &k) in acc_row.iter_mut().zip(keys) {
+                    *a = qc.mul_add(k, *a);
                 }
             }
+        }
+        for (r, acc_row) in acc.iter().enumerate() {
+            scores[r * kp + block..][..W].copy_from_slice(acc_row);
         }
     }
 }
