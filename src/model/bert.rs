@@ -518,7 +518,10 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
         * r2
         + r
         + 1.0;
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // 2^n through the exponent bits. `n as i32` would be a saturating conversion that does not
+    // vectorise; adding 1.5·2^23 puts the integer n (|n| < 2^22) in the low mantissa bits instead.
+    let k = (n + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
+    p * f32::from_bits(((k + 127) << 23) as u32)
 }
 
 /// The exact GELU, `x/2 · (1 + erf(x/√2))`, with `erf` to within 1.5e-7 (Abramowitz & Stegun

@@ -348,8 +348,14 @@ impl FastBert {
     }
 
     /// Runs the encoder on sequences packed one after another (`lengths` sums to `ids.len()`, each
-    /// length ≥ 1 and ≤ the model's positions). Returns the last hidden states, `(ids.len(), hidden)`.
-    pub fn forward(&self, ids: &[u32], lengths: &[usize]) -> Vec<f32> {
+    /// length ≥ 1 and ≤ the model's positions) and returns `pool` of each sequence's last hidden
+    /// states, `(length, hidden)` row-major. The states stay in this thread's buffers: no copy.
+    pub fn forward_pooled<T>(
+        &self,
+        ids: &[u32],
+        lengths: &[usize],
+        mut pool: impl FnMut(&[f32]) -> T,
+    ) -> Vec<T> {
         assert!(supported(), "the fast encoder needs AVX512-BF16");
         assert_eq!(lengths.iter().sum::<usize>(), ids.len());
         assert!(lengths.iter().all(|&l| l >= 1 && l <= self.max_positions));
@@ -357,7 +363,15 @@ impl FastBert {
             let scratch = &mut *scratch.borrow_mut();
             // SAFETY: the CPU supports AVX-512F, AVX512-BF16 and FMA (asserted above).
             unsafe { self.forward_avx512(ids, lengths, scratch) };
-            scratch.x[..ids.len() * self.hidden].to_vec()
+            let mut at = 0;
+            lengths
+                .iter()
+                .map(|&len| {
+                    let states = &scratch.x[at * self.hidden..(at + len) * self.hidden];
+                    at += len;
+                    pool(states)
+                })
+                .collect()
         })
     }
 

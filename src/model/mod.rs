@@ -267,19 +267,13 @@ impl SentenceEncoder {
             .map(|chunk| {
                 let lengths: Vec<usize> = chunk.iter().map(|&i| ids[i].len()).collect();
                 let packed: Vec<u32> = chunk.iter().flat_map(|&i| ids[i].iter().copied()).collect();
-                let states = fast.forward(&packed, &lengths);
-                let mut at = 0;
-                let vectors = lengths
-                    .iter()
-                    .map(|&len| {
-                        let rows = &states[at * hidden..(at + len) * hidden];
-                        at += len;
-                        let mask = vec![1u8; len];
-                        bert::pool(rows, &mask, 1, len, hidden, self.pooling, self.normalize)
-                            .pop()
-                            .expect("one row pooled")
-                    })
-                    .collect();
+                let vectors = fast.forward_pooled(&packed, &lengths, |states| {
+                    let len = states.len() / hidden;
+                    let mask = vec![1u8; len];
+                    bert::pool(states, &mask, 1, len, hidden, self.pooling, self.normalize)
+                        .pop()
+                        .expect("one row pooled")
+                });
                 progress(chunk.len());
                 vectors
             })
