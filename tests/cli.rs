@@ -266,6 +266,49 @@ fn a_store_made_with_another_model_is_refused() {
 }
 
 #[test]
+fn a_bf16_store_records_its_precision_and_never_mixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    likewise(&store)
+        .args(["--precision", "bf16", "index", "seeds"])
+        .assert()
+        .success();
+    assert_eq!(info(&store)["precision"], "bf16");
+    // Queries use the store's precision without being told, and find the same top articles.
+    let doc = json_out(likewise(&store).args(["query", RAFAH, "--format", "json"]));
+    let mut top3: Vec<String> = doc["hits"].as_array().unwrap()[..3]
+        .iter()
+        .map(seed_number)
+        .collect();
+    top3.sort();
+    assert_eq!(top3, ["002", "003", "004"]);
+    // Asking for the other precision is refused, for queries and for writes.
+    for args in [
+        vec!["--precision", "f32", "query", RAFAH],
+        vec!["--precision", "f32", "index", "seeds"],
+    ] {
+        let msg = common::stderr_with_code(likewise(&store).args(&args), 5);
+        assert!(
+            msg.contains("precision bf16, not f32") && msg.contains("--precision"),
+            "{msg}"
+        );
+        assert_eq!(msg.trim().lines().count(), 1, "one clear line: {msg}");
+    }
+    // An f32 store refuses bf16 the same way.
+    let f32_store = dir.path().join("f32");
+    likewise(&f32_store)
+        .args(["index", "seeds"])
+        .assert()
+        .success();
+    assert_eq!(info(&f32_store)["precision"], "f32");
+    let msg = common::stderr_with_code(
+        likewise(&f32_store).args(["--precision", "bf16", "query", RAFAH]),
+        5,
+    );
+    assert!(msg.contains("precision f32, not bf16"), "{msg}");
+}
+
+#[test]
 fn a_truncated_or_damaged_store_gives_a_clear_error() {
     let dir = indexed_seeds();
     let store = dir.path().join("store");

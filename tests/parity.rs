@@ -45,6 +45,38 @@ fn every_golden_vector_matches_sentence_transformers() {
 }
 
 #[test]
+fn bf16_vectors_stay_within_cosine_0_999_of_sentence_transformers() {
+    let golden = golden();
+    let texts: Vec<&str> = golden.iter().map(|g| g.text.as_str()).collect();
+    let enc = common::fast_encoder();
+    assert_eq!(likewise::model::Embedder::precision(enc).as_str(), "bf16");
+    let vectors = enc.embed(&texts, &|_| {}).unwrap();
+    let mut worst = (1.0f64, String::new());
+    for (g, v) in golden.iter().zip(&vectors) {
+        let c = common::cosine(&g.embedding, v);
+        if c < worst.0 {
+            worst = (c, g.id.clone());
+        }
+    }
+    eprintln!("bf16: worst cosine {:.8} ({})", worst.0, worst.1);
+    assert!(
+        worst.0 >= 0.999,
+        "worst cosine {:.8} on {}",
+        worst.0,
+        worst.1
+    );
+    // Sequences are packed into chunks without padding; a vector must not depend on its chunk.
+    for (g, batched) in golden.iter().zip(&vectors).step_by(7) {
+        let alone = enc.embed(&[g.text.as_str()], &|_| {}).unwrap();
+        assert_eq!(
+            &alone[0], batched,
+            "{}: alone differs from in a batch",
+            g.id
+        );
+    }
+}
+
+#[test]
 fn one_text_at_a_time_gives_the_same_vectors_as_a_batch() {
     // Batching pads shorter texts; padding must not change any vector.
     let golden = golden();

@@ -118,7 +118,8 @@ impl PackedLinear {
                         cols,
                     );
                     for r in 0..tile_rows {
-                        let segment = std::slice::from_raw_parts_mut(out_at.add(r * self.outputs), cols);
+                        let segment =
+                            std::slice::from_raw_parts_mut(out_at.add(r * self.outputs), cols);
                         finish.apply(segment);
                     }
                 }
@@ -139,10 +140,12 @@ impl Finish {
     fn apply(self, values: &mut [f32]) {
         match self {
             Finish::Nothing => {}
-            Finish::Activate(Activation::GeluErf) => values.iter_mut().for_each(|v| *v = gelu_erf(*v)),
-            Finish::Activate(Activation::GeluTanh) => {
-                values.iter_mut().for_each(|v| *v = super::bert::gelu_tanh(*v))
+            Finish::Activate(Activation::GeluErf) => {
+                values.iter_mut().for_each(|v| *v = gelu_erf(*v))
             }
+            Finish::Activate(Activation::GeluTanh) => values
+                .iter_mut()
+                .for_each(|v| *v = super::bert::gelu_tanh(*v)),
             Finish::Activate(Activation::Relu) => values.iter_mut().for_each(|v| *v = v.max(0.0)),
         }
     }
@@ -171,7 +174,8 @@ unsafe fn tile(
         let w1: __m512bh =
             std::mem::transmute(_mm512_loadu_si512(b.add(p * PANEL + 16) as *const _));
         for (r, acc_row) in acc.iter_mut().enumerate() {
-            let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(r * a_stride + p) as i32));
+            let x: __m512bh =
+                std::mem::transmute(_mm512_set1_epi32(*a.add(r * a_stride + p) as i32));
             acc_row[0] = _mm512_dpbf16_ps(acc_row[0], x, w0);
             acc_row[1] = _mm512_dpbf16_ps(acc_row[1], x, w1);
         }
@@ -302,7 +306,6 @@ thread_local! {
 /// Largest attention head handled (BERT-base and MiniLM use 64 and 32).
 const MAX_HEAD_DIM: usize = 128;
 
-
 impl FastBert {
     /// Packs the weights of an f32 encoder. Fails only if the tensors cannot be read.
     pub fn from_bert(bert: &Bert) -> candle_core::Result<Self> {
@@ -407,7 +410,9 @@ impl FastBert {
         s.inner.resize(rows * self.intermediate, 0.0);
         for layer in &self.layers {
             to_bf16_pairs(&s.x, rows, h, &mut s.pairs);
-            layer.qkv.forward(&s.pairs, rows, &mut s.qkv, Finish::Nothing);
+            layer
+                .qkv
+                .forward(&s.pairs, rows, &mut s.qkv, Finish::Nothing);
             let mut start = 0;
             for &len in lengths {
                 self.attend(start, len, s);
@@ -639,10 +644,16 @@ mod tests {
         unsafe { layer.forward(&pairs, rows, &mut out, Finish::Nothing) };
         for r in 0..rows {
             for c in 0..outputs {
-                let want: f32 = (0..inputs).map(|k| x[r * inputs + k] * w[k * outputs + c]).sum::<f32>() + bias[c];
+                let want: f32 = (0..inputs)
+                    .map(|k| x[r * inputs + k] * w[k * outputs + c])
+                    .sum::<f32>()
+                    + bias[c];
                 assert_eq!(out[r * outputs + c], want, "row {r} col {c}");
             }
         }
-        assert!(out[rows * outputs..].iter().all(|v| v.is_nan()), "wrote past the output");
+        assert!(
+            out[rows * outputs..].iter().all(|v| v.is_nan()),
+            "wrote past the output"
+        );
     }
 }

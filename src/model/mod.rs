@@ -249,7 +249,8 @@ impl SentenceEncoder {
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         // At least four chunks per thread when there is enough work, so no thread waits long at the end.
         let total: usize = order.iter().map(|&i| ids[i].len()).sum();
-        let budget = (total / (4 * rayon::current_num_threads()).max(1)).clamp(256, FAST_CHUNK_TOKENS);
+        let budget =
+            (total / (4 * rayon::current_num_threads()).max(1)).clamp(256, FAST_CHUNK_TOKENS);
         let mut chunks: Vec<&[usize]> = Vec::new();
         let (mut start, mut tokens) = (0, 0);
         for (n, &i) in order.iter().enumerate() {

@@ -38,6 +38,15 @@ pub fn encoder() -> &'static SentenceEncoder {
     ENC.get_or_init(|| SentenceEncoder::load(&model_folder()).expect("model loads"))
 }
 
+/// The fast (bf16) encoder of the real model.
+pub fn fast_encoder() -> &'static SentenceEncoder {
+    static ENC: OnceLock<SentenceEncoder> = OnceLock::new();
+    ENC.get_or_init(|| {
+        SentenceEncoder::load_with(&model_folder(), likewise::model::Precision::Bf16)
+            .expect("the bf16 encoder loads (this CPU kind has AVX512-BF16)")
+    })
+}
+
 pub fn seeds() -> PathBuf {
     root().join("seeds")
 }
