@@ -6,7 +6,8 @@
 use crate::cli::{exit, CliError};
 use crate::index::{lead_text, mean_vector};
 use crate::model::Embedder;
-use crate::search::dot;
+use crate::search::{self, dot, SearchOptions};
+use crate::store::Store;
 use crate::text;
 use serde_json::json;
 use std::io::BufRead;
@@ -18,6 +19,88 @@ fn threads() -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1)
+}
+
+/// Top-`k` paragraph agreement between two stores of the same files made in two precisions, on
+/// `count` passages of `file` (evenly spaced lines), each store queried with its own encoder.
+pub fn precision(
+    reference: (&dyn Embedder, &Path),
+    other: (&dyn Embedder, &Path),
+    file: &Path,
+    count: usize,
+    k: usize,
+) -> Result<i32, CliError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() || count == 0 || k == 0 {
+        return Err(CliError::Other(format!("{}: no passages", file.display())));
+    }
+    let step = (lines.len() / count.min(lines.len())).max(1);
+    let passages: Vec<&str> = lines.iter().step_by(step).take(count).copied().collect();
+    // Each passage's top k as (article key, paragraph ordinal in its article): stable across stores.
+    let top_k = |(encoder, dir): (&dyn Embedder, &Path)| -> Result<_, CliError> {
+        let store = Store::open(dir)?;
+        store.check_model(encoder.identity(), encoder.precision().as_str())?;
+        let mut vectors = Vec::new();
+        for p in &passages {
+            vectors.push(crate::cli::embed_query(encoder, p)?);
+        }
+        let opts = SearchOptions {
+            k,
+            min_score: None,
+            exclude: None,
+            filter: None,
+            compact: None,
+        };
+        let hits: Vec<Vec<(String, usize)>> = vectors
+            .iter()
+            .map(|v| {
+                search::search_paragraphs(&store, v, &opts)
+                    .into_iter()
+                    .map(|h| {
+                        let segment = &store.segments[h.loc.segment];
+                        let first = segment.article_chunks(h.loc.article).start;
+                        (store.article(h.loc).key.clone(), h.chunk - first)
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok((vectors, hits))
+    };
+    let (ref_vectors, ref_hits) = top_k(reference)?;
+    let (other_vectors, other_hits) = top_k(other)?;
+    let overlaps: Vec<f64> = ref_hits
+        .iter()
+        .zip(&other_hits)
+        .map(|(a, b)| a.iter().filter(|h| b.contains(h)).count() as f64 / k as f64)
+        .collect();
+    let cosines: Vec<f64> = ref_vectors
+        .iter()
+        .zip(&other_vectors)
+        .map(|(a, b)| dot(a, b) as f64)
+        .collect();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "{}",
+        json!({
+            "queries": passages.len(),
+            "k": k,
+            "reference": reference.0.precision().as_str(),
+            "other": other.0.precision().as_str(),
+            "top_k_overlap_mean": (mean(&overlaps) * 1e4).round() / 1e4,
+            "top_k_overlap_min": min(&overlaps),
+            "queries_with_identical_top_k_sets": overlaps.iter().filter(|&&o| o == 1.0).count(),
+            "query_cosine_mean": (mean(&cosines) * 1e6).round() / 1e6,
+            "query_cosine_min": (min(&cosines) * 1e6).round() / 1e6,
+        })
+    );
+    Ok(exit::SUCCESS)
 }
 
 /// Embeds the lines of `file` (after a warm-up) and prints throughput as one JSON line.

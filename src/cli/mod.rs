@@ -308,6 +308,23 @@ pub enum BenchCommand {
         #[arg(long, requires = "dir")]
         identity_from: Option<PathBuf>,
     },
+    /// How far bf16 vectors move paragraph search: the top-k paragraphs of sample passages in a
+    /// store made in f32 and one of the same files made in bf16 (each queried in its own
+    /// precision), and the cosine between the two query vectors.
+    Precision {
+        /// Passages, one per line; --queries of them, evenly spaced, are used.
+        file: PathBuf,
+        /// The store made with --precision f32.
+        #[arg(long)]
+        exact: PathBuf,
+        /// The store made with --precision bf16, from the same files.
+        #[arg(long)]
+        fast: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(short, default_value_t = 10)]
+        k: usize,
+    },
     /// Topic clusters of the store (--index) scored against its folder names as labels (NMI),
     /// and the time clustering takes.
     Cluster {
@@ -476,6 +493,19 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             dir.as_deref(),
             from.as_deref(),
             identity_from.as_deref(),
+        ),
+        Command::Bench(BenchCommand::Precision {
+            file,
+            exact,
+            fast,
+            queries,
+            k,
+        }) => crate::bench::precision(
+            (&load_model_in(g, Precision::F32)?, exact),
+            (&load_model_in(g, Precision::Bf16)?, fast),
+            file,
+            *queries,
+            *k,
         ),
         Command::Bench(BenchCommand::ArticleVectors { corpus, per_topic }) => {
             crate::bench::article_vectors(&load_model(g)?, corpus, *per_topic)
