@@ -22,19 +22,25 @@ fn golden() -> Vec<Golden> {
         .collect()
 }
 
+/// The lowest cosine between a golden vector and ours, and the line it is on.
+fn worst_cosine(golden: &[Golden], vectors: &[Vec<f32>]) -> (f64, String) {
+    let mut worst = (1.0f64, String::new());
+    for (g, v) in golden.iter().zip(vectors) {
+        let c = common::cosine(&g.embedding, v);
+        if c < worst.0 {
+            worst = (c, g.id.clone());
+        }
+    }
+    worst
+}
+
 #[test]
 fn every_golden_vector_matches_sentence_transformers() {
     let golden = golden();
     assert_eq!(golden.len(), 124);
     let texts: Vec<&str> = golden.iter().map(|g| g.text.as_str()).collect();
     let vectors = common::encoder().embed(&texts, &|_| {}).unwrap();
-    let mut worst = (1.0f64, String::new());
-    for (g, v) in golden.iter().zip(&vectors) {
-        let c = common::cosine(&g.embedding, v);
-        if c < worst.0 {
-            worst = (c, g.id.clone());
-        }
-    }
+    let worst = worst_cosine(&golden, &vectors);
     eprintln!("worst cosine {:.8} ({})", worst.0, worst.1);
     assert!(
         worst.0 >= 0.99999,
@@ -51,13 +57,7 @@ fn bf16_vectors_stay_within_cosine_0_999_of_sentence_transformers() {
     let enc = common::fast_encoder();
     assert_eq!(likewise::model::Embedder::precision(enc).as_str(), "bf16");
     let vectors = enc.embed(&texts, &|_| {}).unwrap();
-    let mut worst = (1.0f64, String::new());
-    for (g, v) in golden.iter().zip(&vectors) {
-        let c = common::cosine(&g.embedding, v);
-        if c < worst.0 {
-            worst = (c, g.id.clone());
-        }
-    }
+    let worst = worst_cosine(&golden, &vectors);
     eprintln!("bf16: worst cosine {:.8} ({})", worst.0, worst.1);
     assert!(
         worst.0 >= 0.999,
