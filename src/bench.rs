@@ -3,7 +3,8 @@
 //! side; `likewise bench article-vectors DIR` compares ways of making an article's vector on a
 //! labelled corpus.
 
-use crate::cli::{exit, CliError};
+use crate::articles::ArticleTable;
+use crate::engine::{embed_passage, EngineError};
 use crate::index::{lead_text, mean_vector};
 use crate::model::Embedder;
 use crate::search::{self, dot, SearchOptions};
@@ -29,26 +30,29 @@ pub fn precision(
     file: &Path,
     count: usize,
     k: usize,
-) -> Result<i32, CliError> {
+) -> Result<(), EngineError> {
     let text = std::fs::read_to_string(file)
-        .map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
+        .map_err(|e| EngineError::Input(format!("{}: {e}", file.display())))?;
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
     if lines.is_empty() || count == 0 || k == 0 {
-        return Err(CliError::Other(format!("{}: no passages", file.display())));
+        return Err(EngineError::Input(format!(
+            "{}: no passages",
+            file.display()
+        )));
     }
     let step = (lines.len() / count.min(lines.len())).max(1);
     let passages: Vec<&str> = lines.iter().step_by(step).take(count).copied().collect();
     // Each passage's top k as (article key, paragraph ordinal in its article): stable across stores.
-    let top_k = |(encoder, dir): (&dyn Embedder, &Path)| -> Result<_, CliError> {
+    let top_k = |(encoder, dir): (&dyn Embedder, &Path)| -> Result<_, EngineError> {
         let store = Store::open(dir)?;
         store.check_model(encoder.identity(), encoder.precision().as_str())?;
         let mut vectors = Vec::new();
         for p in &passages {
-            vectors.push(crate::cli::embed_query(encoder, p)?);
+            vectors.push(embed_passage(encoder, p)?);
         }
         let opts = SearchOptions {
             k,
@@ -100,13 +104,13 @@ pub fn precision(
             "query_cosine_min": (min(&cosines) * 1e6).round() / 1e6,
         })
     );
-    Ok(exit::SUCCESS)
+    Ok(())
 }
 
 /// Embeds the lines of `file` (after a warm-up) and prints throughput as one JSON line.
-pub fn embed(encoder: &dyn Embedder, file: &Path, lines: Option<usize>) -> Result<i32, CliError> {
+pub fn embed(encoder: &dyn Embedder, file: &Path, lines: Option<usize>) -> Result<(), EngineError> {
     let f = std::fs::File::open(file)
-        .map_err(|e| CliError::Other(format!("{}: {e}", file.display())))?;
+        .map_err(|e| EngineError::Input(format!("{}: {e}", file.display())))?;
     let mut texts = Vec::new();
     for line in std::io::BufReader::new(f).lines() {
         texts.push(line?);
@@ -132,7 +136,7 @@ pub fn embed(encoder: &dyn Embedder, file: &Path, lines: Option<usize>) -> Resul
             "tokens_per_s": (tokens as f64 / seconds).round(),
         })
     );
-    Ok(exit::SUCCESS)
+    Ok(())
 }
 
 /// Unit vectors from a seeded generator (sums of uniforms, close enough to Gaussian that the
@@ -235,7 +239,7 @@ pub fn search(
     dir: Option<&Path>,
     from: Option<&Path>,
     identity_from: Option<&Path>,
-) -> Result<i32, CliError> {
+) -> Result<(), EngineError> {
     use crate::compact::{words_per_row, Compact};
     use crate::store::{Store, Writer};
     let dim = 384;
@@ -245,7 +249,7 @@ pub fn search(
             .map(|mut e| e.next().is_some())
             .unwrap_or(true)
         {
-            return Err(CliError::Other(format!(
+            return Err(EngineError::Input(format!(
                 "{}: not empty; give --dir a new or empty folder",
                 d.display()
             )));
@@ -265,7 +269,7 @@ pub fn search(
         Some(real) => {
             let store = Store::open(real)?;
             if store.manifest.model.dim != dim {
-                return Err(CliError::Other(format!(
+                return Err(EngineError::Input(format!(
                     "{}: vectors of dim {}, the benchmark uses {dim}",
                     real.display(),
                     store.manifest.model.dim
@@ -280,7 +284,7 @@ pub fn search(
             }
             let total = all.len() / dim;
             if total <= queries {
-                return Err(CliError::Other(format!(
+                return Err(EngineError::Input(format!(
                     "{}: {total} paragraphs, fewer than the {queries} queries held out",
                     real.display()
                 )));
@@ -488,21 +492,21 @@ pub fn search(
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    Ok(exit::SUCCESS)
+    Ok(())
 }
 
 /// A 25-word passage, the size of a typical analyst's query.
 const QUERY_25_WORDS: &str = "Blinken said a major ground operation in Rafah would be a mistake and would put more than a million sheltering civilians in grave danger, officials said.";
 
 /// Embeds one passage `runs` times with the model loaded and prints the median and spread.
-pub fn query(encoder: &dyn Embedder, text: Option<&str>, runs: usize) -> Result<i32, CliError> {
+pub fn query(encoder: &dyn Embedder, text: Option<&str>, runs: usize) -> Result<(), EngineError> {
     let text = text.unwrap_or(QUERY_25_WORDS);
     let runs = runs.max(1);
-    crate::cli::embed_query(encoder, text)?; // warm-up
+    embed_passage(encoder, text)?; // warm-up
     let mut ms: Vec<f64> = (0..runs)
         .map(|_| {
             let t = Instant::now();
-            crate::cli::embed_query(encoder, text).map(|_| t.elapsed().as_secs_f64() * 1e3)
+            embed_passage(encoder, text).map(|_| t.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<Result<_, _>>()?;
     ms.sort_by(f64::total_cmp);
@@ -519,7 +523,7 @@ pub fn query(encoder: &dyn Embedder, text: Option<&str>, runs: usize) -> Result<
             "p90_ms": round(ms[runs * 9 / 10]),
         })
     );
-    Ok(exit::SUCCESS)
+    Ok(())
 }
 
 /// For each way of making article vectors, the mean share of each article's 10 nearest
@@ -528,7 +532,7 @@ pub fn article_vectors(
     encoder: &dyn Embedder,
     corpus: &Path,
     per_topic: Option<usize>,
-) -> Result<i32, CliError> {
+) -> Result<(), EngineError> {
     let mut labels = Vec::new();
     let mut articles = Vec::new();
     let mut topics: Vec<_> = std::fs::read_dir(corpus)?
@@ -564,7 +568,7 @@ pub fn article_vectors(
     let titles: Vec<&str> = articles.iter().map(|a| a.title.as_str()).collect();
     let leads: Vec<String> = articles.iter().map(lead_text).collect();
     let started = Instant::now();
-    let embed_all = |texts: Vec<&str>| -> Result<Vec<Vec<f32>>, CliError> {
+    let embed_all = |texts: Vec<&str>| -> Result<Vec<Vec<f32>>, EngineError> {
         let mut v = encoder.embed(&texts, &|_| {})?;
         v.iter_mut()
             .for_each(|x| crate::model::bert::normalize_in_place(x));
@@ -624,7 +628,7 @@ pub fn article_vectors(
         results.push(json!({"article_vector": name, "precision_at_10": round(p10), "precision_at_1": round(p1), "r_precision": round(r_precision)}));
     }
     println!("{}", serde_json::to_string_pretty(&json!({"corpus": corpus.display().to_string(), "articles": articles.len(), "labels": topics.len(), "results": results})).expect("json"));
-    Ok(exit::SUCCESS)
+    Ok(())
 }
 
 /// Leave-one-out: mean share of the `k` nearest neighbours with the same label, the share of
@@ -666,4 +670,167 @@ fn knn_label_precision(vecs: &[Vec<f32>], labels: &[usize], k: usize) -> (f64, f
         }
     }
     (sum_k / n as f64, sum_1 / n as f64, sum_r / n as f64)
+}
+
+/// `likewise bench cluster`: NMI of the topic clusters of the store against labels taken from
+/// each article's folder name (e.g. `bbc/business/001.txt` → `business`), with k = the number of
+/// labels and with k chosen automatically; outliers count as one more cluster of their own.
+pub fn cluster(store: &Store, story_threshold: f32) -> Result<(), EngineError> {
+    let table = ArticleTable::new(store);
+    let labels: Vec<String> = (0..table.len())
+        .map(|i| {
+            let rec = table.record(i);
+            let key = rec.file.as_deref().unwrap_or(&rec.key);
+            std::path::Path::new(key)
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let n_labels = labels
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if table.len() < 3 || n_labels < 2 {
+        return Err(EngineError::Invalid(
+            "bench cluster needs a store of articles in at least two labelled folders (e.g. bbc/<topic>/NNN.txt)".into(),
+        ));
+    }
+    let score = |g: &crate::cluster::Grouping| {
+        let predicted: Vec<i64> = g
+            .assignment
+            .iter()
+            .map(|c| c.map(|c| c as i64).unwrap_or(-1))
+            .collect();
+        let outliers = predicted.iter().filter(|&&c| c < 0).count();
+        (crate::cluster::nmi(&labels, &predicted), outliers)
+    };
+    let mut rows = Vec::new();
+    for (name, k) in [
+        (format!("topics, --k {n_labels}"), Some(n_labels)),
+        ("topics, no parameter".to_string(), None),
+    ] {
+        let started = Instant::now();
+        let g = crate::cluster::topics(&table, k);
+        let labelled = crate::cluster::label(&table, &g, 6);
+        let secs = started.elapsed().as_secs_f64();
+        let (nmi, outliers) = score(&g);
+        rows.push(json!({
+            "run": name, "clusters": labelled.len(), "nmi": (nmi * 1000.0).round() / 10.0,
+            "outliers": outliers, "outlier_share": outliers as f64 / table.len() as f64,
+            "seconds": secs, "method": g.how,
+        }));
+    }
+    let started = Instant::now();
+    let g = crate::cluster::stories(&table, story_threshold);
+    let labelled = crate::cluster::label(&table, &g, 6);
+    let secs = started.elapsed().as_secs_f64();
+    let in_stories: usize = labelled.iter().map(|c| c.size).sum();
+    let mixed = labelled
+        .iter()
+        .filter(|c| {
+            c.members
+                .iter()
+                .map(|&(i, _)| &labels[i])
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                > 1
+        })
+        .count();
+    rows.push(json!({
+        "run": format!("stories, threshold {story_threshold}"), "clusters": labelled.len(),
+        "articles_in_stories": in_stories, "stories_mixing_labels": mixed, "seconds": secs,
+    }));
+    let doc = json!({"articles": table.len(), "labels": n_labels, "nmi": "arithmetic-mean normalised mutual information ×100, outliers as one extra cluster", "runs": rows});
+    println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+    Ok(())
+}
+
+/// Labels from each article's folder name (`bbc/business/001.txt` → `business`).
+fn folder_labels(table: &ArticleTable) -> Vec<String> {
+    (0..table.len())
+        .map(|i| {
+            let rec = table.record(i);
+            let key = rec.file.as_deref().unwrap_or(&rec.key);
+            std::path::Path::new(key)
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// `likewise bench map`: the time the map of the store takes, and the share of each article's
+/// 10 nearest neighbours on the map that share its folder (and the same in the full vectors,
+/// by cosine, for comparison).
+pub fn map(store: &Store) -> Result<(), EngineError> {
+    let table = ArticleTable::new(store);
+    let labels = folder_labels(&table);
+    let started = Instant::now();
+    let result = crate::engine::map::map_of(store);
+    let secs = started.elapsed().as_secs_f64();
+    let by_key: std::collections::HashMap<&str, usize> = (0..table.len())
+        .map(|i| (table.record(i).key.as_str(), i))
+        .collect();
+    let point_labels: Vec<String> = result
+        .points
+        .iter()
+        .map(|p| labels[by_key[p.key.as_str()]].clone())
+        .collect();
+    let xy: Vec<f32> = result.points.iter().flat_map(|p| [p.x, p.y]).collect();
+    let on_map = crate::engine::map::neighbour_agreement(&xy, &point_labels, 10);
+    // The same in the full vectors: cosine neighbours.
+    let n = table.len();
+    let full: f64 = (0..n)
+        .map(|i| {
+            let mut s: Vec<(f32, usize)> = (0..n)
+                .filter(|&j| j != i)
+                .map(|j| (-dot(table.vector(i), table.vector(j)), j))
+                .collect();
+            let k = 10.min(s.len());
+            if k == 0 {
+                return 0.0;
+            }
+            s.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+            s[..k]
+                .iter()
+                .filter(|&&(_, j)| labels[j] == labels[i])
+                .count() as f64
+                / k as f64
+        })
+        .sum::<f64>()
+        / n.max(1) as f64;
+    let doc = json!({
+        "articles": n,
+        "points": result.points.len(),
+        "method": result.method,
+        "seconds": secs,
+        "threads": threads(),
+        "neighbours_sharing_folder_on_map": on_map,
+        "neighbours_sharing_folder_in_vectors": full,
+        "cpu": cpu_name(),
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+    Ok(())
+}
+
+/// The CPU's model name, family and model, as /proc/cpuinfo gives them (for the record of
+/// every speed figure).
+pub fn cpu_name() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "{} (family {}, model {})",
+        field("model name"),
+        field("cpu family"),
+        field("model")
+    )
 }

@@ -11,7 +11,7 @@
 
 use crate::model::{Embedder, ModelError};
 use crate::store::format::{ArticleRecord, ChunkRecord, SegmentData};
-use crate::store::{StoreError, Writer};
+use crate::store::{file_key, resolve_file, store_base, StoreError, Writer};
 use crate::text::{self, ParsedArticle};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -203,39 +203,6 @@ pub fn collect_files(paths: &[PathBuf], warn: &mut dyn FnMut(Warning)) -> Vec<Pa
     files
 }
 
-/// The folder stored file names are relative to: the one that holds the store folder, so a
-/// project moved or cloned together with its store keeps its articles.
-pub fn store_base(store_dir: &Path) -> PathBuf {
-    std::fs::canonicalize(store_dir)
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_default()
-}
-
-/// How a file is named in the store: relative to `base` (with `/`) when it lies below it, else
-/// its absolute path.
-pub fn file_key(path: &Path, base: &Path) -> String {
-    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    match canonical.strip_prefix(base) {
-        Ok(rel) if !base.as_os_str().is_empty() => rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/"),
-        _ => canonical.to_string_lossy().into_owned(),
-    }
-}
-
-/// The path on disk of a stored file name.
-pub fn resolve_file(file: &str, base: &Path) -> PathBuf {
-    let p = Path::new(file);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
 fn sha256_hex(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
     for p in parts {
@@ -277,7 +244,7 @@ pub fn read_file(
         return Vec::new();
     }
     if is_jsonl {
-        return read_jsonl(path, &file, &bytes, opts, warn);
+        return read_jsonl(path, Some(&file), &bytes, opts, warn);
     }
     if bytes.len() > opts.max_article_bytes {
         warn(w(format!(
@@ -319,9 +286,12 @@ struct JsonArticle {
     url: Option<String>,
 }
 
+/// Reads the articles of JSON lines named `path` in warnings; `file` is the stored file they
+/// came from (none for articles sent over the API: their key is then their `id`, or the start
+/// of their content hash).
 fn read_jsonl(
     path: &Path,
-    file: &str,
+    file: Option<&str>,
     bytes: &[u8],
     opts: &IndexOptions,
     warn: &mut dyn FnMut(Warning),
@@ -361,10 +331,18 @@ fn read_jsonl(
                 continue;
             }
         };
-        let key = match &article.id {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(serde_json::Value::Number(n)) => n.to_string(),
-            _ => format!("{file}#{line_no}"),
+        let content_hash = sha256_hex(&[line.as_bytes()]);
+        let key = match (&article.id, file) {
+            (Some(serde_json::Value::String(s)), _) if !s.is_empty() => s.clone(),
+            (Some(serde_json::Value::Number(n)), _) => n.to_string(),
+            (Some(other), _) if !other.is_null() => {
+                warn(w(format!(
+                    "`id` must be a string or a number, not {other}; skipped"
+                )));
+                continue;
+            }
+            (_, Some(file)) => format!("{file}#{line_no}"),
+            (_, None) => format!("sha256:{}", &content_hash[..16]),
         };
         if !keys.insert(key.clone()) {
             warn(w(format!("id `{key}` repeats an earlier line; skipped")));
@@ -394,8 +372,8 @@ fn read_jsonl(
         }
         out.push(SourceArticle {
             key,
-            file: Some(file.to_string()),
-            content_hash: sha256_hex(&[line.as_bytes()]),
+            file: file.map(str::to_string),
+            content_hash,
             parsed,
         });
     }
@@ -418,6 +396,76 @@ pub fn index(
     };
     let files = collect_files(paths, &mut warn);
     let base = store_base(writer.dir());
+    let mut inputs = Vec::new();
+    let mut read_files: HashSet<String> = HashSet::new();
+    for path in &files {
+        report.files += 1;
+        read_files.insert(file_key(path, &base));
+        for a in read_file(path, &base, opts, &mut warn) {
+            inputs.push((path.clone(), a));
+        }
+    }
+    index_articles(
+        writer,
+        embedder,
+        inputs,
+        &read_files,
+        opts,
+        progress,
+        report,
+        started,
+    )
+}
+
+/// Indexes articles sent as JSON lines (the fields of a `.jsonl` input), with no file behind
+/// them; `origin` names them in warnings.
+pub fn index_json_lines(
+    writer: &mut Writer,
+    embedder: &dyn Embedder,
+    origin: &str,
+    lines: &str,
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+) -> Result<IndexReport, IndexError> {
+    let started = std::time::Instant::now();
+    let mut report = IndexReport::default();
+    let mut warn = |w: Warning| {
+        progress.warn(&w);
+        report.skipped_inputs += 1;
+    };
+    let path = PathBuf::from(origin);
+    let articles = read_jsonl(&path, None, lines.as_bytes(), opts, &mut warn);
+    let inputs = articles.into_iter().map(|a| (path.clone(), a)).collect();
+    index_articles(
+        writer,
+        embedder,
+        inputs,
+        &HashSet::new(),
+        opts,
+        progress,
+        report,
+        started,
+    )
+}
+
+/// Embeds and commits the new and changed articles among `inputs` (each with the input it was
+/// read from); `read_files` are the stored file names read whole (for pruning).
+#[allow(clippy::too_many_arguments)]
+fn index_articles(
+    writer: &mut Writer,
+    embedder: &dyn Embedder,
+    inputs: Vec<(PathBuf, SourceArticle)>,
+    read_files: &HashSet<String>,
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+    mut report: IndexReport,
+    started: std::time::Instant,
+) -> Result<IndexReport, IndexError> {
+    let base = store_base(writer.dir());
+    let mut warn = |w: Warning| {
+        progress.warn(&w);
+        report.skipped_inputs += 1;
+    };
     let store = writer.snapshot()?;
     let mut existing: HashMap<String, (String, u32, String)> = HashMap::new(); // key -> (segment, index, hash)
     for (loc, rec) in store.live_articles() {
@@ -432,32 +480,26 @@ pub fn index(
     }
     let mut todo: Vec<SourceArticle> = Vec::new();
     let mut seen_keys: HashSet<String> = HashSet::new();
-    let mut read_files: HashSet<String> = HashSet::new();
-    for path in &files {
-        let articles = read_file(path, &base, opts, &mut warn);
-        report.files += 1;
-        read_files.insert(file_key(path, &base));
-        for a in articles {
-            if !seen_keys.insert(a.key.clone()) {
-                warn(Warning {
-                    path: path.clone(),
-                    reason: format!(
-                        "article `{}` was already read from another input; skipped",
-                        a.key
-                    ),
-                });
-                continue;
+    for (path, a) in inputs {
+        if !seen_keys.insert(a.key.clone()) {
+            warn(Warning {
+                path: path.clone(),
+                reason: format!(
+                    "article `{}` was already read from another input; skipped",
+                    a.key
+                ),
+            });
+            continue;
+        }
+        match existing.get(&a.key) {
+            Some((_, _, hash)) if *hash == a.content_hash => report.articles_unchanged += 1,
+            Some(_) => {
+                report.articles_changed += 1;
+                todo.push(a);
             }
-            match existing.get(&a.key) {
-                Some((_, _, hash)) if *hash == a.content_hash => report.articles_unchanged += 1,
-                Some(_) => {
-                    report.articles_changed += 1;
-                    todo.push(a);
-                }
-                None => {
-                    report.articles_new += 1;
-                    todo.push(a);
-                }
+            None => {
+                report.articles_new += 1;
+                todo.push(a);
             }
         }
     }

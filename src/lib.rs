@@ -11,7 +11,9 @@
 //! - [`search`]: exact top-k over the store; [`similarity`]: many-against-many by blocks;
 //! - [`cluster`], [`dupes`], [`compare`]: topics and stories, duplicate tiers, paragraph
 //!   alignment, all on the stored vectors ([`articles`] lays them out);
-//! - [`cli`]: arguments to calls, and rendering; [`bench`]: rerunnable measurements.
+//! - [`engine`]: every operation as a typed request and result, over one store and one model;
+//! - front ends over the engine: [`cli`] (arguments to requests, results to tables or JSON);
+//!   [`bench`]: rerunnable measurements.
 
 pub mod articles;
 pub mod bench;
@@ -20,6 +22,7 @@ pub mod cluster;
 pub mod compact;
 pub mod compare;
 pub mod dupes;
+pub mod engine;
 pub mod index;
 pub mod model;
 pub mod search;

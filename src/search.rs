@@ -86,7 +86,7 @@ impl Filters {
         }
         if let Some(globs) = &self.paths {
             let file = rec.file.as_deref().unwrap_or(&rec.key);
-            let absolute = crate::index::resolve_file(file, &store.base);
+            let absolute = crate::store::resolve_file(file, &store.base);
             if !(globs.is_match(&rec.key) || globs.is_match(file) || globs.is_match(&absolute)) {
                 return false;
             }

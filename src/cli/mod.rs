@@ -1,20 +1,21 @@
-//! The command line: arguments (clap), turning them into calls of the library, and rendering
-//! results. Results go to stdout (a table by default, `--format json|jsonl` for scripts); progress,
-//! warnings and errors go to stderr. Text that came from files is cleaned of control, bidi and
-//! zero-width characters before it is printed in a table.
+//! The command line: arguments (clap) turned into the engine's requests, and its results
+//! rendered. Results go to stdout (a table by default, `--format json|jsonl` for scripts: the
+//! engine's documents, as `likewise serve` returns them); progress, warnings and errors go to
+//! stderr. Text that came from files is cleaned of control, bidi and zero-width characters
+//! before it is printed in a table.
 
-pub mod research;
+mod table;
 
 use crate::compact::Compact;
-use crate::index::{self, IndexOptions, Progress, Warning};
-use crate::model::fetch::{self, ModelRef};
-use crate::model::{Embedder, ModelError, ModelFolder, Precision, SentenceEncoder};
-use crate::search::{self, SearchOptions};
-use crate::store::{read_manifest, ArticleLoc, Store, StoreError, Writer};
+use crate::engine::docs::{self, ClusterRequest, DupesRequest, QueryRequest, Strings};
+use crate::engine::{Engine, EngineError, ModelSpec};
+use crate::index::{IndexOptions, Progress, Warning};
+use crate::model::fetch;
+use crate::model::{ModelFolder, Precision, SentenceEncoder};
 use crate::text::sanitize_for_terminal;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
+use serde::Serialize;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,11 +105,12 @@ pub enum Command {
         file: Option<PathBuf>,
     },
     /// Group the indexed articles into topics (default) or stories, labelled.
-    Cluster(research::ClusterArgs),
+    Cluster(ClusterArgs),
     /// Find copied and rewritten coverage: exact, near-copy and rewrite pairs of articles and paragraphs.
-    Dupes(research::DupesArgs),
+    Dupes(DupesArgs),
     /// Align two indexed articles paragraph by paragraph: shared, paraphrased, unique to each.
-    Compare(research::CompareArgs),
+    Compare(CompareArgs),
+
     /// Show what the store holds.
     Info {
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -181,73 +183,152 @@ pub enum ScanArg {
     Binary,
 }
 
-/// Opens the store for reading and reports on stderr what it could not use.
-fn open_store(g: &Global) -> Result<Store, CliError> {
-    let store = Store::open(&g.index)?;
-    for w in &store.warnings {
-        eprintln!("likewise: warning: {w}");
-    }
-    Ok(store)
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum By {
+    /// Broad subjects (k-means; k chosen by silhouette unless --k).
+    Topic,
+    /// Coverage of the same event (average linkage cut at --threshold).
+    Story,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    #[arg(long, value_enum, default_value_t = By::Topic)]
+    pub by: By,
+    /// Number of topics (default: chosen by silhouette).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Stories: the mean cosine two groups need to merge (default 0.84 for all-MiniLM-L6-v2).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Keywords per cluster.
+    #[arg(long, default_value_t = 6)]
+    pub keywords: usize,
+    /// Members listed per cluster in the table (JSON lists all).
+    #[arg(long, default_value_t = 5)]
+    pub show: usize,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DupeLevel {
+    Article,
+    Paragraph,
+    Both,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TierArg {
+    Exact,
+    NearCopy,
+    Rewrite,
+}
+
+#[derive(Args, Debug)]
+pub struct DupesArgs {
+    #[arg(long, value_enum, default_value_t = DupeLevel::Both)]
+    pub level: DupeLevel,
+    /// Only these tiers (repeatable; default: all).
+    #[arg(long, value_enum)]
+    pub tier: Vec<TierArg>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// An indexed article: its path, id, file name or `folder/name` without extension.
+    pub a: String,
+    /// The article compared with A.
+    pub b: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 impl QueryArgs {
-    /// The filters asked for, checked for sense: dates must be dates, globs must parse.
-    pub fn filters(&self) -> Result<search::Filters, CliError> {
-        let day = |flag: &str, s: &Option<String>| -> Result<Option<String>, CliError> {
-            match s {
-                None => Ok(None),
-                Some(s) => {
-                    let d = crate::text::normalize_date(s);
-                    let b = d.as_bytes();
-                    if b.len() == 10
-                        && b[4] == b'-'
-                        && b[7] == b'-'
-                        && d.chars().filter(|c| c.is_ascii_digit()).count() == 8
-                    {
-                        Ok(Some(d))
-                    } else {
-                        Err(CliError::Other(format!(
-                            "{flag} {s:?} is not a date (write it as YYYY-MM-DD)"
-                        )))
-                    }
+    /// The engine's request for these arguments; passages in files are read here.
+    fn request(&self) -> Result<QueryRequest, CliError> {
+        let (text, texts) = match (&self.text, &self.file, &self.queries) {
+            (Some(t), _, _) => (Some(t.clone()), Vec::new()),
+            (None, Some(f), _) => (Some(read_text_file(f)?), Vec::new()),
+            (None, None, Some(f)) => {
+                let all: Vec<String> = read_text_file(f)?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect();
+                if all.is_empty() {
+                    return Err(CliError::Other(format!(
+                        "{}: no passages (one per line)",
+                        f.display()
+                    )));
                 }
+                (None, all)
             }
-        };
-        let paths = if self.paths.is_empty() {
-            None
-        } else {
-            let mut b = globset::GlobSetBuilder::new();
-            for p in &self.paths {
-                let p = p.trim_start_matches("./");
-                let mut patterns = vec![p.to_string()];
-                // `bbc/politics` also means everything below it.
-                if !p.contains(['*', '?', '[', '{']) {
-                    patterns.push(format!("{}/**", p.trim_end_matches('/')));
-                }
-                // A relative pattern may match the end of a path stored absolute.
-                if !p.starts_with('/') {
-                    let tails: Vec<String> = patterns.iter().map(|q| format!("**/{q}")).collect();
-                    patterns.extend(tails);
-                }
-                for pattern in patterns {
-                    let glob = globset::GlobBuilder::new(&pattern)
-                        .literal_separator(true)
-                        .build()
-                        .map_err(|e| CliError::Other(format!("--path {p:?}: {e}")))?;
-                    b.add(glob);
-                }
+            (None, None, None) if self.like.is_empty() => {
+                return Err(CliError::Other(
+                    "give a passage, --file F, --queries F or --like ARTICLE".into(),
+                ))
             }
-            Some(
-                b.build()
-                    .map_err(|e| CliError::Other(format!("--path: {e}")))?,
-            )
+            (None, None, None) => (None, Vec::new()),
         };
-        Ok(search::Filters {
-            sources: self.source.clone(),
-            since: day("--since", &self.since)?,
-            until: day("--until", &self.until)?,
-            paths,
+        Ok(QueryRequest {
+            text,
+            texts,
+            like: Strings(self.like.clone()),
+            level: match self.level {
+                Level::Article => docs::Level::Article,
+                Level::Paragraph => docs::Level::Paragraph,
+            },
+            k: self.k,
+            min_score: self.min_score,
+            source: Strings(self.source.clone()),
+            since: self.since.clone(),
+            until: self.until.clone(),
+            path: Strings(self.paths.clone()),
+            scan: self.scan.map(|s| match s {
+                ScanArg::Exact => docs::Scan::Exact,
+                ScanArg::Int8 => docs::Scan::Int8,
+                ScanArg::Binary => docs::Scan::Binary,
+            }),
         })
+    }
+}
+
+impl ClusterArgs {
+    fn request(&self) -> ClusterRequest {
+        ClusterRequest {
+            by: match self.by {
+                By::Topic => docs::By::Topic,
+                By::Story => docs::By::Story,
+            },
+            k: self.k,
+            threshold: self.threshold,
+            keywords: self.keywords,
+        }
+    }
+}
+
+impl DupesArgs {
+    fn request(&self) -> DupesRequest {
+        DupesRequest {
+            level: match self.level {
+                DupeLevel::Article => docs::DupeLevel::Article,
+                DupeLevel::Paragraph => docs::DupeLevel::Paragraph,
+                DupeLevel::Both => docs::DupeLevel::Both,
+            },
+            tier: self
+                .tier
+                .iter()
+                .map(|t| match t {
+                    TierArg::Exact => docs::TierName::Exact,
+                    TierArg::NearCopy => docs::TierName::NearCopy,
+                    TierArg::Rewrite => docs::TierName::Rewrite,
+                })
+                .collect(),
+        }
     }
 }
 
@@ -340,6 +421,9 @@ pub enum BenchCommand {
         #[arg(long)]
         per_topic: Option<usize>,
     },
+    /// The 2-D map of the store (--index): time to compute it, and how well it keeps
+    /// neighbours (share of each article's 10 nearest on the map in its own folder).
+    Map,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,30 +443,12 @@ pub enum Format {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error(transparent)]
-    Store(Box<StoreError>),
+    Engine(#[from] EngineError),
     #[error("{0}")]
     Other(String),
     /// Writing results failed; a closed pipe (`likewise … | head`) is not an error.
     #[error("{0}")]
     Io(std::io::Error),
-}
-
-impl From<StoreError> for CliError {
-    fn from(e: StoreError) -> Self {
-        CliError::Store(Box::new(e))
-    }
-}
-
-impl From<index::IndexError> for CliError {
-    fn from(e: index::IndexError) -> Self {
-        match e {
-            index::IndexError::Store(s) => CliError::Store(Box::new(s)),
-            index::IndexError::Model(m) => CliError::Model(m),
-            other => CliError::Other(other.to_string()),
-        }
-    }
 }
 
 impl From<std::io::Error> for CliError {
@@ -391,12 +457,18 @@ impl From<std::io::Error> for CliError {
     }
 }
 
+impl From<crate::model::ModelError> for CliError {
+    fn from(e: crate::model::ModelError) -> Self {
+        CliError::Engine(e.into())
+    }
+}
+
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Model(_) => exit::MODEL,
-            CliError::Store(_) => exit::STORE,
-            CliError::Other(_) | CliError::Io(_) => exit::FAILURE,
+            CliError::Engine(EngineError::Model(_)) => exit::MODEL,
+            CliError::Engine(EngineError::Store(_)) => exit::STORE,
+            CliError::Engine(_) | CliError::Other(_) | CliError::Io(_) => exit::FAILURE,
         }
     }
 }
@@ -414,10 +486,33 @@ pub fn configure_threads(threads: Option<usize>) {
     }
 }
 
+impl Global {
+    fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            model: self.model.clone(),
+            precision: self.precision,
+        }
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::new(&self.index, self.spec())
+    }
+
+    /// Loads the model in the `--precision` asked for (f32 when none).
+    fn load_model(&self) -> Result<SentenceEncoder, CliError> {
+        self.load_model_in(self.precision.unwrap_or_default())
+    }
+
+    fn load_model_in(&self, precision: Precision) -> Result<SentenceEncoder, CliError> {
+        Ok(self.spec().load_in(precision)?)
+    }
+}
+
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32, CliError> {
     configure_threads(cli.global.threads);
     let g = &cli.global;
+    let done = |r: Result<(), EngineError>| r.map(|_| exit::SUCCESS).map_err(CliError::from);
     match &cli.command {
         Command::Index {
             paths,
@@ -436,14 +531,82 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 ..Default::default()
             },
         ),
-        Command::Query(q) => cmd_query(g, q),
+        Command::Query(q) => {
+            let result = g.engine().query(&q.request()?)?;
+            let mut out = std::io::stdout().lock();
+            match q.format {
+                Format::Json => write_json(&mut out, &result)?,
+                Format::Jsonl => table::query_jsonl(&mut out, &result)?,
+                Format::Table => table::query(&mut out, &result)?,
+            }
+            Ok(exit::SUCCESS)
+        }
         Command::Embed { file } => cmd_embed(g, file.as_deref()),
-        Command::Info { format } => cmd_info(g, *format),
-        Command::Cluster(args) => research::cmd_cluster(&open_store(g)?, args),
-        Command::Dupes(args) => research::cmd_dupes(&open_store(g)?, args),
-        Command::Compare(args) => research::cmd_compare(&open_store(g)?, args),
+        Command::Info { format } => {
+            let info = g.engine().info()?;
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Json | Format::Jsonl => writeln!(out, "{}", to_json(&info))?,
+                Format::Table => table::info(&mut out, &info)?,
+            }
+            Ok(exit::SUCCESS)
+        }
+        Command::Cluster(args) => {
+            let result = g.engine().clusters(&args.request())?;
+            eprintln!(
+                "likewise: {} articles in {} {} clusters ({}), {} outliers, in {:.2} s",
+                result.articles,
+                result.clusters.len(),
+                match args.by {
+                    By::Topic => "topic",
+                    By::Story => "story",
+                },
+                result.method,
+                result.outliers.len(),
+                result.seconds
+            );
+            let mut out = std::io::stdout().lock();
+            match args.format {
+                Format::Json => write_json(&mut out, &result)?,
+                Format::Jsonl => {
+                    for c in &result.clusters {
+                        writeln!(out, "{}", to_json(c))?;
+                    }
+                    for o in &result.outliers {
+                        writeln!(out, "{}", to_json(&serde_json::json!({ "outlier": o })))?;
+                    }
+                }
+                Format::Table => table::clusters(&mut out, &result, args.show)?,
+            }
+            Ok(exit::SUCCESS)
+        }
+        Command::Dupes(args) => {
+            let result = g.engine().dupes(&args.request())?;
+            table::dupes_summary(&result);
+            let mut out = std::io::stdout().lock();
+            match args.format {
+                Format::Json => write_json(&mut out, &result)?,
+                Format::Jsonl => {
+                    for p in &result.pairs {
+                        writeln!(out, "{}", to_json(p))?;
+                    }
+                }
+                Format::Table => table::dupes(&mut out, &result)?,
+            }
+            Ok(exit::SUCCESS)
+        }
+        Command::Compare(args) => {
+            let result = g.engine().compare(&args.a, &args.b)?;
+            let mut out = std::io::stdout().lock();
+            match args.format {
+                Format::Json => write_json(&mut out, &result)?,
+                Format::Jsonl => writeln!(out, "{}", to_json(&result))?,
+                Format::Table => table::compare(&mut out, &result)?,
+            }
+            Ok(exit::SUCCESS)
+        }
         Command::Bench(BenchCommand::Cluster { threshold }) => {
-            research::bench_cluster(&open_store(g)?, *threshold)
+            done(crate::bench::cluster(&*g.engine().store()?, *threshold))
         }
         Command::Model(ModelCommand::Fetch { name, force }) => {
             let name = name
@@ -461,22 +624,24 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Ok(exit::SUCCESS)
         }
         Command::Model(ModelCommand::Check) => {
-            let folder = open_model_folder(g, false)?;
+            let folder = g.spec().folder(false)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(
-                    &json!({"dir": folder.dir, "identity": folder.identity})
+                    &serde_json::json!({"dir": folder.dir, "identity": folder.identity})
                 )
                 .expect("json")
             );
             Ok(exit::SUCCESS)
         }
         Command::Bench(BenchCommand::Embed { file, lines }) => {
-            crate::bench::embed(&load_model(g)?, file, *lines)
+            done(crate::bench::embed(&g.load_model()?, file, *lines))
         }
-        Command::Bench(BenchCommand::Query { text, runs }) => {
-            crate::bench::query(&load_model(g)?, text.as_deref(), *runs)
-        }
+        Command::Bench(BenchCommand::Query { text, runs }) => done(crate::bench::query(
+            &g.load_model()?,
+            text.as_deref(),
+            *runs,
+        )),
         Command::Bench(BenchCommand::Search {
             vectors,
             queries,
@@ -485,7 +650,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             dir,
             from,
             identity_from,
-        }) => crate::bench::search(
+        }) => done(crate::bench::search(
             *vectors,
             *queries,
             *batch,
@@ -493,60 +658,44 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             dir.as_deref(),
             from.as_deref(),
             identity_from.as_deref(),
-        ),
+        )),
         Command::Bench(BenchCommand::Precision {
             file,
             exact,
             fast,
             queries,
             k,
-        }) => crate::bench::precision(
-            (&load_model_in(g, Precision::F32)?, exact),
-            (&load_model_in(g, Precision::Bf16)?, fast),
+        }) => done(crate::bench::precision(
+            (&g.load_model_in(Precision::F32)?, exact),
+            (&g.load_model_in(Precision::Bf16)?, fast),
             file,
             *queries,
             *k,
+        )),
+        Command::Bench(BenchCommand::ArticleVectors { corpus, per_topic }) => done(
+            crate::bench::article_vectors(&g.load_model()?, corpus, *per_topic),
         ),
-        Command::Bench(BenchCommand::ArticleVectors { corpus, per_topic }) => {
-            crate::bench::article_vectors(&load_model(g)?, corpus, *per_topic)
-        }
+        Command::Bench(BenchCommand::Map) => done(crate::bench::map(&*g.engine().store()?)),
     }
 }
 
-fn open_model_folder(g: &Global, fetch_missing: bool) -> Result<ModelFolder, CliError> {
-    let model = ModelRef::parse(g.model.as_deref());
-    let (dir, name) = fetch::resolve(&model, fetch_missing)?;
-    Ok(ModelFolder::open(&dir, &name)?)
+/// A document as one line of JSON.
+fn to_json(doc: &impl Serialize) -> String {
+    serde_json::to_string(doc).expect("documents serialize")
 }
 
-/// Finds (fetching the default model when missing), checks and loads the model, in the
-/// `--precision` asked for (f32 when none).
-pub fn load_model(g: &Global) -> Result<SentenceEncoder, CliError> {
-    load_model_in(g, g.precision.unwrap_or_default())
-}
-
-/// Loads the model to write to or query the store at `--index`: in the `--precision` asked for,
-/// else in the store's own, else f32.
-pub fn load_model_for_store(g: &Global) -> Result<SentenceEncoder, CliError> {
-    let precision = g.precision.unwrap_or_else(|| {
-        // A manifest that cannot be read is reported when the store is opened.
-        read_manifest(&g.index)
-            .ok()
-            .flatten()
-            .and_then(|m| Precision::from_name(&m.precision))
-            .unwrap_or_default()
-    });
-    load_model_in(g, precision)
-}
-
-fn load_model_in(g: &Global, precision: Precision) -> Result<SentenceEncoder, CliError> {
-    let folder = open_model_folder(g, true)?;
-    Ok(SentenceEncoder::load_with(&folder, precision)?)
+/// A document as indented JSON.
+fn write_json(out: &mut impl Write, doc: &impl Serialize) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(doc).expect("documents serialize")
+    )
 }
 
 struct Bar {
     bar: ProgressBar,
-    warnings: std::cell::Cell<usize>,
+    warnings: std::sync::atomic::AtomicUsize,
 }
 
 impl Bar {
@@ -560,7 +709,7 @@ impl Bar {
         );
         Self {
             bar,
-            warnings: std::cell::Cell::new(0),
+            warnings: Default::default(),
         }
     }
 }
@@ -573,7 +722,7 @@ impl Progress for Bar {
         self.bar.inc(articles as u64);
     }
     fn warn(&self, w: &Warning) {
-        self.warnings.set(self.warnings.get() + 1);
+        self.warnings.fetch_add(1, Ordering::Relaxed);
         self.bar.suspend(|| {
             eprintln!(
                 "likewise: warning: {}",
@@ -592,8 +741,7 @@ fn cmd_index(
     compact: Option<CompactArg>,
     mut opts: IndexOptions,
 ) -> Result<i32, CliError> {
-    let encoder = load_model_for_store(g)?;
-    let mut writer = Writer::open(&g.index, encoder.identity(), encoder.precision().as_str())?;
+    let engine = g.engine();
     if let Some(arg) = compact {
         let kind = match arg {
             CompactArg::Int8 => Some(Compact::Int8),
@@ -601,8 +749,10 @@ fn cmd_index(
             CompactArg::None => None,
         };
         let t = std::time::Instant::now();
-        if writer.set_compact(kind)? {
-            let bytes = writer.manifest().compact_bytes();
+        if engine.set_compact(kind)? {
+            let bytes = crate::store::read_manifest(&g.index)
+                .map_err(EngineError::from)?
+                .map_or(0, |m| m.compact_bytes());
             eprintln!(
                 "likewise: the store keeps {} ({:.1} MB of compact vectors; {:.1}s)",
                 kind.map_or("no compact vectors".to_string(), |k| format!("{k} copies")),
@@ -626,8 +776,7 @@ fn cmd_index(
     });
     opts.interrupt = Some(interrupt);
     let bar = Bar::new();
-    let report = index::index(&mut writer, &encoder, paths, &opts, &bar)?;
-    let store = writer.snapshot()?;
+    let report = engine.index_paths(paths, &opts, &bar)?;
     if report.interrupted {
         eprintln!(
             "likewise: interrupted: {} articles committed in this run, {} not yet embedded. Run the same command again to resume; committed articles are not embedded again.",
@@ -636,6 +785,7 @@ fn cmd_index(
         );
         return Ok(exit::INTERRUPTED);
     }
+    let store = engine.store()?;
     eprintln!(
         "likewise: {} files read; {} new, {} changed, {} unchanged, {} removed articles; {} paragraphs ({} chunks, {} tokens) embedded in {:.1}s ({:.0} tokens/s; {:.1}s in all); the store {} holds {} articles, {} paragraphs",
         report.files,
@@ -653,229 +803,10 @@ fn cmd_index(
         store.article_count(),
         store.paragraph_count(),
     );
-    if bar.warnings.get() > 0 {
-        eprintln!(
-            "likewise: {} inputs were skipped (see the warnings above)",
-            bar.warnings.get()
-        );
+    let warnings = bar.warnings.load(Ordering::Relaxed);
+    if warnings > 0 {
+        eprintln!("likewise: {warnings} inputs were skipped (see the warnings above)");
         return Ok(exit::SKIPPED_INPUT);
-    }
-    Ok(exit::SUCCESS)
-}
-
-/// Shows a stored file name relative to the working directory when it lies below it.
-pub fn display_path(file: &str, base: &Path) -> String {
-    let path = index::resolve_file(file, base);
-    if let Ok(cwd) = std::env::current_dir().and_then(std::fs::canonicalize) {
-        if let Ok(rel) = path.strip_prefix(&cwd) {
-            return rel.display().to_string();
-        }
-    }
-    path.display().to_string()
-}
-
-/// Finds the indexed article a `--like` argument names: its key, its file's path, or a unique
-/// file name (or file name prefix, like `000`).
-pub fn find_article(store: &Store, like: &str) -> Result<ArticleLoc, CliError> {
-    if let Some(loc) = store.find_key(like) {
-        return Ok(loc);
-    }
-    if Path::new(like).exists() {
-        if let Some(loc) = store.find_key(&index::file_key(Path::new(like), &store.base)) {
-            return Ok(loc);
-        }
-    }
-    let matches: Vec<ArticleLoc> = store
-        .live_articles()
-        .filter(|(_, rec)| {
-            let path = Path::new(rec.file.as_deref().unwrap_or(&rec.key));
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if like.contains('/') {
-                // `business/267`: the end of the path, with or without the extension.
-                let full = path.to_string_lossy();
-                let stem = path.with_extension("");
-                let stem = stem.to_string_lossy();
-                let tail = format!("/{like}");
-                full.ends_with(&tail) || stem.ends_with(&tail) || full == like || stem == like
-            } else {
-                name == like || name.starts_with(like)
-            }
-        })
-        .map(|(loc, _)| loc)
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(CliError::Other(format!("no indexed article is `{like}` (give its path, id or file name; `likewise info` shows the store)"))),
-        many => Err(CliError::Other(format!("`{like}` names {} articles; give more of the path or the id", many.len()))),
-    }
-}
-
-fn cmd_query(g: &Global, q: &QueryArgs) -> Result<i32, CliError> {
-    let filters = q.filters()?;
-    // Passages need the model: check it before the store, so its problems come first.
-    let encoder = if q.like.is_empty() {
-        Some(load_model_for_store(g)?)
-    } else {
-        None
-    };
-    let store = open_store(g)?;
-    let dim = store.manifest.model.dim;
-    let compact = match q.scan {
-        None => store.manifest.compact,
-        Some(ScanArg::Exact) => None,
-        Some(scan) => {
-            let kind = if scan == ScanArg::Int8 {
-                Compact::Int8
-            } else {
-                Compact::Binary
-            };
-            // A binary store also keeps the int8 copy.
-            let kept = store.manifest.compact;
-            if kept != Some(kind) && !(kind == Compact::Int8 && kept == Some(Compact::Binary)) {
-                return Err(CliError::Other(format!(
-                    "store {} keeps no {kind} copies of its vectors; add them with `likewise index --compact {kind}`, or use --scan exact",
-                    g.index.display()
-                )));
-            }
-            Some(kind)
-        }
-    };
-    let mut vectors: Vec<f32> = Vec::new();
-    let mut labels: Vec<serde_json::Value> = Vec::new();
-    let mut excludes: Vec<Option<ArticleLoc>> = Vec::new();
-    if !q.like.is_empty() {
-        for like in &q.like {
-            let loc = find_article(&store, like)?;
-            vectors.extend_from_slice(store.segments[loc.segment].article_vector(loc.article));
-            labels.push(json!({"like": store.article(loc).key}));
-            excludes.push(Some(loc));
-        }
-    } else {
-        let passages: Vec<String> = match (&q.text, &q.file, &q.queries) {
-            (Some(t), _, _) => vec![t.clone()],
-            (None, Some(f), _) => vec![read_text_file(f)?],
-            (None, None, Some(f)) => {
-                let all: Vec<String> = read_text_file(f)?
-                    .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(String::from)
-                    .collect();
-                if all.is_empty() {
-                    return Err(CliError::Other(format!(
-                        "{}: no passages (one per line)",
-                        f.display()
-                    )));
-                }
-                all
-            }
-            (None, None, None) => {
-                return Err(CliError::Other(
-                    "give a passage, --file F, --queries F or --like ARTICLE".into(),
-                ))
-            }
-        };
-        if passages.iter().any(|p| p.trim().is_empty()) {
-            return Err(CliError::Other("the passage is empty".into()));
-        }
-        let encoder = encoder.expect("loaded for passages");
-        store.check_model(encoder.identity(), encoder.precision().as_str())?;
-        for p in &passages {
-            vectors.extend(embed_query(&encoder, p)?);
-        }
-        labels = passages.into_iter().map(|t| json!({"text": t})).collect();
-        excludes = vec![None; labels.len()];
-    }
-    let filter_fn = |store: &Store, loc: ArticleLoc| filters.matches(store, loc);
-    let opts = SearchOptions {
-        k: q.k,
-        min_score: q.min_score,
-        exclude: None,
-        filter: if filters.is_empty() {
-            None
-        } else {
-            Some(&filter_fn)
-        },
-        compact,
-    };
-    let results: Vec<Vec<serde_json::Value>> = if labels.len() == 1 {
-        let opts = SearchOptions {
-            exclude: excludes[0],
-            ..opts
-        };
-        vec![match q.level {
-            Level::Article => {
-                article_hits_json(&store, &search::search_articles(&store, &vectors, &opts))
-            }
-            Level::Paragraph => {
-                paragraph_hits_json(&store, &search::search_paragraphs(&store, &vectors, &opts))
-            }
-        }]
-    } else {
-        debug_assert_eq!(vectors.len(), labels.len() * dim);
-        match q.level {
-            Level::Article => search::search_articles_batch(&store, &vectors, &excludes, &opts)
-                .iter()
-                .map(|h| article_hits_json(&store, h))
-                .collect(),
-            Level::Paragraph => search::search_paragraphs_batch(&store, &vectors, &excludes, &opts)
-                .iter()
-                .map(|h| paragraph_hits_json(&store, h))
-                .collect(),
-        }
-    };
-    let level = match q.level {
-        Level::Article => "article",
-        Level::Paragraph => "paragraph",
-    };
-    let mut out = std::io::stdout().lock();
-    let many = labels.len() > 1;
-    match q.format {
-        Format::Json if !many => {
-            let doc = json!({"query": labels[0], "level": level, "hits": results[0]});
-            writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json"))?;
-        }
-        Format::Json => {
-            let queries: Vec<serde_json::Value> = labels
-                .iter()
-                .zip(&results)
-                .map(|(l, h)| json!({"query": l, "hits": h}))
-                .collect();
-            let doc = json!({"level": level, "queries": queries});
-            writeln!(out, "{}", serde_json::to_string_pretty(&doc).expect("json"))?;
-        }
-        Format::Jsonl => {
-            for (i, hits) in results.iter().enumerate() {
-                for h in hits {
-                    let mut h = h.clone();
-                    if many {
-                        h["query"] = json!(i);
-                    }
-                    writeln!(out, "{h}")?;
-                }
-            }
-        }
-        Format::Table => {
-            for (i, (label, hits)) in labels.iter().zip(&results).enumerate() {
-                if many {
-                    let what = label["like"]
-                        .as_str()
-                        .map(|k| format!("like {k}"))
-                        .unwrap_or_else(|| format!("“{}”", label["text"].as_str().unwrap_or("")));
-                    writeln!(
-                        out,
-                        "{}== query {}: {}",
-                        if i > 0 { "\n" } else { "" },
-                        i + 1,
-                        shorten(&what, 100)
-                    )?;
-                }
-                write_hits_table(&mut out, hits, q.level)?;
-            }
-        }
     }
     Ok(exit::SUCCESS)
 }
@@ -885,158 +816,9 @@ fn read_text_file(f: &Path) -> Result<String, CliError> {
     Ok(crate::text::decode_text(&bytes).0)
 }
 
-fn article_hits_json(store: &Store, hits: &[search::ArticleHit]) -> Vec<serde_json::Value> {
-    hits.iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let mut v = article_json(store, h.loc, i + 1, h.score);
-            if let Some(e) = h.evidence {
-                let c = store.segments[e.loc.segment].chunk(e.chunk);
-                v["paragraph"] = json!(c.paragraph);
-                v["text"] = json!(store.segments[e.loc.segment].chunk_text(e.chunk));
-                v["paragraph_score"] = json!(e.score);
-            }
-            v
-        })
-        .collect()
-}
-
-fn paragraph_hits_json(store: &Store, hits: &[search::ChunkHit]) -> Vec<serde_json::Value> {
-    hits.iter()
-        .enumerate()
-        .map(|(i, h)| {
-            let mut v = article_json(store, h.loc, i + 1, h.score);
-            let seg = &store.segments[h.loc.segment];
-            let c = seg.chunk(h.chunk);
-            v["paragraph"] = json!(c.paragraph);
-            if c.window > 0 || chunk_has_more_windows(seg, h.chunk) {
-                v["window"] = json!(c.window);
-            }
-            v["text"] = json!(seg.chunk_text(h.chunk));
-            v
-        })
-        .collect()
-}
-
-fn chunk_has_more_windows(seg: &crate::store::Segment, chunk: usize) -> bool {
-    let this = seg.chunk(chunk);
-    chunk + 1 < seg.chunk_count() && {
-        let next = seg.chunk(chunk + 1);
-        next.article == this.article && next.paragraph == this.paragraph
-    }
-}
-
-/// A query passage's vector: one embedding when it fits the model's window, else the mean of
-/// its windows' embeddings, so no part of a long passage is ignored.
-pub fn embed_query(encoder: &dyn Embedder, text: &str) -> Result<Vec<f32>, CliError> {
-    // Every word piece covers at least one byte, so a text of no more bytes than a window holds
-    // pieces is one window: no need to tokenise it twice.
-    let fits = text.len() <= encoder.identity().max_seq_length.saturating_sub(2);
-    let pieces: Vec<&str> = if fits {
-        vec![text.trim()]
-    } else {
-        encoder
-            .windows(text)?
-            .into_iter()
-            .map(|r| text[r].trim())
-            .collect()
-    };
-    let pieces: Vec<&str> = pieces.into_iter().filter(|s| !s.is_empty()).collect();
-    let pieces = if pieces.is_empty() {
-        vec![text]
-    } else {
-        pieces
-    };
-    let mut vectors = encoder.embed(&pieces, &|_| {})?;
-    for v in vectors.iter_mut() {
-        crate::model::bert::normalize_in_place(v);
-    }
-    Ok(index::mean_vector(
-        encoder.identity().dim,
-        vectors.iter().map(Vec::as_slice),
-    ))
-}
-
-fn article_json(store: &Store, loc: ArticleLoc, rank: usize, score: f32) -> serde_json::Value {
-    let rec = store.article(loc);
-    let mut v = research::article_ref(store, loc);
-    v["rank"] = json!(rank);
-    v["score"] = json!(score);
-    for (k, val) in [
-        ("date", &rec.meta.date),
-        ("source", &rec.meta.source),
-        ("url", &rec.meta.url),
-    ] {
-        if let Some(val) = val {
-            v[k] = json!(val);
-        }
-    }
-    v
-}
-
-pub(crate) fn shorten(s: &str, max_chars: usize) -> String {
-    let clean = sanitize_for_terminal(s);
-    if clean.chars().count() <= max_chars {
-        return clean;
-    }
-    let mut out: String = clean.chars().take(max_chars.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
-fn write_hits_table(
-    out: &mut impl Write,
-    hits: &[serde_json::Value],
-    level: Level,
-) -> std::io::Result<()> {
-    if hits.is_empty() {
-        writeln!(out, "no results")?;
-        return Ok(());
-    }
-    for h in hits {
-        let s = |k: &str| h[k].as_str().unwrap_or("").to_string();
-        let place = if h["id"].is_string() && h["path"].is_string() {
-            format!("{} ({})", s("id"), s("path"))
-        } else if h["path"].is_string() {
-            s("path")
-        } else {
-            s("id")
-        };
-        writeln!(
-            out,
-            "{:>2}. {:.3}  {}",
-            h["rank"],
-            h["score"].as_f64().unwrap_or(0.0),
-            shorten(&s("title"), 90)
-        )?;
-        let meta: Vec<String> = ["date", "source"]
-            .iter()
-            .map(|k| s(k))
-            .filter(|v| !v.is_empty())
-            .collect();
-        let meta = if meta.is_empty() {
-            String::new()
-        } else {
-            format!("  [{}]", shorten(&meta.join(" · "), 40))
-        };
-        writeln!(out, "           {}{}", shorten(&place, 80), meta)?;
-        if h["text"].is_string() {
-            let label = match level {
-                Level::Article => format!(
-                    "¶{} {:.3}",
-                    h["paragraph"],
-                    h["paragraph_score"].as_f64().unwrap_or(0.0)
-                ),
-                Level::Paragraph => format!("¶{}", h["paragraph"]),
-            };
-            writeln!(out, "           {label}  “{}”", shorten(&s("text"), 150))?;
-        }
-    }
-    Ok(())
-}
-
 fn cmd_embed(g: &Global, file: Option<&Path>) -> Result<i32, CliError> {
-    let encoder = load_model(g)?;
+    use crate::model::Embedder;
+    let encoder = g.load_model()?;
     let reader: Box<dyn BufRead> = match file {
         None => Box::new(std::io::stdin().lock()),
         Some(p) if p == Path::new("-") => Box::new(std::io::stdin().lock()),
@@ -1077,82 +859,10 @@ fn cmd_embed(g: &Global, file: Option<&Path>) -> Result<i32, CliError> {
     bar.finish_and_clear();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for v in vectors {
-        serde_json::to_writer(&mut out, &json!({"embedding": v}))
+        serde_json::to_writer(&mut out, &serde_json::json!({"embedding": v}))
             .map_err(|e| CliError::Other(e.to_string()))?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
     Ok(exit::SUCCESS)
-}
-
-fn cmd_info(g: &Global, format: Format) -> Result<i32, CliError> {
-    let store = open_store(g)?;
-    let m = &store.manifest;
-    let info = json!({
-        "store": g.index.display().to_string(),
-        "articles": store.article_count(),
-        "paragraphs": store.paragraph_count(),
-        "chunks": store.chunk_count(),
-        "segments": m.segments.len(),
-        "generation": m.generation,
-        "bytes_on_disk": store.disk_bytes(),
-        "model": m.model,
-        "precision": m.precision,
-        "compact": m.compact,
-        "compact_bytes": store.compact_bytes(),
-    });
-    let mut out = std::io::stdout().lock();
-    match format {
-        Format::Json | Format::Jsonl => writeln!(out, "{info}")?,
-        Format::Table => {
-            writeln!(out, "store       {}", g.index.display())?;
-            writeln!(out, "articles    {}", store.article_count())?;
-            writeln!(
-                out,
-                "paragraphs  {} ({} chunks embedded)",
-                store.paragraph_count(),
-                store.chunk_count()
-            )?;
-            writeln!(
-                out,
-                "model       {} (dim {}, {} pooling, max_seq_length {}, {}normalised)",
-                m.model.name,
-                m.model.dim,
-                m.model.pooling,
-                m.model.max_seq_length,
-                if m.model.normalize { "" } else { "not " }
-            )?;
-            writeln!(out, "weights     sha256 {}", m.model.weights_sha256)?;
-            writeln!(out, "precision   {}", m.precision)?;
-            if let Some(kind) = m.compact {
-                writeln!(
-                    out,
-                    "compact     {kind} copies of the paragraph vectors ({})",
-                    human_bytes(store.compact_bytes())
-                )?;
-            }
-            writeln!(
-                out,
-                "on disk     {} in {} segments",
-                human_bytes(store.disk_bytes()),
-                m.segments.len()
-            )?;
-        }
-    }
-    Ok(exit::SUCCESS)
-}
-
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

@@ -25,7 +25,8 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const MANIFEST: &str = "MANIFEST";
+/// The manifest's file name in the store folder.
+pub const MANIFEST: &str = "MANIFEST";
 const LOCK: &str = "LOCK";
 
 /// Errors of opening, reading and writing a store; each message says what to do.
@@ -236,7 +237,7 @@ pub struct ArticleLoc {
 /// A store opened for reading: a consistent snapshot of one manifest generation.
 pub struct Store {
     pub dir: PathBuf,
-    /// The folder stored file names are relative to (see `index::store_base`).
+    /// The folder stored file names are relative to (see [`store_base`]).
     pub base: PathBuf,
     pub manifest: Manifest,
     pub segments: Vec<Segment>,
@@ -305,7 +306,7 @@ impl Store {
         }
         Ok(Store {
             dir: dir.to_path_buf(),
-            base: crate::index::store_base(dir),
+            base: store_base(dir),
             manifest,
             segments,
             warnings,
@@ -932,6 +933,39 @@ pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreErr
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(io_err(&target))
+}
+
+/// The folder stored file names are relative to: the one that holds the store folder, so a
+/// project moved or cloned together with its store keeps its articles.
+pub fn store_base(store_dir: &Path) -> PathBuf {
+    std::fs::canonicalize(store_dir)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+}
+
+/// How a file is named in the store: relative to `base` (with `/`) when it lies below it, else
+/// its absolute path.
+pub fn file_key(path: &Path, base: &Path) -> String {
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    match canonical.strip_prefix(base) {
+        Ok(rel) if !base.as_os_str().is_empty() => rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"),
+        _ => canonical.to_string_lossy().into_owned(),
+    }
+}
+
+/// The path on disk of a stored file name.
+pub fn resolve_file(file: &str, base: &Path) -> PathBuf {
+    let p = Path::new(file);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,481 @@
+//! The engine's requests and results, as typed documents: what the CLI prints with
+//! `--format json`, what `likewise serve` returns, what the Python module hands over. One
+//! serializer (serde) makes all of them, so the same request gives the same document everywhere.
+
+use serde::{Deserialize, Serialize};
+
+/// Article or paragraph level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    #[default]
+    Article,
+    Paragraph,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Article => "article",
+            Level::Paragraph => "paragraph",
+        }
+    }
+}
+
+/// How paragraph vectors are scanned: every exact vector, or candidates from a compact copy
+/// first (scores are exact either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scan {
+    Exact,
+    Int8,
+    Binary,
+}
+
+/// One string or a list of them (`"like": "003"` or `"like": ["003", "004"]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "OneOrMany")]
+pub struct Strings(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for Strings {
+    fn from(v: OneOrMany) -> Self {
+        match v {
+            OneOrMany::One(s) => Strings(vec![s]),
+            OneOrMany::Many(v) => Strings(v),
+        }
+    }
+}
+
+impl Strings {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn default_k() -> usize {
+    10
+}
+
+/// A similarity query: passages (`text`, or several `texts` answered in one pass) or indexed
+/// articles (`like`), with the level, the number of results and filters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub texts: Vec<String>,
+    /// Indexed articles (key, path or file name); each is left out of its own results.
+    #[serde(default, skip_serializing_if = "Strings::is_empty")]
+    pub like: Strings,
+    #[serde(default)]
+    pub level: Level,
+    #[serde(default = "default_k")]
+    pub k: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_score: Option<f32>,
+    /// Source or agency credit, any of them.
+    #[serde(default, skip_serializing_if = "Strings::is_empty")]
+    pub source: Strings,
+    /// Days, inclusive, in any spelling the indexer understands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Globs on the article's path or id, any of them.
+    #[serde(default, skip_serializing_if = "Strings::is_empty")]
+    pub path: Strings,
+    /// Default: the store's compact copies when it keeps some, else exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<Scan>,
+}
+
+impl Default for QueryRequest {
+    fn default() -> Self {
+        QueryRequest {
+            text: None,
+            texts: Vec::new(),
+            like: Strings::default(),
+            level: Level::Article,
+            k: default_k(),
+            min_score: None,
+            source: Strings::default(),
+            since: None,
+            until: None,
+            path: Strings::default(),
+            scan: None,
+        }
+    }
+}
+
+/// Which article a result names: `key` always (what `GET /api/articles/{key}` and `like`
+/// take); `path` when it came from a file (shown relative to the working folder); `id` when its
+/// key is not its path (a JSONL id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArticleRef {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub title: String,
+}
+
+impl ArticleRef {
+    /// The path, else the id: how a person finds the article.
+    pub fn place(&self) -> &str {
+        self.path
+            .as_deref()
+            .or(self.id.as_deref())
+            .unwrap_or(&self.key)
+    }
+}
+
+/// What a query asked for, echoed in its answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum QueryLabel {
+    Text { text: String },
+    Like { like: String },
+}
+
+/// One result: an article (article level, with the paragraph that matched it best) or a
+/// paragraph (paragraph level).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    #[serde(flatten)]
+    pub article: ArticleRef,
+    pub rank: usize,
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// 0-based paragraph number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paragraph: Option<u32>,
+    /// The window within a paragraph too long for the model (paragraph level).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The best paragraph's own score (article level).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paragraph_score: Option<f32>,
+}
+
+/// The answer to one query.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryAnswer {
+    pub query: QueryLabel,
+    pub hits: Vec<Hit>,
+}
+
+/// The answer to a query request: one query's, or several answered in one pass.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum QueryResult {
+    One {
+        query: QueryLabel,
+        level: Level,
+        hits: Vec<Hit>,
+    },
+    Many {
+        level: Level,
+        queries: Vec<QueryAnswer>,
+    },
+}
+
+impl QueryResult {
+    pub fn level(&self) -> Level {
+        match self {
+            QueryResult::One { level, .. } | QueryResult::Many { level, .. } => *level,
+        }
+    }
+
+    /// Every query with its hits.
+    pub fn answers(&self) -> Vec<(&QueryLabel, &[Hit])> {
+        match self {
+            QueryResult::One { query, hits, .. } => vec![(query, hits.as_slice())],
+            QueryResult::Many { queries, .. } => queries
+                .iter()
+                .map(|q| (&q.query, q.hits.as_slice()))
+                .collect(),
+        }
+    }
+}
+
+/// A paragraph of an article, with its similarity to a passage when one was given.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParagraphDoc {
+    pub paragraph: u32,
+    pub text: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+}
+
+/// One article whole: metadata, paragraphs, nearest articles and duplicate pairs it is in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArticleDoc {
+    #[serde(flatten)]
+    pub article: ArticleRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credit: Option<String>,
+    pub paragraphs: Vec<ParagraphDoc>,
+    pub nearest: Vec<Hit>,
+    pub duplicates: Vec<DupePairDoc>,
+}
+
+/// A paragraph named in a comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParagraphRef {
+    pub paragraph: u32,
+    pub text: String,
+}
+
+/// Two paragraphs matched by `compare`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatchDoc {
+    /// `shared` (verbatim or nearly) or `paraphrased`.
+    pub relation: crate::compare::Relation,
+    pub a: ParagraphRef,
+    pub b: ParagraphRef,
+    pub score: f32,
+    pub overlap: f32,
+}
+
+/// Two articles aligned paragraph by paragraph.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompareResult {
+    pub a: ArticleRef,
+    pub b: ArticleRef,
+    /// Every paragraph of each side, in order (what `matches` and `only_*` number).
+    #[serde(skip)]
+    pub paragraphs_a: usize,
+    #[serde(skip)]
+    pub paragraphs_b: usize,
+    pub matches: Vec<MatchDoc>,
+    pub only_a: Vec<ParagraphRef>,
+    pub only_b: Vec<ParagraphRef>,
+}
+
+/// Topics or stories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum By {
+    /// Broad subjects (k-means; k chosen by silhouette unless given).
+    #[default]
+    Topic,
+    /// Coverage of the same event (average linkage cut at a threshold).
+    Story,
+}
+
+fn default_keywords() -> usize {
+    6
+}
+
+/// What `cluster` is asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterRequest {
+    #[serde(default)]
+    pub by: By,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    #[serde(default = "default_keywords")]
+    pub keywords: usize,
+}
+
+impl Default for ClusterRequest {
+    fn default() -> Self {
+        ClusterRequest {
+            by: By::Topic,
+            k: None,
+            threshold: None,
+            keywords: default_keywords(),
+        }
+    }
+}
+
+/// A cluster member (or outlier).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberDoc {
+    #[serde(flatten)]
+    pub article: ArticleRef,
+    /// Cosine to the cluster's centre.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+}
+
+/// A first and last day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DateSpan {
+    pub from: String,
+    pub to: String,
+}
+
+/// A labelled cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterDoc {
+    pub id: usize,
+    /// The most central member's headline.
+    pub label: String,
+    pub keywords: Vec<String>,
+    pub size: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dates: Option<DateSpan>,
+    /// Most central first.
+    pub members: Vec<MemberDoc>,
+}
+
+/// Clusters of the whole store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClustersResult {
+    pub by: By,
+    /// How the grouping was made, e.g. how k was chosen.
+    pub method: String,
+    pub clusters: Vec<ClusterDoc>,
+    pub outliers: Vec<MemberDoc>,
+    /// Articles clustered, and the time it took (for the report on stderr; not in the document).
+    #[serde(skip)]
+    pub articles: usize,
+    #[serde(skip)]
+    pub seconds: f64,
+}
+
+/// Duplicate tiers.
+pub use crate::dupes::Tier;
+
+/// Article pairs, paragraph pairs, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DupeLevel {
+    Article,
+    Paragraph,
+    #[default]
+    Both,
+}
+
+/// What `dupes` is asked.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DupesRequest {
+    #[serde(default)]
+    pub level: DupeLevel,
+    /// Only these tiers (default: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tier: Vec<TierName>,
+}
+
+/// A tier as requests name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TierName {
+    Exact,
+    NearCopy,
+    Rewrite,
+}
+
+impl TierName {
+    pub fn tier(self) -> Tier {
+        match self {
+            TierName::Exact => Tier::Exact,
+            TierName::NearCopy => Tier::NearCopy,
+            TierName::Rewrite => Tier::Rewrite,
+        }
+    }
+}
+
+/// One side of a duplicate pair.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SideDoc {
+    #[serde(flatten)]
+    pub article: ArticleRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paragraph: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// A pair of copied or rewritten articles or paragraphs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DupePairDoc {
+    pub tier: Tier,
+    pub level: crate::dupes::Level,
+    pub score: f32,
+    pub overlap: f32,
+    pub a: SideDoc,
+    pub b: SideDoc,
+}
+
+/// Every duplicate pair of the store.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DupesResult {
+    pub pairs: Vec<DupePairDoc>,
+    #[serde(skip)]
+    pub articles: usize,
+    #[serde(skip)]
+    pub seconds: f64,
+}
+
+/// What the store holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InfoResult {
+    pub store: String,
+    pub articles: usize,
+    pub paragraphs: usize,
+    pub chunks: usize,
+    pub segments: usize,
+    pub generation: u64,
+    pub bytes_on_disk: u64,
+    pub model: crate::model::ModelIdentity,
+    pub precision: String,
+    pub compact: Option<crate::compact::Compact>,
+    pub compact_bytes: u64,
+    /// When the current generation was committed (seconds since 1970, UTC), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub committed_unix: Option<u64>,
+}
+
+/// A point of the map: one article.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MapPoint {
+    pub key: String,
+    pub title: String,
+    pub x: f32,
+    pub y: f32,
+    /// Its topic cluster's id (0 for outliers).
+    pub cluster: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+}
+
+/// A 2-D map of every article, from a projection of the article vectors that keeps
+/// neighbours together, coloured by topic.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MapResult {
+    pub method: String,
+    pub generation: u64,
+    pub points: Vec<MapPoint>,
+    pub clusters: Vec<ClusterDoc>,
+    pub seconds: f64,
+}
