@@ -13,7 +13,7 @@
 //!   alignment, all on the stored vectors ([`articles`] lays them out);
 //! - [`engine`]: every operation as a typed request and result, over one store and one model;
 //! - front ends over the engine: [`cli`] (arguments to requests, results to tables or JSON);
-//!   [`bench`]: rerunnable measurements.
+//!   [`serve`] (the web page and the JSON API over HTTP); [`bench`]: rerunnable measurements.
 
 pub mod articles;
 pub mod bench;
@@ -26,6 +26,7 @@ pub mod engine;
 pub mod index;
 pub mod model;
 pub mod search;
+pub mod serve;
 pub mod similarity;
 pub mod store;
 pub mod text;

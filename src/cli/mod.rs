@@ -110,7 +110,8 @@ pub enum Command {
     Dupes(DupesArgs),
     /// Align two indexed articles paragraph by paragraph: shared, paraphrased, unique to each.
     Compare(CompareArgs),
-
+    /// Serve the web page and the JSON API over HTTP (loopback unless --addr says otherwise).
+    Serve(crate::serve::ServeArgs),
     /// Show what the store holds.
     Info {
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -603,6 +604,10 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 Format::Jsonl => writeln!(out, "{}", to_json(&result))?,
                 Format::Table => table::compare(&mut out, &result)?,
             }
+            Ok(exit::SUCCESS)
+        }
+        Command::Serve(args) => {
+            crate::serve::run(g.engine(), args).map_err(EngineError::from)?;
             Ok(exit::SUCCESS)
         }
         Command::Bench(BenchCommand::Cluster { threshold }) => {

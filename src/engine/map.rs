@@ -26,6 +26,8 @@ const PERPLEXITY: f32 = 30.0;
 const EXAGGERATION: f32 = 12.0;
 const EXAGGERATED_ITERATIONS: usize = 250;
 const ITERATIONS: usize = 750;
+/// Independent sums in the repulsion loop: two AVX-512 registers' worth.
+const LANES: usize = 32;
 
 /// The map of a store: every article (or an even sample), and its topic clusters.
 pub fn map_of(store: &Store) -> MapResult {
@@ -253,18 +255,34 @@ pub fn tsne(v: &[f32], dim: usize, seed: u64) -> Vec<f32> {
             .into_par_iter()
             .map(|i| {
                 let (xi, yi) = (xs[i], ys[i]);
-                let (mut fx, mut fy, mut z) = (0f32, 0f32, 0f32);
-                for (xj, yj) in xs.iter().zip(&ys) {
+                // LANES separate sums: float addition is not associative, so one running sum
+                // would keep the compiler from spreading the loop over vector registers.
+                let mut fx = [0f32; LANES];
+                let mut fy = [0f32; LANES];
+                let mut z = [0f32; LANES];
+                let mut xc = xs.chunks_exact(LANES);
+                let mut yc = ys.chunks_exact(LANES);
+                for (xb, yb) in xc.by_ref().zip(yc.by_ref()) {
+                    for l in 0..LANES {
+                        let dx = xi - xb[l];
+                        let dy = yi - yb[l];
+                        let q = 1.0 / (1.0 + dx * dx + dy * dy);
+                        z[l] += q;
+                        fx[l] += q * q * dx;
+                        fy[l] += q * q * dy;
+                    }
+                }
+                for (xj, yj) in xc.remainder().iter().zip(yc.remainder()) {
                     let dx = xi - xj;
                     let dy = yi - yj;
                     let q = 1.0 / (1.0 + dx * dx + dy * dy);
-                    z += q;
-                    let q2 = q * q;
-                    fx += q2 * dx;
-                    fy += q2 * dy;
+                    z[0] += q;
+                    fx[0] += q * q * dx;
+                    fy[0] += q * q * dy;
                 }
+                let sum = |a: [f32; LANES]| a.iter().sum::<f32>();
                 // The j = i term added q = 1 to z and nothing to the forces.
-                (fx, fy, z - 1.0)
+                (sum(fx), sum(fy), sum(z) - 1.0)
             })
             .collect();
         let z: f32 = rep.iter().map(|r| r.2).sum::<f32>().max(1e-12);
