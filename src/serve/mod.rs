@@ -622,7 +622,7 @@ async fn serve(app: Shared, args: ServeArgs) -> Result<(), ServeError> {
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+        .header_read_timeout(Duration::from_secs(args.timeout.clamp(1, 10)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // Connections at once: past this, new ones wait in the listen queue.
     let slots = Arc::new(tokio::sync::Semaphore::new(512));
