@@ -159,7 +159,7 @@ async function searchView(params) {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(req),
   });
   const hits = doc.hits || [];
-  const what = like ? `articles like ${like}` : "the passage";
+  const what = like ? `the article ${like}` : "the passage";
   status("search-status", `${hits.length} ${req.level === "paragraph" ? "paragraphs" : "articles"} like ${what} (${Math.round(performance.now() - t0)} ms)`);
   const words = wordSet(text || "");
   for (const h of hits) {
