@@ -834,3 +834,207 @@ pub fn cpu_name() -> String {
         field("model")
     )
 }
+
+/// `likewise bench serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeBenchArgs {
+    /// Numbers of concurrent clients, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub clients: Vec<usize>,
+    /// Seconds each run lasts.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Then a run of this many seconds at the largest number of clients, the server's resident
+    /// memory sampled every 10 s (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub soak: u64,
+}
+
+/// The server's resident memory in bytes (Linux), from /proc.
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// A `likewise serve` child process on a free loopback port; stopped when dropped.
+struct ServerProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(store: &Path) -> Result<ServerProcess, EngineError> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe()?;
+    let mut child = std::process::Command::new(exe)
+        .args(["--index"])
+        .arg(store)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    let base = line.trim().trim_end_matches('/').to_string();
+    if !base.starts_with("http://127.0.0.1:") {
+        let _ = child.kill();
+        return Err(EngineError::Input(format!(
+            "likewise serve did not start (it printed {line:?})"
+        )));
+    }
+    Ok(ServerProcess { child, base })
+}
+
+/// One timed run: `clients` threads sending requests made by `body(i)` until `seconds` pass.
+fn load_run(
+    base: &str,
+    clients: usize,
+    seconds: u64,
+    body: &(dyn Fn(usize) -> String + Sync),
+) -> serde_json::Value {
+    let deadline = Instant::now() + std::time::Duration::from_secs(seconds);
+    let started = Instant::now();
+    let url = format!("{base}/api/query");
+    let results: Vec<(Vec<f64>, usize)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                let url = url.clone();
+                scope.spawn(move || {
+                    let agent = ureq::AgentBuilder::new()
+                        .timeout(std::time::Duration::from_secs(30))
+                        .build();
+                    let mut latencies = Vec::new();
+                    let mut errors = 0usize;
+                    let mut i = c;
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let ok = agent
+                            .post(&url)
+                            .set("Content-Type", "application/json")
+                            .send_string(&body(i))
+                            .is_ok_and(|r| r.status() == 200 && r.into_string().is_ok());
+                        if ok {
+                            latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                        } else {
+                            errors += 1;
+                        }
+                        i += clients;
+                    }
+                    (latencies, errors)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let mut all: Vec<f64> = results.iter().flat_map(|r| r.0.iter().copied()).collect();
+    let errors: usize = results.iter().map(|r| r.1).sum();
+    all.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        if all.is_empty() {
+            0.0
+        } else {
+            all[((all.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    json!({
+        "clients": clients,
+        "requests": all.len(),
+        "errors": errors,
+        "queries_per_s": all.len() as f64 / wall,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+    })
+}
+
+/// `likewise bench serve`: starts `likewise serve` on the store, then loads it from this
+/// process over loopback with passage queries (the store's own paragraphs, a different one
+/// each request) and `like` queries (its articles), at each number of clients for a bounded
+/// time; the server's resident memory is read before and after each run.
+pub fn serve(store_dir: &Path, args: &ServeBenchArgs) -> Result<(), EngineError> {
+    let store = Store::open(store_dir)?;
+    let mut passages = Vec::new();
+    let mut keys = Vec::new();
+    for (loc, rec) in store.live_articles() {
+        keys.push(rec.key.clone());
+        let seg = &store.segments[loc.segment];
+        for c in seg.article_chunks(loc.article).take(3) {
+            let text = seg.chunk_text(c);
+            if text.split_whitespace().count() >= 12 {
+                passages.push(
+                    text.split_whitespace()
+                        .take(60)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                );
+            }
+        }
+    }
+    drop(store);
+    if passages.is_empty() || keys.len() < 2 {
+        return Err(EngineError::Invalid(
+            "bench serve needs a store of at least two articles with paragraphs".into(),
+        ));
+    }
+    let server = start_server(store_dir)?;
+    let pid = server.child.id();
+    let passage = |i: usize| json!({"text": passages[i * 7919 % passages.len()]}).to_string();
+    let like = |i: usize| json!({"like": keys[i * 7919 % keys.len()]}).to_string();
+    // Warm-up: the model's first batches, the store's pages.
+    load_run(&server.base, 2, 2, &passage);
+    let mut runs = Vec::new();
+    for (kind, body) in [
+        ("passage", &passage as &(dyn Fn(usize) -> String + Sync)),
+        ("like", &like),
+    ] {
+        for &c in &args.clients {
+            let before = resident_bytes(pid);
+            let mut r = load_run(&server.base, c.max(1), args.seconds, body);
+            r["kind"] = json!(kind);
+            r["server_rss_mb_before"] = json!(before.map(|b| b as f64 / 1e6));
+            r["server_rss_mb_after"] = json!(resident_bytes(pid).map(|b| b as f64 / 1e6));
+            eprintln!("likewise: {r}");
+            runs.push(r);
+        }
+    }
+    let mut soak = Vec::new();
+    if args.soak > 0 {
+        let clients = args.clients.iter().copied().max().unwrap_or(32);
+        let mut left = args.soak;
+        while left > 0 {
+            let step = left.min(10);
+            let r = load_run(&server.base, clients, step, &passage);
+            let rss = resident_bytes(pid).map(|b| b as f64 / 1e6);
+            eprintln!("likewise: soak {}s left: rss {rss:?} MB, {r}", left - step);
+            soak.push(json!({"rss_mb": rss, "queries_per_s": r["queries_per_s"], "errors": r["errors"], "p99_ms": r["p99_ms"]}));
+            left -= step;
+        }
+    }
+    let doc = json!({
+        "store": store_dir.display().to_string(),
+        "articles": keys.len(),
+        "cpu": cpu_name(),
+        "threads": threads(),
+        "seconds_per_run": args.seconds,
+        "runs": runs,
+        "soak": soak,
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+    Ok(())
+}

@@ -425,6 +425,9 @@ pub enum BenchCommand {
     /// The 2-D map of the store (--index): time to compute it, and how well it keeps
     /// neighbours (share of each article's 10 nearest on the map in its own folder).
     Map,
+    /// Load on a `likewise serve` of the store (--index), on loopback: queries/s and latency
+    /// at several numbers of concurrent clients, bounded in time.
+    Serve(crate::bench::ServeBenchArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -681,6 +684,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             crate::bench::article_vectors(&g.load_model()?, corpus, *per_topic),
         ),
         Command::Bench(BenchCommand::Map) => done(crate::bench::map(&*g.engine().store()?)),
+        Command::Bench(BenchCommand::Serve(args)) => done(crate::bench::serve(&g.index, args)),
     }
 }
 
