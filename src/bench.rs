@@ -769,7 +769,7 @@ pub fn map(store: &Store) -> Result<(), EngineError> {
     let table = ArticleTable::new(store);
     let labels = folder_labels(&table);
     let started = Instant::now();
-    let result = crate::engine::map::map_of(store);
+    let result = crate::engine::map_of(store);
     let secs = started.elapsed().as_secs_f64();
     let by_key: std::collections::HashMap<&str, usize> = (0..table.len())
         .map(|i| (table.record(i).key.as_str(), i))

@@ -14,77 +14,16 @@
 //! per-coordinate gains. Stores of more than [`MAX_POINTS`] articles are mapped on an even
 //! sample of that many, and the method line says so.
 
-use super::docs::{MapPoint, MapResult};
-use crate::articles::ArticleTable;
-use crate::store::Store;
 use rayon::prelude::*;
-use std::time::Instant;
 
 /// Most articles on one map: t-SNE's cost grows with the square of the points.
 pub const MAX_POINTS: usize = 6000;
-const PERPLEXITY: f32 = 30.0;
+pub const PERPLEXITY: f32 = 30.0;
 const EXAGGERATION: f32 = 12.0;
 const EXAGGERATED_ITERATIONS: usize = 250;
 const ITERATIONS: usize = 750;
 /// Independent sums in the repulsion loop: two AVX-512 registers' worth.
 const LANES: usize = 32;
-
-/// The map of a store: every article (or an even sample), and its topic clusters.
-pub fn map_of(store: &Store) -> MapResult {
-    let started = Instant::now();
-    let table = ArticleTable::new(store);
-    let grouping = crate::cluster::topics(&table, None);
-    let clusters = crate::cluster::label(&table, &grouping, 6);
-    let n = table.len();
-    let rows: Vec<usize> = if n <= MAX_POINTS {
-        (0..n).collect()
-    } else {
-        (0..MAX_POINTS).map(|i| i * n / MAX_POINTS).collect()
-    };
-    let dim = table.dim;
-    let mut vectors = Vec::with_capacity(rows.len() * dim);
-    for &r in &rows {
-        vectors.extend_from_slice(table.vector(r));
-    }
-    let xy = tsne(&vectors, dim, 0x1157);
-    // Labelled clusters are numbered largest first; outliers are in none (0).
-    let mut cluster_of = vec![0usize; n];
-    for c in &clusters {
-        for &(i, _) in &c.members {
-            cluster_of[i] = c.id;
-        }
-    }
-    let points = rows
-        .iter()
-        .enumerate()
-        .map(|(p, &r)| {
-            let rec = table.record(r);
-            MapPoint {
-                key: rec.key.clone(),
-                title: rec.title.clone(),
-                x: xy[2 * p],
-                y: xy[2 * p + 1],
-                cluster: cluster_of[r],
-                date: rec.meta.date.clone(),
-            }
-        })
-        .collect();
-    let method = if rows.len() < n {
-        format!(
-            "t-SNE (perplexity {PERPLEXITY}) of an even sample of {} of {n} article vectors",
-            rows.len()
-        )
-    } else {
-        format!("t-SNE (perplexity {PERPLEXITY}) of the {n} article vectors")
-    };
-    MapResult {
-        method,
-        generation: store.manifest.generation,
-        points,
-        clusters: super::cluster_docs(&table, &clusters),
-        seconds: started.elapsed().as_secs_f64(),
-    }
-}
 
 /// Symmetric sparse affinities: for each point, (neighbour, p_ij) with Σ p = 1 overall.
 fn affinities(v: &[f32], dim: usize) -> Vec<Vec<(u32, f32)>> {

@@ -623,7 +623,7 @@ impl Engine {
     /// The 2-D map of every article, coloured by topic; kept until the store changes.
     pub fn map(&self) -> Result<Arc<MapResult>, EngineError> {
         let store = self.store()?;
-        self.cached(&store, |s| &mut s.map, || Ok(map::map_of(&store)))
+        self.cached(&store, |s| &mut s.map, || Ok(map_of(&store)))
     }
 
     /// What the store holds.
@@ -1040,6 +1040,69 @@ fn dupes_of(store: &Store) -> DupesResult {
     DupesResult {
         pairs,
         articles: table.len(),
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// The map of a store: every article (or an even sample), and its topic clusters.
+pub fn map_of(store: &Store) -> MapResult {
+    let started = Instant::now();
+    let table = ArticleTable::new(store);
+    let grouping = crate::cluster::topics(&table, None);
+    let clusters = crate::cluster::label(&table, &grouping, 6);
+    let n = table.len();
+    let rows: Vec<usize> = if n <= map::MAX_POINTS {
+        (0..n).collect()
+    } else {
+        (0..map::MAX_POINTS)
+            .map(|i| i * n / map::MAX_POINTS)
+            .collect()
+    };
+    let dim = table.dim;
+    let mut vectors = Vec::with_capacity(rows.len() * dim);
+    for &r in &rows {
+        vectors.extend_from_slice(table.vector(r));
+    }
+    let xy = map::tsne(&vectors, dim, 0x1157);
+    // Labelled clusters are numbered largest first; outliers are in none (0).
+    let mut cluster_of = vec![0usize; n];
+    for c in &clusters {
+        for &(i, _) in &c.members {
+            cluster_of[i] = c.id;
+        }
+    }
+    let points = rows
+        .iter()
+        .enumerate()
+        .map(|(p, &r)| {
+            let rec = table.record(r);
+            MapPoint {
+                key: rec.key.clone(),
+                title: rec.title.clone(),
+                x: xy[2 * p],
+                y: xy[2 * p + 1],
+                cluster: cluster_of[r],
+                date: rec.meta.date.clone(),
+            }
+        })
+        .collect();
+    let method = if rows.len() < n {
+        format!(
+            "t-SNE (perplexity {}) of an even sample of {} of {n} article vectors",
+            map::PERPLEXITY,
+            rows.len()
+        )
+    } else {
+        format!(
+            "t-SNE (perplexity {}) of the {n} article vectors",
+            map::PERPLEXITY
+        )
+    };
+    MapResult {
+        method,
+        generation: store.manifest.generation,
+        points,
+        clusters: cluster_docs(&table, &clusters),
         seconds: started.elapsed().as_secs_f64(),
     }
 }
