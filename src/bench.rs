@@ -835,6 +835,9 @@ pub fn cpu_name() -> String {
     )
 }
 
+/// Words of each passage `bench serve` sends: the 25 of `bench query`, an analyst's sentence.
+const PASSAGE_WORDS: usize = 25;
+
 /// `likewise bench serve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeBenchArgs {
@@ -898,49 +901,82 @@ fn start_server(store: &Path) -> Result<ServerProcess, EngineError> {
     Ok(ServerProcess { child, base })
 }
 
-/// One timed run: `clients` threads sending requests made by `body(i)` until `seconds` pass.
-fn load_run(
-    base: &str,
-    clients: usize,
-    seconds: u64,
-    body: &(dyn Fn(usize) -> String + Sync),
-) -> serde_json::Value {
-    let deadline = Instant::now() + std::time::Duration::from_secs(seconds);
+/// Makes the body of the i-th request.
+type RequestBody = std::sync::Arc<dyn Fn(usize) -> String + Send + Sync>;
+
+/// One client's connection: HTTP/1.1 keep-alive, one request at a time (hyper's client).
+async fn load_client(
+    addr: String,
+    deadline: Instant,
+    first: usize,
+    step: usize,
+    body: RequestBody,
+) -> (Vec<f64>, usize) {
+    let mut latencies = Vec::new();
+    let mut errors = 0usize;
+    let connect = async {
+        let stream = tokio::net::TcpStream::connect(&addr).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .ok()?;
+        tokio::spawn(conn);
+        Some(sender)
+    };
+    let Some(mut sender) = connect.await else {
+        return (latencies, 1);
+    };
+    let mut i = first;
+    while Instant::now() < deadline {
+        let req = hyper::Request::post("/api/query")
+            .header("host", &addr)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body(i)))
+            .expect("a valid request");
+        let t = Instant::now();
+        let ok = match sender.send_request(req).await {
+            Ok(resp) => {
+                let status = resp.status();
+                let bytes =
+                    axum::body::to_bytes(axum::body::Body::new(resp.into_body()), 1 << 26).await;
+                status == 200 && bytes.is_ok()
+            }
+            Err(_) => false,
+        };
+        if ok {
+            latencies.push(t.elapsed().as_secs_f64() * 1e3);
+        } else {
+            errors += 1;
+            break;
+        }
+        i += step;
+    }
+    (latencies, errors)
+}
+
+/// One timed run: `clients` connections sending requests made by `body(i)` until `seconds`
+/// pass, each waiting for its answer before the next.
+fn load_run(base: &str, clients: usize, seconds: u64, body: &RequestBody) -> serde_json::Value {
+    let addr = base.trim_start_matches("http://").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the clients");
     let started = Instant::now();
-    let url = format!("{base}/api/query");
-    let results: Vec<(Vec<f64>, usize)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..clients)
-            .map(|c| {
-                let url = url.clone();
-                scope.spawn(move || {
-                    let agent = ureq::AgentBuilder::new()
-                        .timeout(std::time::Duration::from_secs(30))
-                        .build();
-                    let mut latencies = Vec::new();
-                    let mut errors = 0usize;
-                    let mut i = c;
-                    while Instant::now() < deadline {
-                        let t = Instant::now();
-                        let ok = agent
-                            .post(&url)
-                            .set("Content-Type", "application/json")
-                            .send_string(&body(i))
-                            .is_ok_and(|r| r.status() == 200 && r.into_string().is_ok());
-                        if ok {
-                            latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                        } else {
-                            errors += 1;
-                        }
-                        i += clients;
-                    }
-                    (latencies, errors)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("client thread"))
-            .collect()
+    let deadline = started + std::time::Duration::from_secs(seconds);
+    let results: Vec<(Vec<f64>, usize)> = runtime.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for c in 0..clients {
+            set.spawn(load_client(
+                addr.clone(),
+                deadline,
+                c,
+                clients,
+                body.clone(),
+            ));
+        }
+        set.join_all().await
     });
     let wall = started.elapsed().as_secs_f64();
     let mut all: Vec<f64> = results.iter().flat_map(|r| r.0.iter().copied()).collect();
@@ -964,8 +1000,8 @@ fn load_run(
 }
 
 /// `likewise bench serve`: starts `likewise serve` on the store, then loads it from this
-/// process over loopback with passage queries (the store's own paragraphs, a different one
-/// each request) and `like` queries (its articles), at each number of clients for a bounded
+/// process over loopback with passage queries (the first 25 words of the store's own paragraphs,
+/// a different one each request) and `like` queries (its articles), at each number of clients for a bounded
 /// time; the server's resident memory is read before and after each run.
 pub fn serve(store_dir: &Path, args: &ServeBenchArgs) -> Result<(), EngineError> {
     let store = Store::open(store_dir)?;
@@ -976,7 +1012,7 @@ pub fn serve(store_dir: &Path, args: &ServeBenchArgs) -> Result<(), EngineError>
         let seg = &store.segments[loc.segment];
         for c in seg.article_chunks(loc.article).take(3) {
             let text = seg.chunk_text(c);
-            if text.split_whitespace().count() >= 12 {
+            if text.split_whitespace().count() >= PASSAGE_WORDS {
                 passages.push(
                     text.split_whitespace()
                         .take(60)
@@ -994,15 +1030,25 @@ pub fn serve(store_dir: &Path, args: &ServeBenchArgs) -> Result<(), EngineError>
     }
     let server = start_server(store_dir)?;
     let pid = server.child.id();
-    let passage = |i: usize| json!({"text": passages[i * 7919 % passages.len()]}).to_string();
-    let like = |i: usize| json!({"like": keys[i * 7919 % keys.len()]}).to_string();
-    // Warm-up: the model's first batches, the store's pages.
+    let (passages, keys) = (std::sync::Arc::new(passages), std::sync::Arc::new(keys));
+    let passage: RequestBody = {
+        let p = passages.clone();
+        std::sync::Arc::new(move |i| json!({"text": p[i * 7919 % p.len()]}).to_string())
+    };
+    let like: RequestBody = {
+        let k = keys.clone();
+        std::sync::Arc::new(move |i| json!({"like": k[i * 7919 % k.len()]}).to_string())
+    };
+    // Wait for the map the server computes at start (it takes both cores for seconds), then
+    // warm up: the model's first batches, the store's pages.
+    ureq::get(&format!("{}/api/map", server.base))
+        .timeout(std::time::Duration::from_secs(600))
+        .call()
+        .map_err(|e| EngineError::Input(format!("the server's map: {e}")))?;
+    // (The load itself goes through hyper's client, one keep-alive connection per client.)
     load_run(&server.base, 2, 2, &passage);
     let mut runs = Vec::new();
-    for (kind, body) in [
-        ("passage", &passage as &(dyn Fn(usize) -> String + Sync)),
-        ("like", &like),
-    ] {
+    for (kind, body) in [("passage", &passage), ("like", &like)] {
         for &c in &args.clients {
             let before = resident_bytes(pid);
             let mut r = load_run(&server.base, c.max(1), args.seconds, body);

@@ -826,7 +826,6 @@ fn read_text_file(f: &Path) -> Result<String, CliError> {
 }
 
 fn cmd_embed(g: &Global, file: Option<&Path>) -> Result<i32, CliError> {
-    use crate::model::Embedder;
     let encoder = g.load_model()?;
     let reader: Box<dyn BufRead> = match file {
         None => Box::new(std::io::stdin().lock()),
@@ -864,10 +863,11 @@ fn cmd_embed(g: &Global, file: Option<&Path>) -> Result<i32, CliError> {
         ProgressBar::hidden()
     };
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let vectors = encoder.embed(&refs, &|n| bar.inc(n as u64))?;
+    let vectors = crate::engine::embed_matrix(&encoder, &refs, &|n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for v in vectors {
+    for v in vectors.rows() {
+        let v: Vec<f32> = v.to_vec();
         serde_json::to_writer(&mut out, &serde_json::json!({"embedding": v}))
             .map_err(|e| CliError::Other(e.to_string()))?;
         out.write_all(b"\n")?;

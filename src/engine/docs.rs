@@ -479,3 +479,17 @@ pub struct MapResult {
     pub clusters: Vec<ClusterDoc>,
     pub seconds: f64,
 }
+
+/// One stored article, without its text (a row of `Store.articles()` in Python).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArticleListing {
+    #[serde(flatten)]
+    pub article: ArticleRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub paragraphs: u32,
+}

@@ -626,6 +626,21 @@ impl Engine {
         self.cached(&store, |s| &mut s.map, || Ok(map_of(&store)))
     }
 
+    /// Every live article, in store order.
+    pub fn articles(&self) -> Result<Vec<ArticleListing>, EngineError> {
+        let store = self.store()?;
+        Ok(store
+            .live_articles()
+            .map(|(loc, rec)| ArticleListing {
+                article: article_ref(&store, loc),
+                date: rec.meta.date.clone(),
+                source: rec.meta.source.clone(),
+                url: rec.meta.url.clone(),
+                paragraphs: rec.paragraphs,
+            })
+            .collect())
+    }
+
     /// What the store holds.
     pub fn info(&self) -> Result<InfoResult, EngineError> {
         let store = self.store()?;
@@ -1105,4 +1120,99 @@ pub fn map_of(store: &Store) -> MapResult {
         clusters: cluster_docs(&table, &clusters),
         seconds: started.elapsed().as_secs_f64(),
     }
+}
+
+/// Texts embedded as one matrix, a row per text in input order (`likewise embed`, the Python
+/// module's `Model.embed`): the vectors sentence-transformers gives, truncated as it truncates.
+pub fn embed_matrix(
+    encoder: &dyn Embedder,
+    texts: &[&str],
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<ndarray::Array2<f32>, EngineError> {
+    let dim = encoder.identity().dim;
+    let vectors = encoder.embed(texts, progress)?;
+    let mut m = ndarray::Array2::<f32>::zeros((vectors.len(), dim));
+    for (mut row, v) in m.rows_mut().into_iter().zip(&vectors) {
+        row.assign(&ndarray::ArrayView1::from(v.as_slice()));
+    }
+    Ok(m)
+}
+
+/// Which stored row a vector is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VectorId {
+    /// The article's key.
+    pub key: String,
+    /// Paragraph level: the paragraph (0-based) and its window (0 unless it was too long for
+    /// the model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paragraph: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
+}
+
+/// The live vectors of a store at one level, read in place: one block per segment, a view of
+/// its memory-mapped rows, with the rows to keep when some articles of it were deleted.
+pub struct VectorBlocks<'s> {
+    pub ids: Vec<VectorId>,
+    pub blocks: Vec<VectorBlock<'s>>,
+}
+
+pub struct VectorBlock<'s> {
+    /// Every row of the segment, deleted ones included.
+    pub rows: ndarray::ArrayView2<'s, f32>,
+    /// `None`: every row is live; else the live rows, in order.
+    pub live: Option<Vec<usize>>,
+}
+
+/// See [`VectorBlocks`].
+pub fn vector_blocks(store: &Store, level: Level) -> VectorBlocks<'_> {
+    let dim = store.manifest.model.dim;
+    let mut ids = Vec::new();
+    let mut blocks = Vec::new();
+    for seg in &store.segments {
+        let (data, rows) = match level {
+            Level::Article => (seg.article_vectors(), seg.articles.len()),
+            Level::Paragraph => (seg.chunk_vectors(), seg.chunk_count()),
+        };
+        let view = ndarray::ArrayView2::from_shape((rows, dim), data)
+            .expect("a segment's vectors are rows × dim");
+        let mut live = Vec::with_capacity(rows);
+        match level {
+            Level::Article => {
+                for (a, rec) in seg.articles.iter().enumerate() {
+                    if seg.live[a] {
+                        live.push(a);
+                        ids.push(VectorId {
+                            key: rec.key.clone(),
+                            paragraph: None,
+                            window: None,
+                        });
+                    }
+                }
+            }
+            Level::Paragraph => {
+                for (a, rec) in seg.articles.iter().enumerate() {
+                    if !seg.live[a] {
+                        continue;
+                    }
+                    for c in seg.article_chunks(a) {
+                        let chunk = seg.chunk(c);
+                        live.push(c);
+                        ids.push(VectorId {
+                            key: rec.key.clone(),
+                            paragraph: Some(chunk.paragraph),
+                            window: Some(chunk.window),
+                        });
+                    }
+                }
+            }
+        }
+        let all_live = live.len() == rows && live.iter().enumerate().all(|(i, &r)| i == r);
+        blocks.push(VectorBlock {
+            rows: view,
+            live: (!all_live).then_some(live),
+        });
+    }
+    VectorBlocks { ids, blocks }
 }

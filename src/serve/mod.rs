@@ -643,6 +643,8 @@ async fn serve(app: Shared, args: ServeArgs) -> Result<(), ServeError> {
             },
             _ = stop.as_mut() => break,
         };
+        // Answers go out at once, not held back to be merged with later writes (Nagle).
+        let _ = stream.set_nodelay(true);
         let conn = builder
             .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service.clone());
         let conn = graceful.watch(conn.into_owned());

@@ -1,0 +1,320 @@
+//! `likewise._likewise`: the Python bindings of the likewise engine (PyO3, rust-numpy). They
+//! convert at the edge only: texts in, NumPy arrays and the engine's JSON documents out (the
+//! pure-Python package `likewise` turns those into dicts and DataFrames). The GIL is released
+//! whenever the engine works; a Rust panic becomes a Python exception, never a dead interpreter.
+
+use likewise::engine::docs::{ClusterRequest, DupesRequest, Level, QueryRequest};
+use likewise::engine::{self, Engine, EngineError, ModelSpec};
+use likewise::index::{IndexOptions, Progress, Warning};
+use likewise::model::{Embedder, Precision};
+use likewise::store::Store;
+use numpy::{IntoPyArray, PyArray2};
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pyo3::create_exception!(
+    _likewise,
+    LikewiseError,
+    PyException,
+    "Any error of likewise."
+);
+pyo3::create_exception!(
+    _likewise,
+    ModelError,
+    LikewiseError,
+    "The model is missing, damaged or cannot be fetched."
+);
+pyo3::create_exception!(
+    _likewise,
+    StoreError,
+    LikewiseError,
+    "The store is missing, damaged, locked, or built with another model."
+);
+pyo3::create_exception!(
+    _likewise,
+    NotFoundError,
+    LikewiseError,
+    "The store holds no such article."
+);
+pyo3::create_exception!(
+    _likewise,
+    InvalidRequestError,
+    LikewiseError,
+    "The request makes no sense (a bad date, an empty passage, …)."
+);
+
+/// The engine's error as the Python exception of its kind, with the CLI's message.
+fn py_err(e: EngineError) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        EngineError::Model(_) => ModelError::new_err(msg),
+        EngineError::Store(_) => StoreError::new_err(msg),
+        EngineError::NotFound(_) => NotFoundError::new_err(msg),
+        EngineError::Invalid(_) | EngineError::Input(_) => InvalidRequestError::new_err(msg),
+    }
+}
+
+fn precision(name: &str) -> PyResult<Precision> {
+    Precision::from_name(name)
+        .ok_or_else(|| PyValueError::new_err(format!("precision {name:?} is none of f32, bf16")))
+}
+
+fn to_json(doc: &impl serde::Serialize) -> String {
+    serde_json::to_string(doc).expect("documents serialize")
+}
+
+/// A loaded sentence-transformer.
+#[pyclass(frozen, module = "likewise._likewise")]
+struct Model {
+    encoder: Arc<dyn Embedder>,
+}
+
+#[pymethods]
+impl Model {
+    /// Finds the model as the CLI does (a folder, a name, or the default), fetching it when
+    /// missing, and loads it.
+    #[new]
+    #[pyo3(signature = (name_or_path=None, precision="f32"))]
+    fn new(py: Python<'_>, name_or_path: Option<PathBuf>, precision: &str) -> PyResult<Self> {
+        let spec = ModelSpec {
+            model: name_or_path.map(|p| p.to_string_lossy().into_owned()),
+            precision: Some(self::precision(precision)?),
+        };
+        let p = spec.precision.unwrap_or_default();
+        let encoder = py.detach(|| spec.load_in(p)).map_err(py_err)?;
+        Ok(Model {
+            encoder: Arc::new(encoder),
+        })
+    }
+
+    /// One float32 row per text, in order: the vectors of `likewise embed`.
+    fn embed<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let encoder = self.encoder.clone();
+        let m = py
+            .detach(move || {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                engine::embed_matrix(encoder.as_ref(), &refs, &|_| {})
+            })
+            .map_err(py_err)?;
+        Ok(m.into_pyarray(py))
+    }
+
+    /// The model's identity (name, dimension, pooling, …) as JSON.
+    fn identity_json(&self) -> String {
+        to_json(self.encoder.identity())
+    }
+
+    #[getter]
+    fn dim(&self) -> usize {
+        self.encoder.identity().dim
+    }
+
+    #[getter]
+    fn precision(&self) -> &'static str {
+        self.encoder.precision().as_str()
+    }
+}
+
+/// What indexing said, kept for the caller.
+#[derive(Default)]
+struct Collected(Mutex<Vec<String>>);
+
+impl Progress for Collected {
+    fn start(&self, _: usize) {}
+    fn advance(&self, _: usize) {}
+    fn warn(&self, w: &Warning) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w.to_string());
+    }
+    fn finish(&self) {}
+}
+
+/// A store opened at one generation: it keeps the memory maps alive for the arrays over them.
+#[pyclass(frozen, module = "likewise._likewise")]
+struct Snapshot {
+    store: Arc<Store>,
+}
+
+/// A store and the engine over it.
+#[pyclass(frozen, module = "likewise._likewise")]
+struct StoreEngine {
+    engine: Engine,
+}
+
+fn report_json(report: &likewise::index::IndexReport, skipped: Vec<String>) -> String {
+    to_json(&serde_json::json!({"report": report, "skipped": skipped}))
+}
+
+#[pymethods]
+impl StoreEngine {
+    #[new]
+    #[pyo3(signature = (path, model=None, model_name=None, precision=None))]
+    fn new(
+        path: PathBuf,
+        model: Option<&Model>,
+        model_name: Option<PathBuf>,
+        precision: Option<&str>,
+    ) -> PyResult<Self> {
+        let engine = match model {
+            Some(m) => Engine::with_embedder(&path, m.encoder.clone()),
+            None => Engine::new(
+                &path,
+                ModelSpec {
+                    model: model_name.map(|p| p.to_string_lossy().into_owned()),
+                    precision: precision.map(self::precision).transpose()?,
+                },
+            ),
+        };
+        Ok(StoreEngine { engine })
+    }
+
+    fn query_json(&self, py: Python<'_>, request: &str) -> PyResult<String> {
+        let req: QueryRequest = serde_json::from_str(request)
+            .map_err(|e| InvalidRequestError::new_err(format!("bad query: {e}")))?;
+        py.detach(|| self.engine.query(&req).map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
+    #[pyo3(signature = (key, text=None, nearest=10))]
+    fn article_json(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        text: Option<&str>,
+        nearest: usize,
+    ) -> PyResult<String> {
+        py.detach(|| self.engine.article(key, text, nearest).map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
+    fn compare_json(&self, py: Python<'_>, a: &str, b: &str) -> PyResult<String> {
+        py.detach(|| self.engine.compare(a, b).map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
+    fn clusters_json(&self, py: Python<'_>, request: &str) -> PyResult<String> {
+        let req: ClusterRequest = serde_json::from_str(request)
+            .map_err(|e| InvalidRequestError::new_err(format!("bad cluster request: {e}")))?;
+        py.detach(|| self.engine.clusters(&req).map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
+    fn dupes_json(&self, py: Python<'_>, request: &str) -> PyResult<String> {
+        let req: DupesRequest = serde_json::from_str(request)
+            .map_err(|e| InvalidRequestError::new_err(format!("bad dupes request: {e}")))?;
+        py.detach(|| self.engine.dupes(&req).map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
+    fn info_json(&self, py: Python<'_>) -> PyResult<String> {
+        py.detach(|| self.engine.info().map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
+    fn articles_json(&self, py: Python<'_>) -> PyResult<String> {
+        py.detach(|| self.engine.articles().map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
+    fn map_json(&self, py: Python<'_>) -> PyResult<String> {
+        py.detach(|| self.engine.map().map(|r| to_json(r.as_ref())))
+            .map_err(py_err)
+    }
+
+    /// Indexes files and folders; the report and the skipped inputs, as JSON.
+    fn index_paths(&self, py: Python<'_>, paths: Vec<PathBuf>) -> PyResult<String> {
+        py.detach(|| {
+            let progress = Collected::default();
+            let report = self
+                .engine
+                .index_paths(&paths, &IndexOptions::default(), &progress)?;
+            Ok(report_json(
+                &report,
+                progress.0.into_inner().unwrap_or_default(),
+            ))
+        })
+        .map_err(py_err)
+    }
+
+    /// Indexes articles given as JSON lines (the fields of a `.jsonl` input).
+    fn index_json_lines(&self, py: Python<'_>, lines: &str) -> PyResult<String> {
+        py.detach(|| {
+            let progress = Collected::default();
+            let report = self.engine.index_json_lines(
+                "records",
+                lines,
+                &IndexOptions::default(),
+                &progress,
+            )?;
+            Ok(report_json(
+                &report,
+                progress.0.into_inner().unwrap_or_default(),
+            ))
+        })
+        .map_err(py_err)
+    }
+
+    /// The live vectors at `level` ("article" or "paragraph"): ids as JSON, and the arrays, one
+    /// per segment, read-only views of the memory-mapped store where every row of the segment
+    /// is live, else copies of the live rows.
+    fn vectors<'py>(
+        &self,
+        py: Python<'py>,
+        level: &str,
+    ) -> PyResult<(String, Vec<Bound<'py, PyArray2<f32>>>)> {
+        let level = match level {
+            "article" => Level::Article,
+            "paragraph" => Level::Paragraph,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "level {other:?} is none of article, paragraph"
+                )))
+            }
+        };
+        let store = py.detach(|| self.engine.store()).map_err(py_err)?;
+        let snapshot = Bound::new(
+            py,
+            Snapshot {
+                store: store.clone(),
+            },
+        )?;
+        let blocks = engine::vector_blocks(&store, level);
+        let ids = to_json(&blocks.ids);
+        let mut arrays = Vec::with_capacity(blocks.blocks.len());
+        for b in &blocks.blocks {
+            let array = match &b.live {
+                None => {
+                    // SAFETY: the rows lie in a memory map owned by `store`, which `snapshot`
+                    // keeps alive as the array's base object; the map is never written or moved
+                    // while the store is open.
+                    unsafe { PyArray2::borrow_from_array(&b.rows, snapshot.clone().into_any()) }
+                }
+                Some(rows) => b.rows.select(ndarray::Axis(0), rows).into_pyarray(py),
+            };
+            arrays.push(array);
+        }
+        Ok((ids, arrays))
+    }
+}
+
+#[pymodule]
+fn _likewise(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<Model>()?;
+    m.add_class::<StoreEngine>()?;
+    m.add_class::<Snapshot>()?;
+    m.add("LikewiseError", py.get_type::<LikewiseError>())?;
+    m.add("ModelError", py.get_type::<ModelError>())?;
+    m.add("StoreError", py.get_type::<StoreError>())?;
+    m.add("NotFoundError", py.get_type::<NotFoundError>())?;
+    m.add("InvalidRequestError", py.get_type::<InvalidRequestError>())?;
+    Ok(())
+}
