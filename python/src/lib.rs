@@ -140,7 +140,8 @@ impl Progress for Collected {
 /// A store opened at one generation: it keeps the memory maps alive for the arrays over them.
 #[pyclass(frozen, module = "likewise._likewise")]
 struct Snapshot {
-    store: Arc<Store>,
+    // Held, never read: the arrays' memory lives in this store's maps.
+    _store: Arc<Store>,
 }
 
 /// A store and the engine over it.
@@ -283,7 +284,7 @@ impl StoreEngine {
         let snapshot = Bound::new(
             py,
             Snapshot {
-                store: store.clone(),
+                _store: store.clone(),
             },
         )?;
         let blocks = engine::vector_blocks(&store, level);
