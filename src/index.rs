@@ -48,6 +48,18 @@ pub struct SourceArticle {
     pub file: Option<String>,
     pub parsed: ParsedArticle,
     pub content_hash: String,
+    /// Vectors that came with the article (a Parquet input): what is given is stored as it
+    /// is, only what is missing is embedded.
+    pub given: Option<GivenVectors>,
+}
+
+/// Vectors an input brought, made by the store's own model.
+#[derive(Debug, Clone, Default)]
+pub struct GivenVectors {
+    /// Every window of the article, in order: (paragraph, window, text, vector).
+    pub chunks: Option<Vec<(u32, u32, String, Vec<f32>)>>,
+    /// The article's own vector.
+    pub article: Option<Vec<f32>>,
 }
 
 /// How each article's own vector is made from its parts (see README, "Article vectors").
@@ -140,13 +152,22 @@ impl Progress for Silent {
 
 const TEXT_EXTENSIONS: &[&str] = &["txt", "md", "markdown"];
 const JSONL_EXTENSIONS: &[&str] = &["jsonl", "ndjson"];
+const PARQUET_EXTENSIONS: &[&str] = &["parquet"];
+
+fn has_extension(path: &Path, extensions: &[&str]) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
+}
 
 fn is_indexable(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .map(|e| e.to_ascii_lowercase())
         .is_some_and(|e| {
-            TEXT_EXTENSIONS.contains(&e.as_str()) || JSONL_EXTENSIONS.contains(&e.as_str())
+            TEXT_EXTENSIONS.contains(&e.as_str())
+                || JSONL_EXTENSIONS.contains(&e.as_str())
+                || PARQUET_EXTENSIONS.contains(&e.as_str())
         })
 }
 
@@ -268,6 +289,7 @@ pub fn read_file(
         file: Some(file),
         parsed,
         content_hash: sha256_hex(&[&bytes]),
+        given: None,
     }]
 }
 
@@ -375,6 +397,7 @@ fn read_jsonl(
             file: file.map(str::to_string),
             content_hash,
             parsed,
+            given: None,
         });
     }
     out
@@ -401,7 +424,12 @@ pub fn index(
     for path in &files {
         report.files += 1;
         read_files.insert(file_key(path, &base));
-        for a in read_file(path, &base, opts, &mut warn) {
+        let articles = if has_extension(path, PARQUET_EXTENSIONS) {
+            read_parquet(path, writer, embedder, &mut warn)?
+        } else {
+            read_file(path, &base, opts, &mut warn)
+        };
+        for a in articles {
             inputs.push((path.clone(), a));
         }
     }
@@ -415,6 +443,150 @@ pub fn index(
         report,
         started,
     )
+}
+
+/// Reads the articles of a Parquet file (`likewise export`, Spark, pandas…). Rows with vectors
+/// keep them, when the file's model is the store's (otherwise the file is refused, naming both);
+/// what is missing is embedded. Unusable rows are warnings.
+fn read_parquet(
+    path: &Path,
+    writer: &Writer,
+    embedder: &dyn Embedder,
+    warn: &mut dyn FnMut(Warning),
+) -> Result<Vec<SourceArticle>, IndexError> {
+    let input = |reason: String| IndexError::Input {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let imported = crate::exchange::read_parquet(path).map_err(|e| input(e.reason))?;
+    for p in &imported.problems {
+        warn(Warning {
+            path: path.to_path_buf(),
+            reason: p.clone(),
+        });
+    }
+    let store_model = &writer.manifest().model;
+    let store_precision = &writer.manifest().precision;
+    let vectors_usable = match &imported.model {
+        _ if !imported.has_vectors => false,
+        None => {
+            return Err(input(format!(
+                "it has vectors but does not say which model made them (no likewise.model metadata); this store holds {} vectors. Drop the `vector` column to have the texts embedded, or write the file with `likewise export`",
+                store_model.name
+            )))
+        }
+        Some((model, precision)) => {
+            if !model.compatible_with(store_model) || precision != store_precision {
+                return Err(input(format!(
+                    "its vectors were made by {} ({} weights {}…, {precision}); this store holds {} ({} weights {}…, {store_precision}). Index it into a store of that model, or drop the `vector` column to embed the texts again",
+                    model.name,
+                    model.dim,
+                    model.weights_sha256.chars().take(12).collect::<String>(),
+                    store_model.name,
+                    store_model.dim,
+                    store_model.weights_sha256.chars().take(12).collect::<String>(),
+                )));
+            }
+            true
+        }
+    };
+    let dim = embedder.identity().dim;
+    let mut out = Vec::new();
+    for a in imported.articles {
+        let row = a.first_row;
+        let bad_dim = |v: &Option<Vec<f32>>| v.as_ref().is_some_and(|v| v.len() != dim);
+        if bad_dim(&a.vector) || a.chunks.iter().any(|c| bad_dim(&c.vector)) {
+            warn(Warning {
+                path: PathBuf::from(format!("{}:row {row}", path.display())),
+                reason: format!(
+                    "article `{}` has a vector of another length than {dim}; skipped",
+                    a.key
+                ),
+            });
+            continue;
+        }
+        let (parsed, chunks) = if a.chunks.is_empty() {
+            let text = a.text.clone().unwrap_or_default();
+            let mut parsed = if a.title.trim().is_empty() {
+                text::parse_article_text(&text)
+            } else {
+                let mut p = text::parse_body(text.lines());
+                p.title = text::normalize_whitespace(&a.title);
+                p
+            };
+            parsed.meta = a.meta.clone();
+            (parsed, None)
+        } else {
+            let mut chunks = a.chunks.clone();
+            chunks.sort_by_key(|c| (c.paragraph, c.window));
+            // Paragraphs rebuilt from their windows, for whatever must still be embedded.
+            let mut paragraphs: Vec<String> = Vec::new();
+            let mut last = None;
+            for c in &chunks {
+                if last == Some(c.paragraph) {
+                    let p = paragraphs.last_mut().expect("a paragraph");
+                    p.push(' ');
+                    p.push_str(&c.text);
+                } else {
+                    paragraphs.push(c.text.clone());
+                }
+                last = Some(c.paragraph);
+            }
+            let all_given = vectors_usable && chunks.iter().all(|c| c.vector.is_some());
+            let given = all_given.then(|| {
+                chunks
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.paragraph,
+                            c.window,
+                            c.text.clone(),
+                            c.vector.clone().unwrap_or_default(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            });
+            (
+                ParsedArticle {
+                    title: text::normalize_whitespace(&a.title),
+                    paragraphs,
+                    meta: a.meta.clone(),
+                },
+                given,
+            )
+        };
+        if parsed.paragraphs.is_empty() && parsed.title.is_empty() {
+            warn(Warning {
+                path: PathBuf::from(format!("{}:row {row}", path.display())),
+                reason: format!("article `{}` has no text; skipped", a.key),
+            });
+            continue;
+        }
+        let article_vector = if vectors_usable {
+            a.vector.clone()
+        } else {
+            None
+        };
+        let content_hash = a.content_hash.clone().unwrap_or_else(|| {
+            let mut parts: Vec<Vec<u8>> = vec![a.title.as_bytes().to_vec()];
+            for p in &parsed.paragraphs {
+                parts.push(p.as_bytes().to_vec());
+            }
+            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            sha256_hex(&refs)
+        });
+        out.push(SourceArticle {
+            key: a.key,
+            file: a.file,
+            parsed,
+            content_hash,
+            given: (chunks.is_some() || article_vector.is_some()).then_some(GivenVectors {
+                chunks,
+                article: article_vector,
+            }),
+        });
+    }
+    Ok(out)
 }
 
 /// Indexes articles sent as JSON lines (the fields of a `.jsonl` input), with no file behind
@@ -670,13 +842,34 @@ pub fn embed_group(
     finish_group(embedder, prepared, mode)
 }
 
+/// Makes a given vector unit length, leaving one that already is (to f32 rounding) bit for bit
+/// as it was: vectors exported by likewise come back unchanged.
+fn unit_length(v: &mut [f32]) {
+    let norm2: f32 = v.iter().map(|x| x * x).sum();
+    if (norm2 - 1.0).abs() > 1e-5 {
+        crate::model::bert::normalize_in_place(v);
+    }
+}
+
+/// Where a chunk's vector comes from.
+enum ChunkSource {
+    /// The model, from this index of the group's texts.
+    Embedded(usize),
+    /// The input.
+    Given(Vec<f32>),
+}
+
 /// A group of articles cut into the texts to embed, before the model runs.
 pub struct PreparedGroup {
     seg: SegmentData,
+    /// What the model will embed: chunk texts, and the articles' own texts (headline or lead).
     texts: Vec<String>,
-    /// Chunk texts come first; then, per article, the index of its own text (headline or lead).
-    n_chunks: usize,
+    /// Where each chunk's vector comes from.
+    sources: Vec<ChunkSource>,
+    /// Per article, the index in `texts` of its own text, when it is embedded.
     extra: Vec<Option<usize>>,
+    /// Per article, its vector when the input gave it.
+    given_articles: Vec<Option<Vec<f32>>>,
     /// Word pieces the model will see (after truncation, special tokens included).
     pub tokens: usize,
     /// Articles in the group.
@@ -698,6 +891,7 @@ pub fn prepare_group(
     // Texts to embed: every chunk of every article, then each article's extra text (headline, or
     // lead text), in one call so batches stay full.
     let mut texts: Vec<String> = Vec::new();
+    let mut sources: Vec<ChunkSource> = Vec::new();
     for (i, a) in group.iter().enumerate() {
         let mut record = ArticleRecord {
             key: a.key.clone(),
@@ -709,6 +903,22 @@ pub fn prepare_group(
             chunk_count: 0,
             paragraphs: a.parsed.paragraphs.len() as u32,
         };
+        if let Some(chunks) = a.given.as_ref().and_then(|g| g.chunks.as_ref()) {
+            for (p, w, text, vector) in chunks {
+                seg.chunks.push(ChunkRecord {
+                    article: i as u32,
+                    paragraph: *p,
+                    window: *w,
+                    text_start: seg.text.len() as u64,
+                    text_len: text.len() as u32,
+                });
+                seg.text.push_str(text);
+                sources.push(ChunkSource::Given(vector.clone()));
+                record.chunk_count += 1;
+            }
+            seg.articles.push(record);
+            continue;
+        }
         for (p, paragraph) in a.parsed.paragraphs.iter().enumerate() {
             let windows = embedder.windows(paragraph)?;
             if windows.len() > MAX_WINDOWS_PER_PARAGRAPH {
@@ -739,16 +949,19 @@ pub fn prepare_group(
                     text_len: piece.len() as u32,
                 });
                 seg.text.push_str(piece);
+                sources.push(ChunkSource::Embedded(texts.len()));
                 texts.push(piece.to_string());
                 record.chunk_count += 1;
             }
         }
         seg.articles.push(record);
     }
-    let n_chunks = texts.len();
     let extra: Vec<Option<usize>> = group
         .iter()
         .map(|a| {
+            if a.given.as_ref().is_some_and(|g| g.article.is_some()) {
+                return None;
+            }
             let text = match mode {
                 ArticleVectorMode::MeanOfParagraphs if !a.parsed.paragraphs.is_empty() => {
                     return None
@@ -765,11 +978,16 @@ pub fn prepare_group(
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let tokens = embedder.count_tokens(&refs)?;
+    let given_articles = group
+        .iter()
+        .map(|a| a.given.as_ref().and_then(|g| g.article.clone()))
+        .collect();
     Ok(PreparedGroup {
         seg,
         texts,
-        n_chunks,
+        sources,
         extra,
+        given_articles,
         tokens,
         articles: group.len(),
     })
@@ -784,29 +1002,50 @@ pub fn finish_group(
     let PreparedGroup {
         mut seg,
         texts,
-        n_chunks,
+        sources,
         extra,
+        given_articles,
         ..
     } = prepared;
     let dim = seg.dim;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut vectors = embedder.embed(&refs, &|_| {})?;
+    let mut vectors = if refs.is_empty() {
+        Vec::new()
+    } else {
+        embedder.embed(&refs, &|_| {})?
+    };
     for v in vectors.iter_mut() {
         crate::model::bert::normalize_in_place(v);
     }
-    for v in &vectors[..n_chunks] {
+    let chunk_vectors: Vec<Vec<f32>> = sources
+        .into_iter()
+        .map(|s| match s {
+            ChunkSource::Embedded(t) => vectors[t].clone(),
+            ChunkSource::Given(mut v) => {
+                unit_length(&mut v);
+                v
+            }
+        })
+        .collect();
+    for v in &chunk_vectors {
         seg.chunk_vectors.extend_from_slice(v);
     }
     for (i, rec) in seg.articles.iter().enumerate() {
+        if let Some(given) = &given_articles[i] {
+            let mut v = given.clone();
+            unit_length(&mut v);
+            seg.article_vectors.extend_from_slice(&v);
+            continue;
+        }
         let chunks = rec.chunk_start as usize..(rec.chunk_start + rec.chunk_count as u64) as usize;
         let own = extra[i].map(|e| vectors[e].as_slice());
         let v = match mode {
             ArticleVectorMode::LeadText => own.expect("lead text is always embedded").to_vec(),
             ArticleVectorMode::ParagraphsAndLead if !chunks.is_empty() => {
-                let paragraphs = mean_vector(dim, chunks.map(|c| vectors[c].as_slice()));
+                let paragraphs = mean_vector(dim, chunks.map(|c| chunk_vectors[c].as_slice()));
                 mean_vector(dim, [paragraphs.as_slice()].into_iter().chain(own))
             }
-            _ => mean_vector(dim, chunks.map(|c| vectors[c].as_slice()).chain(own)),
+            _ => mean_vector(dim, chunks.map(|c| chunk_vectors[c].as_slice()).chain(own)),
         };
         seg.article_vectors.extend_from_slice(&v);
     }

@@ -11,6 +11,7 @@
 //! - [`search`]: exact top-k over the store; [`similarity`]: many-against-many by blocks;
 //! - [`cluster`], [`dupes`], [`compare`]: topics and stories, duplicate tiers, paragraph
 //!   alignment, all on the stored vectors ([`articles`] lays them out);
+//! - [`exchange`]: vectors in and out as Parquet, `.npy` and JSON lines;
 //! - [`engine`]: every operation as a typed request and result, over one store and one model;
 //! - front ends over the engine: [`cli`] (arguments to requests, results to tables or JSON);
 //!   [`serve`] (the web page and the JSON API over HTTP); [`bench`]: rerunnable measurements.
@@ -23,6 +24,7 @@ pub mod compact;
 pub mod compare;
 pub mod dupes;
 pub mod engine;
+pub mod exchange;
 pub mod index;
 pub mod model;
 pub mod search;

@@ -112,6 +112,18 @@ pub enum Command {
     Compare(CompareArgs),
     /// Serve the web page and the JSON API over HTTP (loopback unless --addr says otherwise).
     Serve(crate::serve::ServeArgs),
+    /// Write the store's articles or paragraphs with their vectors: Parquet (default), .npy
+    /// (plus OUT.ids.json) or JSON lines, chosen by --format or OUT's extension.
+    Export {
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t = Level::Article)]
+        level: Level,
+        /// Also each article's text (paragraph rows always carry theirs).
+        #[arg(long)]
+        with_text: bool,
+        #[arg(long, value_enum)]
+        format: Option<ExportFormatArg>,
+    },
     /// Show what the store holds.
     Info {
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -166,6 +178,14 @@ pub struct QueryArgs {
     pub scan: Option<ScanArg>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+/// `export --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormatArg {
+    Parquet,
+    Npy,
+    Jsonl,
 }
 
 /// `index --compact`.
@@ -546,6 +566,36 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             Ok(exit::SUCCESS)
         }
         Command::Embed { file } => cmd_embed(g, file.as_deref()),
+        Command::Export {
+            out,
+            level,
+            with_text,
+            format,
+        } => {
+            use crate::exchange::ExportFormat;
+            let ext = out
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            let format = match (format, ext.as_deref()) {
+                (Some(ExportFormatArg::Npy), _) | (None, Some("npy")) => ExportFormat::Npy,
+                (Some(ExportFormatArg::Jsonl), _) | (None, Some("jsonl" | "ndjson")) => {
+                    ExportFormat::Jsonl
+                }
+                _ => ExportFormat::Parquet,
+            };
+            let level = match level {
+                Level::Article => docs::Level::Article,
+                Level::Paragraph => docs::Level::Paragraph,
+            };
+            let report = g.engine().export(level, *with_text, format, out)?;
+            eprintln!(
+                "likewise: {} rows written to {}",
+                report.rows,
+                report.files.join(" and ")
+            );
+            Ok(exit::SUCCESS)
+        }
         Command::Info { format } => {
             let info = g.engine().info()?;
             let mut out = std::io::stdout().lock();

@@ -626,6 +626,20 @@ impl Engine {
         self.cached(&store, |s| &mut s.map, || Ok(map_of(&store)))
     }
 
+    /// Writes the store's articles or paragraphs, with their vectors, to `out` (Parquet, `.npy`
+    /// with a JSON of ids, or JSON lines).
+    pub fn export(
+        &self,
+        level: Level,
+        with_text: bool,
+        format: crate::exchange::ExportFormat,
+        out: &Path,
+    ) -> Result<crate::exchange::ExportReport, EngineError> {
+        let store = self.store()?;
+        crate::exchange::export(&store, level, with_text, format, out)
+            .map_err(|e| EngineError::Input(e.to_string()))
+    }
+
     /// Every live article, in store order.
     pub fn articles(&self) -> Result<Vec<ArticleListing>, EngineError> {
         let store = self.store()?;

@@ -576,8 +576,13 @@ pub fn run(engine: Engine, args: &ServeArgs) -> Result<(), ServeError> {
         args: args.clone(),
         writing: Mutex::new(()),
     });
+    // Engine calls run on a few long-lived blocking threads: the model and the scans already use
+    // every core, more threads would only queue inside them, and each thread that comes and goes
+    // leaves its allocator's pages behind (resident memory then creeps up under load).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(8)
+        .thread_keep_alive(Duration::from_secs(600))
         .enable_all()
         .build()
         .map_err(|e| ServeError::Refused(format!("cannot start the async runtime: {e}")))?;
