@@ -412,7 +412,7 @@ fn vector_at(a: Option<&ArrayRef>, i: usize) -> Result<Option<Vec<f32>>, String>
     let any = a.as_any();
     let v = if let Some(l) = any.downcast_ref::<FixedSizeListArray>() {
         let n = l.value_length() as usize;
-        let start = l.value_offset_at(i) as usize;
+        let start = l.value_offset_at(i);
         floats(l.values(), start..start + n)?
     } else if let Some(l) = any.downcast_ref::<ListArray>() {
         let o = l.value_offsets();

@@ -53,11 +53,14 @@ pub struct SourceArticle {
     pub given: Option<GivenVectors>,
 }
 
+/// A window an input brought with its vector: (paragraph, window, text, vector).
+pub type GivenChunk = (u32, u32, String, Vec<f32>);
+
 /// Vectors an input brought, made by the store's own model.
 #[derive(Debug, Clone, Default)]
 pub struct GivenVectors {
     /// Every window of the article, in order: (paragraph, window, text, vector).
-    pub chunks: Option<Vec<(u32, u32, String, Vec<f32>)>>,
+    pub chunks: Option<Vec<GivenChunk>>,
     /// The article's own vector.
     pub article: Option<Vec<f32>>,
 }
