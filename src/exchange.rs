@@ -218,8 +218,21 @@ fn write_parquet(
     if paragraph_level {
         fields.push(Field::new("article_vector", vector_type(dim), true));
     }
-    let schema = Arc::new(Schema::new(fields));
     let identity = serde_json::to_string(&store.manifest.model).expect("identity serializes");
+    // In the Arrow schema too: pyarrow, pandas and polars show a file's metadata from there.
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        [
+            ("likewise.model".to_string(), identity.clone()),
+            (
+                "likewise.precision".to_string(),
+                store.manifest.precision.clone(),
+            ),
+            ("likewise.level".to_string(), level.name().to_string()),
+        ]
+        .into_iter()
+        .collect::<std::collections::HashMap<String, String>>(),
+    ));
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
         .set_key_value_metadata(Some(vec![

@@ -233,8 +233,8 @@ class Store:
                 if not isinstance(value, str):
                     raise TypeError(f"{name} must be a str, not {type(value).__name__}")
                 req[name] = value
-        if not isinstance(level, str):
-            raise TypeError(f"level must be a str, not {type(level).__name__}")
+        if level not in ("article", "paragraph"):
+            raise InvalidRequestError(f"level must be 'article' or 'paragraph', not {level!r}")
         return json.loads(self._native.query_json(json.dumps(req)))
 
     def article(self, key: str, text: Optional[str] = None, nearest: int = 10) -> dict:
