@@ -279,17 +279,14 @@ class Store:
 
     def vectors(self, level: str = "article"):
         """`(ids, vectors)`: the live vectors at `level` as a read-only float32 array, rows in store
-        order. Article level: ids are article keys. Paragraph level: ids are `(key, paragraph,
-        window)` tuples. Where the store is one segment with no deleted article the array is a
+        order. Article level: `ids` is the list of article keys. Paragraph level: `ids` is a
+        `ParagraphIds`, a sequence of `(key, paragraph, window)` backed by NumPy arrays (cheap at
+        millions of rows). Where the store is one segment with no deleted article the array is a
         view of the memory-mapped file (no copy); otherwise the live rows are copied."""
         if level not in ("article", "paragraph"):
             raise ValueError(f"level must be 'article' or 'paragraph', not {level!r}")
-        ids_json, blocks = self._native.vectors(level)
-        raw = json.loads(ids_json)
-        if level == "article":
-            ids = [r["key"] for r in raw]
-        else:
-            ids = [(r["key"], r["paragraph"], r["window"]) for r in raw]
+        keys_json, article, paragraph, window, blocks = self._native.vectors(level)
+        keys = json.loads(keys_json)
         if len(blocks) == 1:
             matrix = blocks[0]
         elif blocks:
@@ -297,7 +294,9 @@ class Store:
         else:
             matrix = np.zeros((0, self.info()["model"]["dim"]), dtype=np.float32)
         matrix.flags.writeable = False
-        return ids, matrix
+        if level == "article":
+            return keys, matrix
+        return ParagraphIds(keys, article, paragraph, window), matrix
 
     # -- DataFrames ---------------------------------------------------------------------------
 
@@ -321,6 +320,35 @@ class Store:
         else:
             rows = [dict(h, query=0) for h in doc["hits"]]
         return _frame(pd, rows, HIT_COLUMNS)
+
+
+class ParagraphIds:
+    """Which paragraph window each row of `Store.vectors("paragraph")` is: row `i` is
+    `(keys[article[i]], paragraph[i], window[i])`. The arrays are NumPy uint32."""
+
+    def __init__(self, keys, article, paragraph, window):
+        self.keys, self.article, self.paragraph, self.window = keys, article, paragraph, window
+        for a in (article, paragraph, window):
+            a.flags.writeable = False
+
+    def __len__(self):
+        return len(self.article)
+
+    def __getitem__(self, i):
+        return (self.keys[self.article[i]], int(self.paragraph[i]), int(self.window[i]))
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self):
+        return f"ParagraphIds({len(self)} rows of {len(self.keys)} articles)"
+
+    def frame(self):
+        """The ids as a pandas DataFrame: key, paragraph, window."""
+        pd = _pandas()
+        return pd.DataFrame({"key": pd.Series(self.keys, dtype="string").take(self.article).reset_index(drop=True),
+                             "paragraph": self.paragraph, "window": self.window})
 
 
 ARTICLE_COLUMNS = {

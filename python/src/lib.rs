@@ -8,7 +8,7 @@ use likewise::engine::{self, Engine, EngineError, ModelSpec};
 use likewise::index::{IndexOptions, Progress, Warning};
 use likewise::model::{Embedder, Precision};
 use likewise::store::Store;
-use numpy::{IntoPyArray, PyArray2};
+use numpy::{IntoPyArray, PyArray1, PyArray2};
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use std::path::PathBuf;
@@ -263,14 +263,22 @@ impl StoreEngine {
         .map_err(py_err)
     }
 
-    /// The live vectors at `level` ("article" or "paragraph"): ids as JSON, and the arrays, one
-    /// per segment, read-only views of the memory-mapped store where every row of the segment
-    /// is live, else copies of the live rows.
+    /// The live vectors at `level` ("article" or "paragraph"): the article keys (JSON), for each
+    /// row its article's index in them, its paragraph and window (paragraph level), and the
+    /// arrays, one per segment: read-only views of the memory-mapped store where every row of
+    /// the segment is live, else copies of the live rows.
+    #[allow(clippy::type_complexity)]
     fn vectors<'py>(
         &self,
         py: Python<'py>,
         level: &str,
-    ) -> PyResult<(String, Vec<Bound<'py, PyArray2<f32>>>)> {
+    ) -> PyResult<(
+        String,
+        Bound<'py, PyArray1<u32>>,
+        Bound<'py, PyArray1<u32>>,
+        Bound<'py, PyArray1<u32>>,
+        Vec<Bound<'py, PyArray2<f32>>>,
+    )> {
         let level = match level {
             "article" => Level::Article,
             "paragraph" => Level::Paragraph,
@@ -288,7 +296,7 @@ impl StoreEngine {
             },
         )?;
         let blocks = engine::vector_blocks(&store, level);
-        let ids = to_json(&blocks.ids);
+        let keys = to_json(&blocks.keys);
         let mut arrays = Vec::with_capacity(blocks.blocks.len());
         for b in &blocks.blocks {
             let array = match &b.live {
@@ -302,7 +310,13 @@ impl StoreEngine {
             };
             arrays.push(array);
         }
-        Ok((ids, arrays))
+        Ok((
+            keys,
+            blocks.article.into_pyarray(py),
+            blocks.paragraph.into_pyarray(py),
+            blocks.window.into_pyarray(py),
+            arrays,
+        ))
     }
 }
 

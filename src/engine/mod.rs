@@ -1152,23 +1152,15 @@ pub fn embed_matrix(
     Ok(m)
 }
 
-/// Which stored row a vector is.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct VectorId {
-    /// The article's key.
-    pub key: String,
-    /// Paragraph level: the paragraph (0-based) and its window (0 unless it was too long for
-    /// the model).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub paragraph: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub window: Option<u32>,
-}
-
 /// The live vectors of a store at one level, read in place: one block per segment, a view of
-/// its memory-mapped rows, with the rows to keep when some articles of it were deleted.
+/// its memory-mapped rows, with the rows to keep when some articles of it were deleted. Row `r`
+/// (over all blocks, live rows only) belongs to article `keys[article[r]]`; at paragraph level it
+/// is window `window[r]` of paragraph `paragraph[r]`.
 pub struct VectorBlocks<'s> {
-    pub ids: Vec<VectorId>,
+    pub keys: Vec<String>,
+    pub article: Vec<u32>,
+    pub paragraph: Vec<u32>,
+    pub window: Vec<u32>,
     pub blocks: Vec<VectorBlock<'s>>,
 }
 
@@ -1182,8 +1174,13 @@ pub struct VectorBlock<'s> {
 /// See [`VectorBlocks`].
 pub fn vector_blocks(store: &Store, level: Level) -> VectorBlocks<'_> {
     let dim = store.manifest.model.dim;
-    let mut ids = Vec::new();
-    let mut blocks = Vec::new();
+    let mut out = VectorBlocks {
+        keys: Vec::new(),
+        article: Vec::new(),
+        paragraph: Vec::new(),
+        window: Vec::new(),
+        blocks: Vec::new(),
+    };
     for seg in &store.segments {
         let (data, rows) = match level {
             Level::Article => (seg.article_vectors(), seg.articles.len()),
@@ -1192,41 +1189,33 @@ pub fn vector_blocks(store: &Store, level: Level) -> VectorBlocks<'_> {
         let view = ndarray::ArrayView2::from_shape((rows, dim), data)
             .expect("a segment's vectors are rows × dim");
         let mut live = Vec::with_capacity(rows);
-        match level {
-            Level::Article => {
-                for (a, rec) in seg.articles.iter().enumerate() {
-                    if seg.live[a] {
-                        live.push(a);
-                        ids.push(VectorId {
-                            key: rec.key.clone(),
-                            paragraph: None,
-                            window: None,
-                        });
-                    }
-                }
+        for (a, rec) in seg.articles.iter().enumerate() {
+            if !seg.live[a] {
+                continue;
             }
-            Level::Paragraph => {
-                for (a, rec) in seg.articles.iter().enumerate() {
-                    if !seg.live[a] {
-                        continue;
-                    }
+            let index = out.keys.len() as u32;
+            out.keys.push(rec.key.clone());
+            match level {
+                Level::Article => {
+                    live.push(a);
+                    out.article.push(index);
+                }
+                Level::Paragraph => {
                     for c in seg.article_chunks(a) {
                         let chunk = seg.chunk(c);
                         live.push(c);
-                        ids.push(VectorId {
-                            key: rec.key.clone(),
-                            paragraph: Some(chunk.paragraph),
-                            window: Some(chunk.window),
-                        });
+                        out.article.push(index);
+                        out.paragraph.push(chunk.paragraph);
+                        out.window.push(chunk.window);
                     }
                 }
             }
         }
         let all_live = live.len() == rows && live.iter().enumerate().all(|(i, &r)| i == r);
-        blocks.push(VectorBlock {
+        out.blocks.push(VectorBlock {
             rows: view,
             live: (!all_live).then_some(live),
         });
     }
-    VectorBlocks { ids, blocks }
+    out
 }
