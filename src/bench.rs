@@ -677,17 +677,7 @@ fn knn_label_precision(vecs: &[Vec<f32>], labels: &[usize], k: usize) -> (f64, f
 /// labels and with k chosen automatically; outliers count as one more cluster of their own.
 pub fn cluster(store: &Store, story_threshold: f32) -> Result<(), EngineError> {
     let table = ArticleTable::new(store);
-    let labels: Vec<String> = (0..table.len())
-        .map(|i| {
-            let rec = table.record(i);
-            let key = rec.file.as_deref().unwrap_or(&rec.key);
-            std::path::Path::new(key)
-                .parent()
-                .and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
+    let labels = folder_labels(&table);
     let n_labels = labels
         .iter()
         .collect::<std::collections::HashSet<_>>()

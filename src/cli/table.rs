@@ -71,7 +71,7 @@ fn hits_table(out: &mut impl Write, hits: &[Hit], level: Level) -> Result<()> {
             h.score,
             shorten(&a.title, 90)
         )?;
-        let meta: Vec<&str> = [&h.date, &h.source]
+        let meta: Vec<&str> = [&h.dateline.date, &h.dateline.source]
             .iter()
             .filter_map(|v| v.as_deref())
             .filter(|v| !v.is_empty())

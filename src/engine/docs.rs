@@ -138,6 +138,27 @@ impl ArticleRef {
     }
 }
 
+/// When and where an article appeared, as far as its input said.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Dateline {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl Dateline {
+    pub fn of(meta: &crate::text::Metadata) -> Dateline {
+        Dateline {
+            date: meta.date.clone(),
+            source: meta.source.clone(),
+            url: meta.url.clone(),
+        }
+    }
+}
+
 /// What a query asked for, echoed in its answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -154,12 +175,8 @@ pub struct Hit {
     pub article: ArticleRef,
     pub rank: usize,
     pub score: f32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub date: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    #[serde(flatten)]
+    pub dateline: Dateline,
     /// 0-based paragraph number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paragraph: Option<u32>,
@@ -228,12 +245,8 @@ pub struct ParagraphDoc {
 pub struct ArticleDoc {
     #[serde(flatten)]
     pub article: ArticleRef,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub date: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    #[serde(flatten)]
+    pub dateline: Dateline,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credit: Option<String>,
     pub paragraphs: Vec<ParagraphDoc>,
@@ -485,11 +498,7 @@ pub struct MapResult {
 pub struct ArticleListing {
     #[serde(flatten)]
     pub article: ArticleRef,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub date: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
+    #[serde(flatten)]
+    pub dateline: Dateline,
     pub paragraphs: u32,
 }

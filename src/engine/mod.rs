@@ -521,9 +521,7 @@ impl Engine {
             .collect();
         Ok(ArticleDoc {
             article: article_ref(&store, loc),
-            date: rec.meta.date.clone(),
-            source: rec.meta.source.clone(),
-            url: rec.meta.url.clone(),
+            dateline: Dateline::of(&rec.meta),
             credit: rec.meta.credit.clone(),
             paragraphs,
             nearest: near,
@@ -647,9 +645,7 @@ impl Engine {
             .live_articles()
             .map(|(loc, rec)| ArticleListing {
                 article: article_ref(&store, loc),
-                date: rec.meta.date.clone(),
-                source: rec.meta.source.clone(),
-                url: rec.meta.url.clone(),
+                dateline: Dateline::of(&rec.meta),
                 paragraphs: rec.paragraphs,
             })
             .collect())
@@ -885,9 +881,7 @@ fn hit(store: &Store, loc: ArticleLoc, rank: usize, score: f32) -> Hit {
         article: article_ref(store, loc),
         rank,
         score,
-        date: rec.meta.date.clone(),
-        source: rec.meta.source.clone(),
-        url: rec.meta.url.clone(),
+        dateline: Dateline::of(&rec.meta),
         paragraph: None,
         window: None,
         text: None,
