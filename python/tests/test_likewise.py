@@ -23,7 +23,15 @@ import likewise
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "target" / "release" / "likewise"
-MODEL = ROOT / "models" / "all-MiniLM-L6-v2"
+
+def _model_dir() -> Path:
+    """The default model's folder, wherever `likewise` finds (or fetches) it."""
+    subprocess.run([str(BIN), "model", "fetch"], cwd=ROOT, check=True, capture_output=True)
+    out = subprocess.run([str(BIN), "model", "check"], cwd=ROOT, check=True, capture_output=True, text=True)
+    return Path(json.loads(out.stdout)["dir"]).resolve()
+
+
+MODEL = _model_dir()
 GOLDEN = ROOT / "tests" / "fixtures" / "golden-all-MiniLM-L6-v2.jsonl"
 RAFAH = "Blinken said a major ground operation in Rafah would be a mistake"
 
