@@ -14,6 +14,14 @@ use pyo3::prelude::*;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+// The allocator of the `likewise` binary (see src/main.rs): embedding allocates and frees large
+// buffers for every tensor op, which the system allocator turns into page faults.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay` (index 15 in libmimalloc-sys 0.1.49, pinned by Cargo.lock).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 pyo3::create_exception!(
     _likewise,
     LikewiseError,
@@ -322,6 +330,9 @@ impl StoreEngine {
 
 #[pymodule]
 fn _likewise(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Keep freed memory for the next batch instead of returning it to the OS (as the binary does).
+    // SAFETY: sets a process-wide option of this module's allocator; valid at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let py = m.py();
     m.add_class::<Model>()?;
     m.add_class::<StoreEngine>()?;
