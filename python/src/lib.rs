@@ -333,6 +333,9 @@ fn _likewise(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Keep freed memory for the next batch instead of returning it to the OS (as the binary does).
     // SAFETY: sets a process-wide option of this module's allocator; valid at any time.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // As many threads as the CLI uses (the cores this process may use), unless the caller set
+    // RAYON_NUM_THREADS; done at import, before candle or rayon starts a pool.
+    engine::configure_threads(None);
     let py = m.py();
     m.add_class::<Model>()?;
     m.add_class::<StoreEngine>()?;

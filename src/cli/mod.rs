@@ -497,19 +497,6 @@ impl CliError {
     }
 }
 
-/// Sets the thread count for candle and rayon before either starts its pool.
-pub fn configure_threads(threads: Option<usize>) {
-    let n = threads.unwrap_or_else(|| {
-        // available_parallelism honours CPU affinity and cgroup quotas, unlike a count of cores.
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    if threads.is_some() || std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
-}
-
 impl Global {
     fn spec(&self) -> ModelSpec {
         ModelSpec {
@@ -534,7 +521,7 @@ impl Global {
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32, CliError> {
-    configure_threads(cli.global.threads);
+    crate::engine::configure_threads(cli.global.threads);
     let g = &cli.global;
     let done = |r: Result<(), EngineError>| r.map(|_| exit::SUCCESS).map_err(CliError::from);
     match &cli.command {
