@@ -773,25 +773,9 @@ pub fn map(store: &Store) -> Result<(), EngineError> {
     let on_map = crate::engine::map::neighbour_agreement(&xy, &point_labels, 10);
     // The same in the full vectors: cosine neighbours.
     let n = table.len();
-    let full: f64 = (0..n)
-        .map(|i| {
-            let mut s: Vec<(f32, usize)> = (0..n)
-                .filter(|&j| j != i)
-                .map(|j| (-dot(table.vector(i), table.vector(j)), j))
-                .collect();
-            let k = 10.min(s.len());
-            if k == 0 {
-                return 0.0;
-            }
-            s.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
-            s[..k]
-                .iter()
-                .filter(|&&(_, j)| labels[j] == labels[i])
-                .count() as f64
-                / k as f64
-        })
-        .sum::<f64>()
-        / n.max(1) as f64;
+    let full = crate::engine::map::neighbour_agreement_by(&labels, 10, |i, j| {
+        -dot(table.vector(i), table.vector(j))
+    });
     let doc = json!({
         "articles": n,
         "points": result.points.len(),

@@ -265,17 +265,26 @@ pub fn tsne(v: &[f32], dim: usize, seed: u64) -> Vec<f32> {
 /// The share of each point's `k` nearest neighbours on the map (Euclidean) that carry its
 /// label, averaged over the points: how well the map keeps neighbourhoods.
 pub fn neighbour_agreement(xy: &[f32], labels: &[String], k: usize) -> f64 {
+    neighbour_agreement_by(labels, k, |i, j| {
+        let dx = xy[2 * i] - xy[2 * j];
+        let dy = xy[2 * i + 1] - xy[2 * j + 1];
+        dx * dx + dy * dy
+    })
+}
+
+/// [`neighbour_agreement`] under any distance between points `i` and `j` (smaller is nearer).
+pub fn neighbour_agreement_by(
+    labels: &[String],
+    k: usize,
+    distance: impl Fn(usize, usize) -> f32 + Sync,
+) -> f64 {
     let n = labels.len();
     let total: f64 = (0..n)
         .into_par_iter()
         .map(|i| {
             let mut d: Vec<(f32, usize)> = (0..n)
                 .filter(|&j| j != i)
-                .map(|j| {
-                    let dx = xy[2 * i] - xy[2 * j];
-                    let dy = xy[2 * i + 1] - xy[2 * j + 1];
-                    (dx * dx + dy * dy, j)
-                })
+                .map(|j| (distance(i, j), j))
                 .collect();
             let k = k.min(d.len());
             if k == 0 {
