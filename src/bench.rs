@@ -128,6 +128,8 @@ pub fn embed(encoder: &dyn Embedder, file: &Path, lines: Option<usize>) -> Resul
         "{}",
         json!({
             "system": format!("likewise {} ({})", env!("CARGO_PKG_VERSION"), encoder.precision()),
+            "cpu": cpu_name(),
+            "kernels": encoder.kernels(),
             "threads": threads(),
             "texts": texts.len(),
             "tokens": tokens,
@@ -495,6 +497,46 @@ pub fn search(
     Ok(())
 }
 
+/// `likewise bench kernels`: GFLOP/s of every multiply kernel this CPU runs on MiniLM's four
+/// layer shapes (384 → 1,152, 384 → 384, 384 → 1,536, 1,536 → 384), one thread, and which f32
+/// kernel the automatic choice takes. One JSON line per kernel.
+#[cfg(target_arch = "x86_64")]
+pub fn kernels(rows: usize) -> Result<(), EngineError> {
+    use crate::model::kernels;
+    let shapes = [(384, 1152), (384, 384), (384, 1536), (1536, 384)];
+    let request = kernels::request().map_err(crate::model::ModelError::Kernels)?;
+    let chosen = kernels::choose(request, 384, 1536);
+    for kernel in kernels::all_available() {
+        let rates: Vec<f64> = shapes
+            .iter()
+            .map(|&(i, o)| (kernels::gflops(kernel, rows, i, o, 5) * 10.0).round() / 10.0)
+            .collect();
+        let flops: f64 = shapes.iter().map(|&(i, o)| (i * o) as f64).sum();
+        let seconds: f64 = shapes
+            .iter()
+            .zip(&rates)
+            .map(|(&(i, o), r)| (i * o) as f64 / r)
+            .sum();
+        println!(
+            "{}",
+            json!({
+                "cpu": cpu_name(),
+                "kernel": kernel.name(),
+                "rows": rows,
+                "gflops_by_shape": rates,
+                "gflops_layer": ((flops / seconds) * 10.0).round() / 10.0,
+                "chosen_for_f32": Some(kernel) == chosen,
+            })
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn kernels(_rows: usize) -> Result<(), EngineError> {
+    Err(EngineError::Input("bench kernels: this build runs candle's kernels only".into()))
+}
+
 /// A 25-word passage, the size of a typical analyst's query.
 const QUERY_25_WORDS: &str = "Blinken said a major ground operation in Rafah would be a mistake and would put more than a million sheltering civilians in grave danger, officials said.";
 
@@ -514,6 +556,9 @@ pub fn query(encoder: &dyn Embedder, text: Option<&str>, runs: usize) -> Result<
     println!(
         "{}",
         json!({
+            "precision": encoder.precision().as_str(),
+            "cpu": cpu_name(),
+            "kernels": encoder.kernels(),
             "words": text.split_whitespace().count(),
             "tokens": encoder.count_tokens(&[text])?,
             "threads": threads(),

@@ -68,11 +68,16 @@ pub struct Global {
     /// Threads for embedding and search (default: the cores available to this process).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
-    /// The encoder's arithmetic: f32 (sentence-transformers' vectors) or bf16 (about twice as
-    /// fast, cosine ≥ 0.999 to them). A store records it; index and query use the store's own
+    /// The encoder's arithmetic: f32 (sentence-transformers' vectors), bf16 (cosine ≥ 0.999 to
+    /// them) or int8 (cosine ≥ 0.995). A store records it; index and query use the store's own
     /// unless this is given.
     #[arg(long, value_enum, env = "LIKEWISE_PRECISION", global = true)]
     pub precision: Option<Precision>,
+    /// Which multiply kernels run the encoder: auto (time this CPU's candidates at load and take
+    /// the fastest), avx512, avx2 (the code an AVX2-only CPU runs, on any CPU) or candle
+    /// (candle's matrix multiply, f32). Default: LIKEWISE_KERNELS, else auto.
+    #[arg(long, global = true)]
+    pub kernels: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -376,6 +381,13 @@ pub enum BenchCommand {
         #[arg(long)]
         lines: Option<usize>,
     },
+    /// Each multiply kernel this CPU runs, on the model's layer shapes, one thread (GFLOP/s), and
+    /// the one the encoder chooses here.
+    Kernels {
+        /// Rows (tokens) per multiply.
+        #[arg(long, default_value_t = 384)]
+        rows: usize,
+    },
     /// Latency of embedding one short passage with the model loaded (median of N runs).
     Query {
         /// The passage (default: a 25-word news sentence).
@@ -522,6 +534,9 @@ impl Global {
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32, CliError> {
     crate::engine::configure_threads(cli.global.threads);
+    if let Some(kernels) = &cli.global.kernels {
+        crate::model::set_kernel_request(kernels).map_err(EngineError::from)?;
+    }
     let g = &cli.global;
     let done = |r: Result<(), EngineError>| r.map(|_| exit::SUCCESS).map_err(CliError::from);
     match &cli.command {
@@ -682,6 +697,7 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Bench(BenchCommand::Embed { file, lines }) => {
             done(crate::bench::embed(&g.load_model()?, file, *lines))
         }
+        Command::Bench(BenchCommand::Kernels { rows }) => done(crate::bench::kernels(*rows)),
         Command::Bench(BenchCommand::Query { text, runs }) => done(crate::bench::query(
             &g.load_model()?,
             text.as_deref(),

@@ -1,223 +1,27 @@
-//! The fast encoder (`--precision bf16`): the same BERT forward as [`super::bert`], with every dense
-//! layer's multiply done in bfloat16 by the CPU's AVX512-BF16 dot-product instruction (`vdpbf16ps`,
-//! sums kept in f32). Embeddings, attention, softmax, layer norms and GELU stay in f32.
+//! The fast encoder: the same BERT forward as [`super::bert`] in plain f32 slices, with every dense
+//! layer's multiply done by one of [`super::kernels`] (f32 on 512- or 256-bit registers, bf16 through
+//! AVX512-BF16, int8 through AVX-512 VNNI). Embeddings, attention, softmax, layer norms and GELU
+//! stay in f32.
 //!
-//! Why our own kernel: candle's CPU matmul has no path through `vdpbf16ps`, which does twice the
-//! multiply-adds per instruction of an f32 FMA; the four dense layers are ~95% of the model's work.
+//! Why our own forward: candle allocates and walks a tensor per operation, pads every sequence of a
+//! batch to the longest, and its CPU matmul has no bf16 or int8 dot-product path; the four dense
+//! layers are ~95% of the model's work.
 //!
 //! Layout and invariants:
-//! - Each weight matrix is packed once, at load, into panels of [`PANEL`] output columns: for every
-//!   pair of inputs `(2p, 2p+1)` a panel holds 32 `u32`, each two bf16 (low half input `2p`), so one
-//!   `vdpbf16ps` adds two inputs' contributions to 16 outputs.
 //! - Sequences are packed one after another without padding (no compute is spent on padding and no
 //!   mask is needed); attention runs per sequence. Every other step works row by row, so a
 //!   sequence's vector never depends on the other sequences of its chunk: chunking and thread count
 //!   do not change a vector.
-//! - f32 → bf16 rounds to nearest even, as the hardware conversion does.
+//! - The whole forward is compiled twice, for AVX-512 and for AVX2 only, and runs the copy of the
+//!   instruction set its kernel was chosen for: `--kernels avx2` exercises on any CPU exactly the
+//!   code an AVX2-only CPU runs.
 
 #![cfg(target_arch = "x86_64")]
 
-use super::bert::{exp_nonpositive, gelu_erf, Activation, Bert};
-use std::arch::x86_64::*;
+use super::bert::{exp_nonpositive, Bert};
+use super::kernels::{self, Dense, Finish, Isa, Kernel, KernelRequest, Stage};
+use super::Precision;
 use std::cell::RefCell;
-
-/// Output columns per packed panel: two 16-lane registers.
-const PANEL: usize = 32;
-/// Rows per register tile: 12 rows × 2 registers = 24 accumulators of the 32 registers.
-const TILE_ROWS: usize = 12;
-/// Rows per cache block: the block's bf16 inputs (≤ 96 × 1,536 × 2 bytes) and one weight panel
-/// (≤ 768 pairs × 128 bytes) stay in the 1 MiB L2 while every panel passes over them.
-const BLOCK_ROWS: usize = 96;
-
-/// True when this CPU has the instructions the fast encoder needs.
-pub fn supported() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bf16")
-        && std::arch::is_x86_feature_detected!("fma")
-}
-
-/// Rounds to the nearest bf16, ties to even (NaN is not expected in activations or weights).
-#[inline(always)]
-fn bf16_bits(x: f32) -> u32 {
-    let b = x.to_bits();
-    (b + 0x7FFF + ((b >> 16) & 1)) >> 16
-}
-
-/// A dense layer `y = x·W + b` with `W` packed into bf16 panels.
-struct PackedLinear {
-    outputs: usize,
-    pairs: usize,
-    panels: Vec<u32>,
-    /// Padded to whole panels with zeros.
-    bias: Vec<f32>,
-}
-
-impl PackedLinear {
-    /// `weight_t` is `(inputs, outputs)` row-major.
-    fn pack(weight_t: &[f32], bias: &[f32], inputs: usize, outputs: usize) -> Self {
-        assert_eq!(weight_t.len(), inputs * outputs);
-        assert_eq!(bias.len(), outputs);
-        let pairs = inputs.div_ceil(2);
-        let panel_count = outputs.div_ceil(PANEL);
-        let mut panels = vec![0u32; panel_count * pairs * PANEL];
-        for panel in 0..panel_count {
-            for p in 0..pairs {
-                for lane in 0..PANEL {
-                    let col = panel * PANEL + lane;
-                    if col >= outputs {
-                        continue;
-                    }
-                    let lo = bf16_bits(weight_t[2 * p * outputs + col]);
-                    let hi = if 2 * p + 1 < inputs {
-                        bf16_bits(weight_t[(2 * p + 1) * outputs + col])
-                    } else {
-                        0
-                    };
-                    panels[(panel * pairs + p) * PANEL + lane] = lo | (hi << 16);
-                }
-            }
-        }
-        let mut padded_bias = bias.to_vec();
-        padded_bias.resize(panel_count * PANEL, 0.0);
-        Self {
-            outputs,
-            pairs,
-            panels,
-            bias: padded_bias,
-        }
-    }
-
-    /// `out (rows, outputs) = input·W + b`, then `finish` applied to each written row segment.
-    /// `input` holds bf16 pairs, `(rows rounded up to TILE_ROWS, pairs)`, padding rows zero.
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F and AVX512-BF16 ([`supported`]).
-    #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-    unsafe fn forward(&self, input: &[u32], rows: usize, out: &mut [f32], finish: Finish) {
-        assert!(input.len() >= rows.next_multiple_of(TILE_ROWS) * self.pairs);
-        assert!(out.len() >= rows * self.outputs);
-        let panel_count = self.outputs.div_ceil(PANEL);
-        for block in (0..rows).step_by(BLOCK_ROWS) {
-            let block_end = (block + BLOCK_ROWS).min(rows);
-            for panel in 0..panel_count {
-                let cols = PANEL.min(self.outputs - panel * PANEL);
-                let weights = self.panels[panel * self.pairs * PANEL..].as_ptr();
-                for row in (block..block_end).step_by(TILE_ROWS) {
-                    let tile_rows = TILE_ROWS.min(block_end - row);
-                    let out_at = out.as_mut_ptr().add(row * self.outputs + panel * PANEL);
-                    // SAFETY: the input has TILE_ROWS rows from `row` (asserted above), the panel
-                    // `pairs` × PANEL values, and the output `tile_rows` rows of `outputs` from `out_at`.
-                    tile(
-                        input.as_ptr().add(row * self.pairs),
-                        self.pairs,
-                        weights,
-                        self.bias[panel * PANEL..].as_ptr(),
-                        out_at,
-                        self.outputs,
-                        tile_rows,
-                        cols,
-                    );
-                    for r in 0..tile_rows {
-                        let segment =
-                            std::slice::from_raw_parts_mut(out_at.add(r * self.outputs), cols);
-                        finish.apply(segment);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// What happens to a dense layer's output right after it is computed, while it is in L1.
-#[derive(Clone, Copy)]
-enum Finish {
-    Nothing,
-    Activate(Activation),
-}
-
-impl Finish {
-    #[inline(always)]
-    fn apply(self, values: &mut [f32]) {
-        match self {
-            Finish::Nothing => {}
-            Finish::Activate(Activation::GeluErf) => {
-                values.iter_mut().for_each(|v| *v = gelu_erf(*v))
-            }
-            Finish::Activate(Activation::GeluTanh) => values
-                .iter_mut()
-                .for_each(|v| *v = super::bert::gelu_tanh(*v)),
-            Finish::Activate(Activation::Relu) => values.iter_mut().for_each(|v| *v = v.max(0.0)),
-        }
-    }
-}
-
-/// One register tile: `TILE_ROWS` rows (only `rows` stored) × `cols` ≤ 32 columns, over all pairs.
-///
-/// # Safety
-/// AVX-512F and AVX512-BF16 present; `a` readable for TILE_ROWS × `a_stride` u32, `b` for
-/// `pairs` × 32 u32, `bias` for 32 f32, `out` writable for `rows` rows of `out_stride` from it.
-#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile(
-    a: *const u32,
-    a_stride: usize,
-    b: *const u32,
-    bias: *const f32,
-    out: *mut f32,
-    out_stride: usize,
-    rows: usize,
-    cols: usize,
-) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; TILE_ROWS];
-    for p in 0..a_stride {
-        let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * PANEL) as *const _));
-        let w1: __m512bh =
-            std::mem::transmute(_mm512_loadu_si512(b.add(p * PANEL + 16) as *const _));
-        for (r, acc_row) in acc.iter_mut().enumerate() {
-            let x: __m512bh =
-                std::mem::transmute(_mm512_set1_epi32(*a.add(r * a_stride + p) as i32));
-            acc_row[0] = _mm512_dpbf16_ps(acc_row[0], x, w0);
-            acc_row[1] = _mm512_dpbf16_ps(acc_row[1], x, w1);
-        }
-    }
-    let bias0 = _mm512_loadu_ps(bias);
-    let bias1 = _mm512_loadu_ps(bias.add(16));
-    let (mask0, mask1) = if cols >= 32 {
-        (0xFFFFu16, 0xFFFFu16)
-    } else if cols >= 16 {
-        (0xFFFF, ((1u32 << (cols - 16)) - 1) as u16)
-    } else {
-        (((1u32 << cols) - 1) as u16, 0)
-    };
-    for (r, acc_row) in acc.iter().enumerate() {
-        if r < rows {
-            let o = out.add(r * out_stride);
-            _mm512_mask_storeu_ps(o, mask0, _mm512_add_ps(acc_row[0], bias0));
-            _mm512_mask_storeu_ps(o.add(16), mask1, _mm512_add_ps(acc_row[1], bias1));
-        }
-    }
-}
-
-/// Writes `rows` rows of `cols` f32 as bf16 pairs, `(rows rounded up to TILE_ROWS, pairs)`, zeroing
-/// the padding rows and the odd column's partner.
-#[inline(always)]
-fn to_bf16_pairs(values: &[f32], rows: usize, cols: usize, out: &mut Vec<u32>) {
-    let pairs = cols.div_ceil(2);
-    out.clear();
-    out.resize(rows.next_multiple_of(TILE_ROWS) * pairs, 0);
-    for (src, dst) in values[..rows * cols]
-        .chunks_exact(cols)
-        .zip(out.chunks_exact_mut(pairs))
-    {
-        let (even, odd) = (src.chunks_exact(2), src.chunks_exact(2).remainder());
-        for (d, s) in dst.iter_mut().zip(even) {
-            *d = bf16_bits(s[0]) | (bf16_bits(s[1]) << 16);
-        }
-        if let Some(&last) = odd.first() {
-            dst[pairs - 1] = bf16_bits(last);
-        }
-    }
-}
 
 struct Norm {
     weight: Vec<f32>,
@@ -263,16 +67,17 @@ fn sum16(values: &[f32]) -> f32 {
 }
 
 struct FastLayer {
-    qkv: PackedLinear,
-    attn_out: PackedLinear,
+    qkv: Dense,
+    attn_out: Dense,
     attn_norm: Norm,
-    ffn_in: PackedLinear,
-    ffn_out: PackedLinear,
+    ffn_in: Dense,
+    ffn_out: Dense,
     ffn_norm: Norm,
 }
 
-/// The bf16 encoder, built from the f32 one's weights.
+/// The fast encoder, built from the candle one's weights.
 pub struct FastBert {
+    kernel: Kernel,
     word_embeddings: Vec<f32>,
     position_embeddings: Vec<f32>,
     token_type_row: Vec<f32>,
@@ -283,7 +88,7 @@ pub struct FastBert {
     hidden: usize,
     intermediate: usize,
     max_positions: usize,
-    activation: Activation,
+    activation: super::bert::Activation,
 }
 
 /// Buffers reused from one chunk to the next on each thread (no page faults in the hot loop).
@@ -294,7 +99,7 @@ struct Scratch {
     context: Vec<f32>,
     dense: Vec<f32>,
     inner: Vec<f32>,
-    pairs: Vec<u32>,
+    stage: Stage,
     keys_t: Vec<f32>,
     scores: Vec<f32>,
 }
@@ -307,8 +112,42 @@ thread_local! {
 const MAX_HEAD_DIM: usize = 128;
 
 impl FastBert {
-    /// Packs the weights of an f32 encoder. Fails only if the tensors cannot be read.
-    pub fn from_bert(bert: &Bert) -> candle_core::Result<Self> {
+    /// The kernel that runs `precision` here under `request`, or why none can.
+    pub fn kernel_for(
+        precision: Precision,
+        request: KernelRequest,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<Kernel, String> {
+        let fixed = |kernel: Kernel, needs: &str| {
+            if request == KernelRequest::Avx2 || request == KernelRequest::Candle {
+                Err(format!(
+                    "--precision {precision} runs only on {needs} kernels, and the kernels are set to {}",
+                    request.as_str()
+                ))
+            } else if kernel.available() {
+                Ok(kernel)
+            } else {
+                Err(format!(
+                    "--precision {precision} needs a CPU with {needs}, which this one lacks; use --precision f32"
+                ))
+            }
+        };
+        match precision {
+            Precision::Bf16 => fixed(Kernel::Bf16Avx512, "AVX-512 and AVX512-BF16"),
+            Precision::Int8 => fixed(Kernel::Int8Vnni, "AVX-512 and AVX-512 VNNI"),
+            Precision::F32 => kernels::choose(request, inputs, outputs).ok_or_else(|| {
+                format!(
+                    "the kernels are set to {}, which this CPU cannot run",
+                    request.as_str()
+                )
+            }),
+        }
+    }
+
+    /// Packs the weights of the candle encoder for `kernel`. Fails only if the tensors cannot be
+    /// read or the model's shape is outside what the fast forward handles.
+    pub fn from_bert(bert: &Bert, kernel: Kernel) -> candle_core::Result<Self> {
         let parts = bert.parts()?;
         if parts.hidden / parts.heads > MAX_HEAD_DIM {
             candle_core::bail!(
@@ -323,15 +162,16 @@ impl FastBert {
             .layers
             .into_iter()
             .map(|l| FastLayer {
-                qkv: PackedLinear::pack(&l.qkv.0, &l.qkv.1, hidden, 3 * hidden),
-                attn_out: PackedLinear::pack(&l.attn_out.0, &l.attn_out.1, hidden, hidden),
+                qkv: Dense::pack(kernel, &l.qkv.0, &l.qkv.1, hidden, 3 * hidden),
+                attn_out: Dense::pack(kernel, &l.attn_out.0, &l.attn_out.1, hidden, hidden),
                 attn_norm: norm(l.attn_norm),
-                ffn_in: PackedLinear::pack(&l.ffn_in.0, &l.ffn_in.1, hidden, intermediate),
-                ffn_out: PackedLinear::pack(&l.ffn_out.0, &l.ffn_out.1, intermediate, hidden),
+                ffn_in: Dense::pack(kernel, &l.ffn_in.0, &l.ffn_in.1, hidden, intermediate),
+                ffn_out: Dense::pack(kernel, &l.ffn_out.0, &l.ffn_out.1, intermediate, hidden),
                 ffn_norm: norm(l.ffn_norm),
             })
             .collect();
         Ok(Self {
+            kernel,
             word_embeddings: parts.word_embeddings,
             position_embeddings: parts.position_embeddings,
             token_type_row: parts.token_type_row,
@@ -350,22 +190,32 @@ impl FastBert {
         self.hidden
     }
 
+    /// The dense-multiply kernel this encoder runs.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
     /// Runs the encoder on sequences packed one after another (`lengths` sums to `ids.len()`, each
     /// length ≥ 1 and ≤ the model's positions) and returns `pool` of each sequence's last hidden
     /// states, `(length, hidden)` row-major. The states stay in this thread's buffers: no copy.
+    /// With `parallel`, each multiply is shared among rayon's threads (for a lone chunk).
     pub fn forward_pooled<T>(
         &self,
         ids: &[u32],
         lengths: &[usize],
+        parallel: bool,
         mut pool: impl FnMut(&[f32]) -> T,
     ) -> Vec<T> {
-        assert!(supported(), "the fast encoder needs AVX512-BF16");
         assert_eq!(lengths.iter().sum::<usize>(), ids.len());
         assert!(lengths.iter().all(|&l| l >= 1 && l <= self.max_positions));
         SCRATCH.with(|scratch| {
             let scratch = &mut *scratch.borrow_mut();
-            // SAFETY: the CPU supports AVX-512F, AVX512-BF16 and FMA (asserted above).
-            unsafe { self.forward_avx512(ids, lengths, scratch) };
+            // SAFETY: the kernel was detected on this CPU when the weights were packed
+            // (`Dense::pack` asserts it), and its instruction set is the one the copy is built for.
+            match self.kernel.isa() {
+                Isa::Avx512 => unsafe { self.forward_avx512(ids, lengths, parallel, scratch) },
+                Isa::Avx2 => unsafe { self.forward_avx2(ids, lengths, parallel, scratch) },
+            }
             let mut at = 0;
             lengths
                 .iter()
@@ -378,8 +228,26 @@ impl FastBert {
         })
     }
 
-    #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-    unsafe fn forward_avx512(&self, ids: &[u32], lengths: &[usize], s: &mut Scratch) {
+    /// The forward compiled for AVX-512.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn forward_avx512(
+        &self,
+        ids: &[u32],
+        lengths: &[usize],
+        parallel: bool,
+        s: &mut Scratch,
+    ) {
+        self.forward(ids, lengths, parallel, s)
+    }
+
+    /// The same forward compiled for AVX2 and FMA only.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_avx2(&self, ids: &[u32], lengths: &[usize], parallel: bool, s: &mut Scratch) {
+        self.forward(ids, lengths, parallel, s)
+    }
+
+    #[inline(always)]
+    fn forward(&self, ids: &[u32], lengths: &[usize], parallel: bool, s: &mut Scratch) {
         let h = self.hidden;
         let rows = ids.len();
         let vocab = self.word_embeddings.len() / h;
@@ -409,32 +277,45 @@ impl FastBert {
         s.dense.resize(rows * h, 0.0);
         s.inner.resize(rows * self.intermediate, 0.0);
         for layer in &self.layers {
-            to_bf16_pairs(&s.x, rows, h, &mut s.pairs);
-            layer
-                .qkv
-                .forward(&s.pairs, rows, &mut s.qkv, Finish::Nothing);
+            layer.qkv.multiply(
+                &s.x,
+                rows,
+                &mut s.qkv,
+                Finish::Nothing,
+                &mut s.stage,
+                parallel,
+            );
             let mut start = 0;
             for &len in lengths {
                 self.attend(start, len, s);
                 start += len;
             }
-            to_bf16_pairs(&s.context, rows, h, &mut s.pairs);
-            layer
-                .attn_out
-                .forward(&s.pairs, rows, &mut s.dense, Finish::Nothing);
+            layer.attn_out.multiply(
+                &s.context,
+                rows,
+                &mut s.dense,
+                Finish::Nothing,
+                &mut s.stage,
+                parallel,
+            );
             add_into(&mut s.x, &s.dense);
             layer.attn_norm.apply_rows(&mut s.x);
-            to_bf16_pairs(&s.x, rows, h, &mut s.pairs);
-            layer.ffn_in.forward(
-                &s.pairs,
+            layer.ffn_in.multiply(
+                &s.x,
                 rows,
                 &mut s.inner,
                 Finish::Activate(self.activation),
+                &mut s.stage,
+                parallel,
             );
-            to_bf16_pairs(&s.inner, rows, self.intermediate, &mut s.pairs);
-            layer
-                .ffn_out
-                .forward(&s.pairs, rows, &mut s.dense, Finish::Nothing);
+            layer.ffn_out.multiply(
+                &s.inner,
+                rows,
+                &mut s.dense,
+                Finish::Nothing,
+                &mut s.stage,
+                parallel,
+            );
             add_into(&mut s.x, &s.dense);
             layer.ffn_norm.apply_rows(&mut s.x);
         }
@@ -608,53 +489,5 @@ fn max16(values: &[f32]) -> f32 {
 fn add_into(x: &mut [f32], y: &[f32]) {
     for (a, &b) in x.iter_mut().zip(y) {
         *a += b;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bf16_rounds_to_nearest_even() {
-        assert_eq!(bf16_bits(1.0), 0x3F80);
-        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even (1.0).
-        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3F80);
-        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3F82);
-        assert_eq!(bf16_bits(-2.5), 0xC020);
-    }
-
-    #[test]
-    fn packed_multiply_matches_a_plain_one_on_bf16_values() {
-        // The machines this is built for have AVX512-BF16; elsewhere this fails rather than skips.
-        assert!(
-            supported(),
-            "this CPU has no AVX512-BF16: the fast encoder cannot run here"
-        );
-        // Odd inputs and outputs not a multiple of the panel exercise every edge.
-        let (rows, inputs, outputs) = (29, 37, 45);
-        let value = |i: usize| ((i * 7919 % 113) as f32 - 56.0) / 16.0; // exact in bf16
-        let x: Vec<f32> = (0..rows * inputs).map(|i| value(i * 3 + 1)).collect();
-        let w: Vec<f32> = (0..inputs * outputs).map(value).collect();
-        let bias: Vec<f32> = (0..outputs).map(|i| i as f32).collect();
-        let layer = PackedLinear::pack(&w, &bias, inputs, outputs);
-        let mut pairs = Vec::new();
-        to_bf16_pairs(&x, rows, inputs, &mut pairs);
-        let mut out = vec![f32::NAN; rows * outputs + 5];
-        // SAFETY: supported() checked above.
-        unsafe { layer.forward(&pairs, rows, &mut out, Finish::Nothing) };
-        for r in 0..rows {
-            for c in 0..outputs {
-                let want: f32 = (0..inputs)
-                    .map(|k| x[r * inputs + k] * w[k * outputs + c])
-                    .sum::<f32>()
-                    + bias[c];
-                assert_eq!(out[r * outputs + c], want, "row {r} col {c}");
-            }
-        }
-        assert!(
-            out[rows * outputs..].iter().all(|v| v.is_nan()),
-            "wrote past the output"
-        );
     }
 }

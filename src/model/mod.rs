@@ -15,6 +15,8 @@ pub mod fake;
 pub mod fast;
 pub mod fetch;
 mod folder;
+#[cfg(target_arch = "x86_64")]
+pub mod kernels;
 
 pub use bert::Pooling;
 pub(crate) use folder::hex;
@@ -46,8 +48,9 @@ pub enum ModelError {
     Tokenizer(String),
     #[error("the encoder failed: {0}")]
     Forward(#[from] candle_core::Error),
-    #[error("--precision {0} needs a CPU with AVX-512 and AVX512-BF16, which this one lacks; use --precision f32")]
-    PrecisionUnsupported(Precision),
+    /// No kernel here can run what was asked (names the precision, the kernels and the CPU's lack).
+    #[error("{0}")]
+    Kernels(String),
 }
 
 /// The arithmetic the encoder runs in, recorded in every store so one store never mixes them.
@@ -59,6 +62,9 @@ pub enum Precision {
     /// Dense layers multiplied in bfloat16 with f32 sums: about twice as fast, cosine ≥ 0.999
     /// to the f32 vectors.
     Bf16,
+    /// Dense layers multiplied in 8-bit integers (weights with a scale per output column, each
+    /// input row with its own scale) with i32 sums, on AVX-512 VNNI: cosine ≥ 0.995 to f32.
+    Int8,
 }
 
 impl Precision {
@@ -67,12 +73,13 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 
     /// The precision a manifest names, if this build knows it.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Precision::F32, Precision::Bf16]
+        [Precision::F32, Precision::Bf16, Precision::Int8]
             .into_iter()
             .find(|p| p.as_str() == name)
     }
@@ -92,6 +99,11 @@ pub trait Embedder: Send + Sync {
     /// The arithmetic the vectors are made in; a store records it too.
     fn precision(&self) -> Precision {
         Precision::F32
+    }
+
+    /// The kernels the vectors are computed with on this CPU (for benchmark reports).
+    fn kernels(&self) -> &'static str {
+        "none"
     }
 
     /// One vector per text, in input order. `progress` is called with the number of texts finished
@@ -128,7 +140,7 @@ const FAST_CHUNK_TOKENS: usize = 2048;
 enum Engine {
     /// candle, f32: the exact vectors.
     Exact(bert::Bert),
-    /// Our bf16 kernels.
+    /// Our forward with the kernels chosen for this CPU.
     #[cfg(target_arch = "x86_64")]
     Fast(fast::FastBert),
 }
@@ -181,12 +193,7 @@ impl SentenceEncoder {
             .map_err(|e| problem(format!("model.safetensors cannot be read: {e}")))?;
         let bert = bert::Bert::from_tensors(&folder.config, tensors, &device)
             .map_err(|e| problem(format!("model.safetensors: {e}")))?;
-        let engine = match precision {
-            Precision::F32 => Engine::Exact(bert),
-            #[cfg(target_arch = "x86_64")]
-            Precision::Bf16 if fast::supported() => Engine::Fast(fast::FastBert::from_bert(&bert)?),
-            Precision::Bf16 => return Err(ModelError::PrecisionUnsupported(precision)),
-        };
+        let engine = Self::engine_for(bert, precision, &folder.config)?;
         Ok(Self {
             identity: folder.identity.clone(),
             tokenizer,
@@ -232,6 +239,76 @@ impl SentenceEncoder {
     }
 }
 
+impl SentenceEncoder {
+    /// The forward that runs `precision` fastest here under the kernel request in force: the fast
+    /// encoder with the kernel chosen for this CPU, or candle's when asked for or when this CPU has
+    /// no AVX2 (f32 only).
+    fn engine_for(
+        bert: bert::Bert,
+        precision: Precision,
+        config: &bert::BertConfig,
+    ) -> Result<Engine, ModelError> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let request = kernels_request()?;
+            if request != kernels::KernelRequest::Candle || precision != Precision::F32 {
+                let kernel = fast::FastBert::kernel_for(
+                    precision,
+                    request,
+                    config.hidden_size,
+                    config.intermediate_size,
+                );
+                match kernel {
+                    Ok(kernel) => {
+                        return Ok(Engine::Fast(fast::FastBert::from_bert(&bert, kernel)?))
+                    }
+                    // No AVX2 at all and nothing forced: candle's portable f32 path.
+                    Err(_)
+                        if precision == Precision::F32
+                            && request == kernels::KernelRequest::Auto => {}
+                    Err(why) => return Err(ModelError::Kernels(why)),
+                }
+            }
+        }
+        let _ = config;
+        match precision {
+            Precision::F32 => Ok(Engine::Exact(bert)),
+            other => Err(ModelError::Kernels(format!(
+                "--precision {other} needs the fast encoder's x86-64 kernels, which this build or CPU lacks; use --precision f32"
+            ))),
+        }
+    }
+}
+
+/// Sets which kernels this process runs (`--kernels`): auto, avx512, avx2 or candle.
+pub fn set_kernel_request(name: &str) -> Result<(), ModelError> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let request = kernels::KernelRequest::from_name(name).ok_or_else(|| {
+            ModelError::Kernels(format!(
+                "--kernels {name:?} is not a kernel choice: use {}",
+                kernels::KernelRequest::NAMES
+            ))
+        })?;
+        kernels::set_request(request);
+        Ok(())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    match name {
+        "auto" | "candle" => Ok(()),
+        _ => Err(ModelError::Kernels(format!(
+            "--kernels {name}: this build has only candle's kernels"
+        ))),
+    }
+}
+
+/// The kernel request in force (`--kernels`, else `LIKEWISE_KERNELS`), with a clear error for an
+/// unknown value.
+#[cfg(target_arch = "x86_64")]
+fn kernels_request() -> Result<kernels::KernelRequest, ModelError> {
+    kernels::request().map_err(ModelError::Kernels)
+}
+
 #[cfg(target_arch = "x86_64")]
 impl SentenceEncoder {
     /// Embeds with the bf16 encoder: sequences packed without padding into chunks of about
@@ -263,22 +340,27 @@ impl SentenceEncoder {
         if start < order.len() {
             chunks.push(&order[start..]);
         }
-        let pooled: Vec<Vec<Vec<f32>>> = chunks
-            .par_iter()
-            .map(|chunk| {
-                let lengths: Vec<usize> = chunk.iter().map(|&i| ids[i].len()).collect();
-                let packed: Vec<u32> = chunk.iter().flat_map(|&i| ids[i].iter().copied()).collect();
-                let vectors = fast.forward_pooled(&packed, &lengths, |states| {
-                    let len = states.len() / hidden;
-                    let mask = vec![1u8; len];
-                    bert::pool(states, &mask, 1, len, hidden, self.pooling, self.normalize)
-                        .pop()
-                        .expect("one row pooled")
-                });
-                progress(chunk.len());
-                vectors
-            })
-            .collect();
+        // Fewer chunks than threads (a query, a short batch): the chunks run one after another, each
+        // multiply shared among the threads; otherwise one chunk per thread.
+        let parallel = chunks.len() < rayon::current_num_threads();
+        let run = |chunk: &&[usize]| {
+            let lengths: Vec<usize> = chunk.iter().map(|&i| ids[i].len()).collect();
+            let packed: Vec<u32> = chunk.iter().flat_map(|&i| ids[i].iter().copied()).collect();
+            let vectors = fast.forward_pooled(&packed, &lengths, parallel, |states| {
+                let len = states.len() / hidden;
+                let mask = vec![1u8; len];
+                bert::pool(states, &mask, 1, len, hidden, self.pooling, self.normalize)
+                    .pop()
+                    .expect("one row pooled")
+            });
+            progress(chunk.len());
+            vectors
+        };
+        let pooled: Vec<Vec<Vec<f32>>> = if parallel {
+            chunks.iter().map(run).collect()
+        } else {
+            chunks.par_iter().map(run).collect()
+        };
         // A text with no tokens at all (a tokenizer without special tokens) pools to zeros, as in
         // the exact path.
         let mut out = vec![vec![0f32; hidden]; ids.len()];
@@ -304,7 +386,19 @@ impl Embedder for SentenceEncoder {
         match self.engine {
             Engine::Exact(_) => Precision::F32,
             #[cfg(target_arch = "x86_64")]
-            Engine::Fast(_) => Precision::Bf16,
+            Engine::Fast(ref fast) => match fast.kernel() {
+                kernels::Kernel::Bf16Avx512 => Precision::Bf16,
+                kernels::Kernel::Int8Vnni => Precision::Int8,
+                _ => Precision::F32,
+            },
+        }
+    }
+
+    fn kernels(&self) -> &'static str {
+        match self.engine {
+            Engine::Exact(_) => "candle",
+            #[cfg(target_arch = "x86_64")]
+            Engine::Fast(ref fast) => fast.kernel().name(),
         }
     }
 

@@ -1,0 +1,936 @@
+//! Dense-layer multiply kernels of the fast encoder, and the choice among them on the CPU at hand.
+//!
+//! The four dense layers are ~95% of the encoder's work, so their multiply decides its speed. Each
+//! kernel packs a weight matrix once, at load, into panels of output columns laid out for its
+//! registers, and computes `y = x·W + b` one register tile (rows × panel columns) at a time:
+//! - `f32-avx512-12x32`, `f32-avx512-8x48`: f32 fused multiply-adds on 512-bit registers (two tile
+//!   shapes: which is faster depends on the CPU's load ports and how it runs 512-bit instructions);
+//! - `f32-avx2-6x16`: f32 on 256-bit registers, for CPUs without AVX-512 and for those (e.g. AMD Zen 4)
+//!   that run a 512-bit instruction as two halves, where it may be as fast;
+//! - `bf16-avx512`: bfloat16 pairs through AVX512-BF16's `vdpbf16ps`, sums in f32;
+//! - `int8-vnni`: 8-bit integers through AVX-512 VNNI's `vpdpbusd`, weights with one scale per output
+//!   column, each input row quantised on the fly with its own scale, sums in i32, result in f32.
+//!
+//! Which f32 kernel runs is chosen at load by timing the candidates on a layer of the model's shape
+//! ([`choose`]), never by a build flag; `LIKEWISE_KERNELS` (or `--kernels`) narrows the choice:
+//! `avx2` forces the 256-bit code everywhere (also the rest of the forward), `avx512` the 512-bit
+//! code, `candle` candle's own matrix multiply (the reference path), `auto` (default) times them.
+//!
+//! Invariants: a kernel is only constructed after its instructions were detected on this CPU
+//! ([`Kernel::available`]), which is what makes the `unsafe` calls below sound. A row's result
+//! depends on that row alone (no cross-row sums), so batching never changes a vector.
+
+#![cfg(target_arch = "x86_64")]
+
+use super::bert::{gelu_erf, gelu_tanh, Activation};
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// What the user asked for: `LIKEWISE_KERNELS` or `--kernels`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelRequest {
+    /// Time the candidates and take the fastest (the default).
+    Auto,
+    /// Only 512-bit AVX-512 code.
+    Avx512,
+    /// Only 256-bit AVX2 code, as on a CPU without AVX-512.
+    Avx2,
+    /// candle's matrix multiply (f32 only).
+    Candle,
+}
+
+impl KernelRequest {
+    pub const NAMES: &'static str = "auto, avx512, avx2 or candle";
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Some(Self::Auto),
+            "avx512" => Some(Self::Avx512),
+            "avx2" => Some(Self::Avx2),
+            "candle" => Some(Self::Candle),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Avx512 => "avx512",
+            Self::Avx2 => "avx2",
+            Self::Candle => "candle",
+        }
+    }
+}
+
+static REQUEST: OnceLock<KernelRequest> = OnceLock::new();
+
+/// Sets the request for this process (the CLI's `--kernels`); the first call wins.
+pub fn set_request(request: KernelRequest) {
+    let _ = REQUEST.set(request);
+}
+
+/// The request in force: [`set_request`]'s, else `LIKEWISE_KERNELS`, else auto. An unknown
+/// `LIKEWISE_KERNELS` value is an error naming it.
+pub fn request() -> Result<KernelRequest, String> {
+    if let Some(r) = REQUEST.get() {
+        return Ok(*r);
+    }
+    match std::env::var("LIKEWISE_KERNELS") {
+        Ok(v) => KernelRequest::from_name(&v).ok_or_else(|| {
+            format!(
+                "LIKEWISE_KERNELS={v:?} is not a kernel choice: use {}",
+                KernelRequest::NAMES
+            )
+        }),
+        Err(_) => Ok(KernelRequest::Auto),
+    }
+}
+
+/// Which instruction set the rest of the forward (attention, norms, GELU) is compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Avx512,
+    Avx2,
+}
+
+impl Isa {
+    pub fn available(self) -> bool {
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        match self {
+            Isa::Avx2 => avx2,
+            Isa::Avx512 => {
+                avx2 && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+            }
+        }
+    }
+}
+
+/// One dense-multiply kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    F32Avx512x12x32,
+    F32Avx512x8x48,
+    F32Avx2x6x16,
+    Bf16Avx512,
+    Int8Vnni,
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::F32Avx512x12x32 => "f32-avx512-12x32",
+            Kernel::F32Avx512x8x48 => "f32-avx512-8x48",
+            Kernel::F32Avx2x6x16 => "f32-avx2-6x16",
+            Kernel::Bf16Avx512 => "bf16-avx512",
+            Kernel::Int8Vnni => "int8-vnni",
+        }
+    }
+
+    /// The instruction set the forward around this kernel is compiled for.
+    pub fn isa(self) -> Isa {
+        match self {
+            Kernel::F32Avx2x6x16 => Isa::Avx2,
+            _ => Isa::Avx512,
+        }
+    }
+
+    /// True when this CPU has every instruction the kernel uses.
+    pub fn available(self) -> bool {
+        self.isa().available()
+            && match self {
+                Kernel::Bf16Avx512 => std::arch::is_x86_feature_detected!("avx512bf16"),
+                Kernel::Int8Vnni => std::arch::is_x86_feature_detected!("avx512vnni"),
+                _ => true,
+            }
+    }
+
+    /// Rows of one register tile.
+    fn tile_rows(self) -> usize {
+        match self {
+            Kernel::F32Avx512x12x32 | Kernel::Bf16Avx512 | Kernel::Int8Vnni => 12,
+            Kernel::F32Avx512x8x48 => 8,
+            Kernel::F32Avx2x6x16 => 6,
+        }
+    }
+
+    /// Output columns of one packed panel.
+    fn panel(self) -> usize {
+        match self {
+            Kernel::F32Avx512x12x32 | Kernel::Bf16Avx512 | Kernel::Int8Vnni => 32,
+            Kernel::F32Avx512x8x48 => 48,
+            Kernel::F32Avx2x6x16 => 16,
+        }
+    }
+
+    /// Inputs packed together along the reduction: bf16 pairs, int8 quads.
+    fn group(self) -> usize {
+        match self {
+            Kernel::Bf16Avx512 => 2,
+            Kernel::Int8Vnni => 4,
+            _ => 1,
+        }
+    }
+}
+
+/// The f32 kernels this CPU can run under `request`, fastest first once [`choose`] has timed them.
+fn f32_candidates(request: KernelRequest) -> Vec<Kernel> {
+    let all = [
+        Kernel::F32Avx512x12x32,
+        Kernel::F32Avx512x8x48,
+        Kernel::F32Avx2x6x16,
+    ];
+    all.into_iter()
+        .filter(|k| k.available())
+        .filter(|k| match request {
+            KernelRequest::Avx512 => k.isa() == Isa::Avx512,
+            KernelRequest::Avx2 => k.isa() == Isa::Avx2,
+            KernelRequest::Auto | KernelRequest::Candle => true,
+        })
+        .collect()
+}
+
+/// The fastest f32 kernel here for layers of `inputs` → `outputs`, among those `request` allows;
+/// `None` when none can run (no AVX2, or AVX-512 forced on a CPU without it). Timed once per
+/// process and shape: a few milliseconds.
+pub fn choose(request: KernelRequest, inputs: usize, outputs: usize) -> Option<Kernel> {
+    static CHOSEN: OnceLock<std::sync::Mutex<Vec<(KernelRequest, usize, usize, Option<Kernel>)>>> =
+        OnceLock::new();
+    let memo = CHOSEN.get_or_init(Default::default);
+    if let Some(&(_, _, _, k)) = memo
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|m| m.0 == request && m.1 == inputs && m.2 == outputs)
+    {
+        return k;
+    }
+    let candidates = f32_candidates(request);
+    let chosen = match candidates.len() {
+        0 => None,
+        1 => Some(candidates[0]),
+        _ => Some(fastest(&candidates, inputs, outputs)),
+    };
+    memo.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((request, inputs, outputs, chosen));
+    chosen
+}
+
+/// Times each candidate on 48 rows through a layer of this shape, alternating them over a few
+/// rounds (the best time of each counts, so a noisy neighbour on the machine biases no one).
+fn fastest(candidates: &[Kernel], inputs: usize, outputs: usize) -> Kernel {
+    let rows = 48;
+    let value = |i: usize| ((i.wrapping_mul(2_654_435_761) >> 7) % 1000) as f32 / 1000.0 - 0.5;
+    let weights: Vec<f32> = (0..inputs * outputs).map(value).collect();
+    let bias = vec![0.0; outputs];
+    let x: Vec<f32> = (0..rows * inputs).map(|i| value(i + 17)).collect();
+    let layers: Vec<Dense> = candidates
+        .iter()
+        .map(|&k| Dense::pack(k, &weights, &bias, inputs, outputs))
+        .collect();
+    let mut out = vec![0f32; rows * outputs];
+    let mut stage = Stage::default();
+    let mut best = vec![f64::INFINITY; layers.len()];
+    for _round in 0..4 {
+        for (layer, best) in layers.iter().zip(&mut best) {
+            let start = std::time::Instant::now();
+            layer.multiply(&x, rows, &mut out, Finish::Nothing, &mut stage, false);
+            *best = best.min(start.elapsed().as_secs_f64());
+        }
+    }
+    let at = (0..layers.len())
+        .min_by(|&a, &b| best[a].total_cmp(&best[b]))
+        .expect("at least two candidates");
+    candidates[at]
+}
+
+/// Every kernel this CPU can run, for `bench kernels`.
+pub fn all_available() -> Vec<Kernel> {
+    [
+        Kernel::F32Avx512x12x32,
+        Kernel::F32Avx512x8x48,
+        Kernel::F32Avx2x6x16,
+        Kernel::Bf16Avx512,
+        Kernel::Int8Vnni,
+    ]
+    .into_iter()
+    .filter(|k| k.available())
+    .collect()
+}
+
+/// Multiply-add rate of `kernel` on `rows` rows through an `inputs` → `outputs` layer, one thread:
+/// GFLOP/s, best of `rounds` (a measurement for `bench kernels`, the same code as the forward's).
+pub fn gflops(kernel: Kernel, rows: usize, inputs: usize, outputs: usize, rounds: usize) -> f64 {
+    let value = |i: usize| ((i.wrapping_mul(2_654_435_761) >> 7) % 1000) as f32 / 1000.0 - 0.5;
+    let weights: Vec<f32> = (0..inputs * outputs).map(value).collect();
+    let layer = Dense::pack(kernel, &weights, &vec![0.0; outputs], inputs, outputs);
+    let x: Vec<f32> = (0..rows * inputs).map(|i| value(i + 17)).collect();
+    let mut out = vec![0f32; rows * outputs];
+    let mut stage = Stage::default();
+    let mut best = f64::INFINITY;
+    for _ in 0..rounds.max(1) {
+        let start = std::time::Instant::now();
+        layer.multiply(&x, rows, &mut out, Finish::Nothing, &mut stage, false);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    2.0 * (rows * inputs * outputs) as f64 / best / 1e9
+}
+
+/// What happens to a dense layer's output right after it is computed, while it is in L1.
+#[derive(Clone, Copy)]
+pub(crate) enum Finish {
+    Nothing,
+    Activate(Activation),
+}
+
+impl Finish {
+    #[inline(always)]
+    fn apply(self, values: &mut [f32]) {
+        match self {
+            Finish::Nothing => {}
+            Finish::Activate(Activation::GeluErf) => {
+                values.iter_mut().for_each(|v| *v = gelu_erf(*v))
+            }
+            Finish::Activate(Activation::GeluTanh) => {
+                values.iter_mut().for_each(|v| *v = gelu_tanh(*v))
+            }
+            Finish::Activate(Activation::Relu) => values.iter_mut().for_each(|v| *v = v.max(0.0)),
+        }
+    }
+}
+
+/// Buffers a thread reuses from one multiply to the next: the inputs in the kernel's format.
+#[derive(Default)]
+pub(crate) struct Stage {
+    f32_tail: Vec<f32>,
+    words: Vec<u32>,
+    row_scales: Vec<f32>,
+}
+
+/// A dense layer `y = x·W + b` with `W` packed for one kernel.
+pub(crate) struct Dense {
+    kernel: Kernel,
+    inputs: usize,
+    outputs: usize,
+    /// Reduction steps: inputs divided by the kernel's group, rounded up.
+    steps: usize,
+    f32_panels: Vec<f32>,
+    /// bf16 pairs or int8 quads, one `u32` per lane and step.
+    word_panels: Vec<u32>,
+    /// int8: each output column's weight scale.
+    col_scales: Vec<f32>,
+    /// int8: 128 × the sum of each column's quantised weights (the inputs are offset by 128).
+    col_offsets: Vec<i32>,
+    /// Padded to whole panels with zeros.
+    bias: Vec<f32>,
+}
+
+/// Rounds to the nearest bf16, ties to even (NaN is not expected in activations or weights).
+#[inline(always)]
+pub(crate) fn bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    (b + 0x7FFF + ((b >> 16) & 1)) >> 16
+}
+
+/// A raw output pointer handed to the threads that fill disjoint column ranges of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: the threads given one write disjoint panels (column ranges) of the output.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl Dense {
+    /// Packs `weight_t`, `(inputs, outputs)` row-major, for `kernel`.
+    ///
+    /// # Panics
+    /// If the kernel cannot run on this CPU (callers take kernels from [`choose`] or check
+    /// [`Kernel::available`]) or the slices do not have the stated sizes.
+    pub fn pack(
+        kernel: Kernel,
+        weight_t: &[f32],
+        bias: &[f32],
+        inputs: usize,
+        outputs: usize,
+    ) -> Self {
+        assert!(
+            kernel.available(),
+            "{} cannot run on this CPU",
+            kernel.name()
+        );
+        assert_eq!(weight_t.len(), inputs * outputs);
+        assert_eq!(bias.len(), outputs);
+        let width = kernel.panel();
+        let group = kernel.group();
+        let steps = inputs.div_ceil(group);
+        let panel_count = outputs.div_ceil(width);
+        let w = |k: usize, col: usize| {
+            if k < inputs && col < outputs {
+                weight_t[k * outputs + col]
+            } else {
+                0.0
+            }
+        };
+        let mut dense = Self {
+            kernel,
+            inputs,
+            outputs,
+            steps,
+            f32_panels: Vec::new(),
+            word_panels: Vec::new(),
+            col_scales: Vec::new(),
+            col_offsets: Vec::new(),
+            bias: {
+                let mut b = bias.to_vec();
+                b.resize(panel_count * width, 0.0);
+                b
+            },
+        };
+        let at = |panel: usize, step: usize, lane: usize| (panel * steps + step) * width + lane;
+        match kernel {
+            Kernel::F32Avx512x12x32 | Kernel::F32Avx512x8x48 | Kernel::F32Avx2x6x16 => {
+                dense.f32_panels = vec![0.0; panel_count * steps * width];
+                for panel in 0..panel_count {
+                    for step in 0..steps {
+                        for lane in 0..width {
+                            dense.f32_panels[at(panel, step, lane)] = w(step, panel * width + lane);
+                        }
+                    }
+                }
+            }
+            Kernel::Bf16Avx512 => {
+                dense.word_panels = vec![0; panel_count * steps * width];
+                for panel in 0..panel_count {
+                    for step in 0..steps {
+                        for lane in 0..width {
+                            let col = panel * width + lane;
+                            let lo = bf16_bits(w(2 * step, col));
+                            let hi = bf16_bits(w(2 * step + 1, col));
+                            dense.word_panels[at(panel, step, lane)] = lo | (hi << 16);
+                        }
+                    }
+                }
+            }
+            Kernel::Int8Vnni => {
+                let cols = panel_count * width;
+                dense.col_scales = vec![0.0; cols];
+                dense.col_offsets = vec![0; cols];
+                let mut quantised = vec![0i8; steps * 4 * cols];
+                for col in 0..outputs {
+                    let max = (0..inputs).map(|k| w(k, col).abs()).fold(0f32, f32::max);
+                    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                    dense.col_scales[col] = scale;
+                    let mut sum = 0i32;
+                    for k in 0..inputs {
+                        let q = (w(k, col) / scale).round().clamp(-127.0, 127.0) as i8;
+                        quantised[k * cols + col] = q;
+                        sum += q as i32;
+                    }
+                    dense.col_offsets[col] = 128 * sum;
+                }
+                dense.word_panels = vec![0; panel_count * steps * width];
+                for panel in 0..panel_count {
+                    for step in 0..steps {
+                        for lane in 0..width {
+                            let col = panel * width + lane;
+                            let mut word = 0u32;
+                            for j in 0..4 {
+                                let q = quantised[(4 * step + j) * cols + col] as u8;
+                                word |= (q as u32) << (8 * j);
+                            }
+                            dense.word_panels[at(panel, step, lane)] = word;
+                        }
+                    }
+                }
+            }
+        }
+        dense
+    }
+
+    /// `out (rows, outputs) = input (rows, inputs) · W + b`, then `finish` on every value. With
+    /// `parallel`, the panels are shared among rayon's threads (for a lone short sequence, which
+    /// would otherwise keep one core busy); a value never depends on how the work was split.
+    pub fn multiply(
+        &self,
+        input: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        finish: Finish,
+        stage: &mut Stage,
+        parallel: bool,
+    ) {
+        assert!(input.len() >= rows * self.inputs);
+        assert!(out.len() >= rows * self.outputs);
+        if rows == 0 {
+            return;
+        }
+        let tile = self.kernel.tile_rows();
+        let padded = rows.next_multiple_of(tile);
+        // Inputs in the kernel's format: f32 rows as they are (only the last, partial tile is
+        // copied, zero-padded), bf16 pairs or int8 quads converted here, padding rows zero.
+        let (f32_input, tail_at): (&[f32], usize) = match self.kernel {
+            Kernel::Bf16Avx512 => {
+                to_bf16_pairs(input, rows, self.inputs, padded, &mut stage.words);
+                (&[], padded)
+            }
+            Kernel::Int8Vnni => {
+                quantise_rows(
+                    input,
+                    rows,
+                    self.inputs,
+                    padded,
+                    &mut stage.words,
+                    &mut stage.row_scales,
+                );
+                (&[], padded)
+            }
+            _ => {
+                let full = rows - rows % tile;
+                stage.f32_tail.clear();
+                stage.f32_tail.resize(tile * self.inputs, 0.0);
+                stage.f32_tail[..(rows - full) * self.inputs]
+                    .copy_from_slice(&input[full * self.inputs..rows * self.inputs]);
+                (input, full)
+            }
+        };
+        let staged = &*stage;
+        let width = self.kernel.panel();
+        let panel_count = self.outputs.div_ceil(width);
+        let out_ptr = OutPtr(out.as_mut_ptr());
+        let run_panels = |panels: std::ops::Range<usize>| {
+            let out_ptr = out_ptr;
+            // Rows per cache block: the block's inputs stay in L2 while every panel passes over them.
+            let block_rows = (256 * 1024 / (4 * self.inputs.max(1)))
+                .next_multiple_of(tile)
+                .clamp(tile, 16 * tile);
+            for block in (0..rows).step_by(block_rows) {
+                let block_end = (block + block_rows).min(rows);
+                for panel in panels.clone() {
+                    let cols = width.min(self.outputs - panel * width);
+                    for row in (block..block_end).step_by(tile) {
+                        let tile_rows = tile.min(block_end - row);
+                        // SAFETY: `out` holds `rows` rows of `outputs` (asserted above) and this
+                        // tile writes rows `row..row + tile_rows`, columns of `panel` only.
+                        let out_at = unsafe { out_ptr.0.add(row * self.outputs + panel * width) };
+                        let a = match self.kernel {
+                            Kernel::Bf16Avx512 | Kernel::Int8Vnni => TileInput::Words(
+                                &staged.words[row * self.steps..],
+                                self.steps,
+                                staged.row_scales.get(row..).unwrap_or(&[]),
+                            ),
+                            _ if row >= tail_at => TileInput::F32(&staged.f32_tail, self.inputs),
+                            _ => TileInput::F32(&f32_input[row * self.inputs..], self.inputs),
+                        };
+                        // SAFETY: the kernel was detected on this CPU when packed; the tile reads
+                        // `tile` rows of `a` (full tiles from the input, the last from the padded
+                        // copy), one panel of weights, and writes `tile_rows` rows from `out_at`.
+                        unsafe { self.tile(a, panel, out_at, tile_rows, cols) };
+                        for r in 0..tile_rows {
+                            // SAFETY: as above, one row segment of this tile.
+                            let segment = unsafe {
+                                std::slice::from_raw_parts_mut(out_at.add(r * self.outputs), cols)
+                            };
+                            finish.apply(segment);
+                        }
+                    }
+                }
+            }
+        };
+        if parallel && panel_count > 1 && rayon::current_num_threads() > 1 {
+            let threads = rayon::current_num_threads().min(panel_count);
+            let per = panel_count.div_ceil(threads);
+            rayon::scope(|scope| {
+                for t in 0..threads {
+                    let range = (t * per)..((t + 1) * per).min(panel_count);
+                    let run = &run_panels;
+                    scope.spawn(move |_| run(range));
+                }
+            });
+        } else {
+            run_panels(0..panel_count);
+        }
+    }
+
+    /// One register tile.
+    ///
+    /// # Safety
+    /// The kernel's instructions are present; `a` holds a whole tile of rows; `out` is writable
+    /// for `rows` rows of `self.outputs` from it.
+    #[inline(always)]
+    unsafe fn tile(&self, a: TileInput, panel: usize, out: *mut f32, rows: usize, cols: usize) {
+        let width = self.kernel.panel();
+        let bias = self.bias[panel * width..].as_ptr();
+        let tile = TileArgs {
+            steps: self.steps,
+            bias,
+            out,
+            out_stride: self.outputs,
+            rows,
+            cols,
+        };
+        match (self.kernel, a) {
+            (Kernel::F32Avx512x12x32, TileInput::F32(a, stride)) => {
+                assert!(a.len() >= 11 * stride + self.steps);
+                let b = self.f32_panels[panel * self.steps * width..].as_ptr();
+                f32_tile_512::<12, 2>(a.as_ptr(), stride, b, &tile)
+            }
+            (Kernel::F32Avx512x8x48, TileInput::F32(a, stride)) => {
+                assert!(a.len() >= 7 * stride + self.steps);
+                let b = self.f32_panels[panel * self.steps * width..].as_ptr();
+                f32_tile_512::<8, 3>(a.as_ptr(), stride, b, &tile)
+            }
+            (Kernel::F32Avx2x6x16, TileInput::F32(a, stride)) => {
+                assert!(a.len() >= 5 * stride + self.steps);
+                let b = self.f32_panels[panel * self.steps * width..].as_ptr();
+                f32_tile_256::<6, 2>(a.as_ptr(), stride, b, &tile)
+            }
+            (Kernel::Bf16Avx512, TileInput::Words(a, stride, _)) => {
+                assert!(a.len() >= 12 * stride);
+                let b = self.word_panels[panel * self.steps * width..].as_ptr();
+                bf16_tile(a.as_ptr(), stride, b, &tile)
+            }
+            (Kernel::Int8Vnni, TileInput::Words(a, stride, row_scales)) => {
+                assert!(a.len() >= 12 * stride && row_scales.len() >= 12);
+                let b = self.word_panels[panel * self.steps * width..].as_ptr();
+                let scales = Int8Scales {
+                    rows: row_scales.as_ptr(),
+                    cols: self.col_scales[panel * width..].as_ptr(),
+                    offsets: self.col_offsets[panel * width..].as_ptr(),
+                };
+                int8_tile(a.as_ptr(), stride, b, &tile, &scales)
+            }
+            _ => unreachable!("tile input does not match the kernel"),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum TileInput<'a> {
+    /// f32 rows and their stride.
+    F32(&'a [f32], usize),
+    /// Packed words (bf16 pairs, int8 quads), the row stride in words, and (int8) the rows' scales.
+    Words(&'a [u32], usize, &'a [f32]),
+}
+
+struct TileArgs {
+    steps: usize,
+    bias: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+    rows: usize,
+    cols: usize,
+}
+
+struct Int8Scales {
+    rows: *const f32,
+    cols: *const f32,
+    offsets: *const i32,
+}
+
+/// Lanes of `cols` that fall in the `v`-th 16-lane register.
+#[inline(always)]
+fn mask16(cols: usize, v: usize) -> u16 {
+    let lanes = cols.saturating_sub(16 * v).min(16);
+    ((1u32 << lanes) - 1) as u16
+}
+
+/// f32 tile on 512-bit registers: `R` rows × `V` registers of 16 columns.
+///
+/// # Safety
+/// AVX-512F present; `a` readable for `R` rows of `a_stride` (≥ steps), `b` for steps × 16V.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn f32_tile_512<const R: usize, const V: usize>(
+    a: *const f32,
+    a_stride: usize,
+    b: *const f32,
+    t: &TileArgs,
+) {
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
+    for p in 0..t.steps {
+        let mut w = [_mm512_setzero_ps(); V];
+        for (v, w) in w.iter_mut().enumerate() {
+            *w = _mm512_loadu_ps(b.add((p * V + v) * 16));
+        }
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let x = _mm512_set1_ps(*a.add(r * a_stride + p));
+            for (acc, w) in acc_row.iter_mut().zip(&w) {
+                *acc = _mm512_fmadd_ps(x, *w, *acc);
+            }
+        }
+    }
+    for (r, acc_row) in acc.iter().enumerate() {
+        if r < t.rows {
+            let o = t.out.add(r * t.out_stride);
+            for (v, acc) in acc_row.iter().enumerate() {
+                let value = _mm512_add_ps(*acc, _mm512_loadu_ps(t.bias.add(16 * v)));
+                _mm512_mask_storeu_ps(o.add(16 * v), mask16(t.cols, v), value);
+            }
+        }
+    }
+}
+
+/// f32 tile on 256-bit registers: `R` rows × `V` registers of 8 columns. AVX2 and FMA only.
+///
+/// # Safety
+/// AVX2 and FMA present; `a` readable for `R` rows of `a_stride` (≥ steps), `b` for steps × 8V.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn f32_tile_256<const R: usize, const V: usize>(
+    a: *const f32,
+    a_stride: usize,
+    b: *const f32,
+    t: &TileArgs,
+) {
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    for p in 0..t.steps {
+        let mut w = [_mm256_setzero_ps(); V];
+        for (v, w) in w.iter_mut().enumerate() {
+            *w = _mm256_loadu_ps(b.add((p * V + v) * 8));
+        }
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let x = _mm256_broadcast_ss(&*a.add(r * a_stride + p));
+            for (acc, w) in acc_row.iter_mut().zip(&w) {
+                *acc = _mm256_fmadd_ps(x, *w, *acc);
+            }
+        }
+    }
+    for (r, acc_row) in acc.iter().enumerate() {
+        if r < t.rows {
+            let o = t.out.add(r * t.out_stride);
+            for (v, acc) in acc_row.iter().enumerate() {
+                let value = _mm256_add_ps(*acc, _mm256_loadu_ps(t.bias.add(8 * v)));
+                let lanes = t.cols.saturating_sub(8 * v).min(8);
+                if lanes == 8 {
+                    _mm256_storeu_ps(o.add(8 * v), value);
+                } else if lanes > 0 {
+                    let mut spill = [0f32; 8];
+                    _mm256_storeu_ps(spill.as_mut_ptr(), value);
+                    std::ptr::copy_nonoverlapping(spill.as_ptr(), o.add(8 * v), lanes);
+                }
+            }
+        }
+    }
+}
+
+/// bf16 tile: 12 rows × 32 columns, one `vdpbf16ps` per 16 outputs × 2 inputs.
+///
+/// # Safety
+/// AVX-512F and AVX512-BF16 present; `a` readable for 12 rows of `a_stride` pairs, `b` for
+/// steps × 32.
+#[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
+unsafe fn bf16_tile(a: *const u32, a_stride: usize, b: *const u32, t: &TileArgs) {
+    const R: usize = 12;
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for p in 0..t.steps {
+        let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * 32) as *const _));
+        let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * 32 + 16) as *const _));
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let x: __m512bh =
+                std::mem::transmute(_mm512_set1_epi32(*a.add(r * a_stride + p) as i32));
+            acc_row[0] = _mm512_dpbf16_ps(acc_row[0], x, w0);
+            acc_row[1] = _mm512_dpbf16_ps(acc_row[1], x, w1);
+        }
+    }
+    for (r, acc_row) in acc.iter().enumerate() {
+        if r < t.rows {
+            let o = t.out.add(r * t.out_stride);
+            for (v, acc) in acc_row.iter().enumerate() {
+                let value = _mm512_add_ps(*acc, _mm512_loadu_ps(t.bias.add(16 * v)));
+                _mm512_mask_storeu_ps(o.add(16 * v), mask16(t.cols, v), value);
+            }
+        }
+    }
+}
+
+/// int8 tile: 12 rows × 32 columns, one `vpdpbusd` per 16 outputs × 4 inputs. Inputs are unsigned
+/// (the signed value + 128), so each column's `128 · Σ w` is taken off before scaling.
+///
+/// # Safety
+/// AVX-512F and AVX-512 VNNI present; `a` readable for 12 rows of `a_stride` quads, `b` for
+/// steps × 32; the scales readable for 12 rows and 32 columns.
+#[target_feature(enable = "avx512f,avx512vnni,avx512bw,avx2,fma")]
+unsafe fn int8_tile(a: *const u32, a_stride: usize, b: *const u32, t: &TileArgs, s: &Int8Scales) {
+    const R: usize = 12;
+    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    for p in 0..t.steps {
+        let w0 = _mm512_loadu_si512(b.add(p * 32) as *const _);
+        let w1 = _mm512_loadu_si512(b.add(p * 32 + 16) as *const _);
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let x = _mm512_set1_epi32(*a.add(r * a_stride + p) as i32);
+            acc_row[0] = _mm512_dpbusd_epi32(acc_row[0], x, w0);
+            acc_row[1] = _mm512_dpbusd_epi32(acc_row[1], x, w1);
+        }
+    }
+    for (r, acc_row) in acc.iter().enumerate() {
+        if r < t.rows {
+            let o = t.out.add(r * t.out_stride);
+            let row_scale = _mm512_set1_ps(*s.rows.add(r));
+            for (v, acc) in acc_row.iter().enumerate() {
+                let sums = _mm512_sub_epi32(*acc, _mm512_loadu_si512(s.offsets.add(16 * v) as _));
+                let scale = _mm512_mul_ps(row_scale, _mm512_loadu_ps(s.cols.add(16 * v)));
+                let value = _mm512_fmadd_ps(
+                    _mm512_cvtepi32_ps(sums),
+                    scale,
+                    _mm512_loadu_ps(t.bias.add(16 * v)),
+                );
+                _mm512_mask_storeu_ps(o.add(16 * v), mask16(t.cols, v), value);
+            }
+        }
+    }
+}
+
+/// Writes `rows` rows of `cols` f32 as bf16 pairs, `(padded rows, pairs)`, zeroing the padding rows
+/// and the odd column's partner.
+fn to_bf16_pairs(values: &[f32], rows: usize, cols: usize, padded: usize, out: &mut Vec<u32>) {
+    let pairs = cols.div_ceil(2);
+    out.clear();
+    out.resize(padded * pairs, 0);
+    for (src, dst) in values[..rows * cols]
+        .chunks_exact(cols)
+        .zip(out.chunks_exact_mut(pairs))
+    {
+        let (even, odd) = (src.chunks_exact(2), src.chunks_exact(2).remainder());
+        for (d, s) in dst.iter_mut().zip(even) {
+            *d = bf16_bits(s[0]) | (bf16_bits(s[1]) << 16);
+        }
+        if let Some(&last) = odd.first() {
+            dst[pairs - 1] = bf16_bits(last);
+        }
+    }
+}
+
+/// Quantises each row to signed 8 bits with its own scale (its largest magnitude maps to 127),
+/// stored offset by 128 as unsigned bytes, four to a word; padding rows and inputs are 128 (zero).
+fn quantise_rows(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    padded: usize,
+    out: &mut Vec<u32>,
+    scales: &mut Vec<f32>,
+) {
+    let quads = cols.div_ceil(4);
+    out.clear();
+    out.resize(padded * quads, 0x8080_8080);
+    scales.clear();
+    scales.resize(padded, 0.0);
+    for ((src, dst), scale) in values[..rows * cols]
+        .chunks_exact(cols)
+        .zip(out.chunks_exact_mut(quads))
+        .zip(scales.iter_mut())
+    {
+        let max = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+        *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let inv = 1.0 / *scale;
+        let bytes: &mut [u8] = bytemuck_bytes(dst);
+        for (b, &v) in bytes.iter_mut().zip(src) {
+            *b = ((v * inv).round().clamp(-127.0, 127.0) as i32 + 128) as u8;
+        }
+    }
+}
+
+/// The words' bytes, little-endian order (x86).
+fn bytemuck_bytes(words: &mut [u32]) -> &mut [u8] {
+    // SAFETY: u32 has no invalid bit patterns and u8 has alignment 1; the length covers the words.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 4) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3F80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even (1.0).
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3F80);
+        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3F82);
+        assert_eq!(bf16_bits(-2.5), 0xC020);
+    }
+
+    /// Odd sizes, not multiples of any tile or panel, exercise every edge; values are small
+    /// integers over 16, exact in bf16, and every partial sum is exact in f32.
+    fn case() -> (usize, usize, usize, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (rows, inputs, outputs) = (29, 37, 53);
+        let value = |i: usize| ((i * 7919 % 113) as f32 - 56.0) / 16.0;
+        let x: Vec<f32> = (0..rows * inputs).map(|i| value(i * 3 + 1)).collect();
+        let w: Vec<f32> = (0..inputs * outputs).map(value).collect();
+        let bias: Vec<f32> = (0..outputs).map(|i| i as f32).collect();
+        (rows, inputs, outputs, x, w, bias)
+    }
+
+    fn plain(x: &[f32], w: &[f32], bias: &[f32], rows: usize, inputs: usize) -> Vec<f32> {
+        let outputs = bias.len();
+        let mut out = vec![0f32; rows * outputs];
+        for r in 0..rows {
+            for c in 0..outputs {
+                out[r * outputs + c] = (0..inputs)
+                    .map(|k| x[r * inputs + k] * w[k * outputs + c])
+                    .sum::<f32>()
+                    + bias[c];
+            }
+        }
+        out
+    }
+
+    /// Every kernel this CPU runs, alone and with the panels shared among threads, gives the plain
+    /// product and writes nothing past the output. The machines this is built for have AVX-512,
+    /// BF16 and VNNI; elsewhere the missing kernels fail the test rather than skip.
+    #[test]
+    fn every_kernel_matches_a_plain_multiply() {
+        let (rows, inputs, outputs, x, w, bias) = case();
+        let want = plain(&x, &w, &bias, rows, inputs);
+        for kernel in [
+            Kernel::F32Avx512x12x32,
+            Kernel::F32Avx512x8x48,
+            Kernel::F32Avx2x6x16,
+            Kernel::Bf16Avx512,
+            Kernel::Int8Vnni,
+        ] {
+            assert!(
+                kernel.available(),
+                "{} cannot run on this CPU",
+                kernel.name()
+            );
+            let layer = Dense::pack(kernel, &w, &bias, inputs, outputs);
+            for parallel in [false, true] {
+                let mut out = vec![f32::NAN; rows * outputs + 5];
+                let mut stage = Stage::default();
+                layer.multiply(&x, rows, &mut out, Finish::Nothing, &mut stage, parallel);
+                for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
+                    // int8 rounds both sides: within a few percent of the largest term.
+                    let tolerance = if kernel == Kernel::Int8Vnni { 0.6 } else { 0.0 };
+                    assert!(
+                        (got - want).abs() <= tolerance,
+                        "{} row {} col {}: {got} vs {want}",
+                        kernel.name(),
+                        i / outputs,
+                        i % outputs
+                    );
+                }
+                assert!(
+                    out[rows * outputs..].iter().all(|v| v.is_nan()),
+                    "{} wrote past the output",
+                    kernel.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_forced_instruction_set_narrows_the_choice() {
+        assert_eq!(
+            choose(KernelRequest::Avx2, 64, 96),
+            Some(Kernel::F32Avx2x6x16)
+        );
+        let wide = choose(KernelRequest::Avx512, 64, 96).expect("AVX-512 on these machines");
+        assert_eq!(wide.isa(), Isa::Avx512);
+        assert!(choose(KernelRequest::Auto, 64, 96).is_some());
+        assert_eq!(
+            KernelRequest::from_name(" AVX2 "),
+            Some(KernelRequest::Avx2)
+        );
+        assert_eq!(KernelRequest::from_name("sse"), None);
+    }
+}
