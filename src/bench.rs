@@ -499,13 +499,20 @@ pub fn search(
 
 /// `likewise bench kernels`: GFLOP/s of every multiply kernel this CPU runs on MiniLM's four
 /// layer shapes (384 → 1,152, 384 → 384, 384 → 1,536, 1,536 → 384), one thread, and which f32
-/// kernel the automatic choice takes. One JSON line per kernel.
+/// kernel the automatic choice takes for each precision. One JSON line per kernel.
 #[cfg(target_arch = "x86_64")]
 pub fn kernels(rows: usize) -> Result<(), EngineError> {
     use crate::model::kernels;
     let shapes = [(384, 1152), (384, 384), (384, 1536), (1536, 384)];
     let request = kernels::request().map_err(crate::model::ModelError::Kernels)?;
-    let chosen = kernels::choose(request, 384, 1536);
+    let chosen: Vec<_> = [
+        kernels::Family::F32,
+        kernels::Family::Bf16,
+        kernels::Family::Int8,
+    ]
+    .into_iter()
+    .filter_map(|f| kernels::choose(f, request, 384, 1536))
+    .collect();
     for kernel in kernels::all_available() {
         let rates: Vec<f64> = shapes
             .iter()
@@ -525,7 +532,7 @@ pub fn kernels(rows: usize) -> Result<(), EngineError> {
                 "rows": rows,
                 "gflops_by_shape": rates,
                 "gflops_layer": ((flops / seconds) * 10.0).round() / 10.0,
-                "chosen_for_f32": Some(kernel) == chosen,
+                "chosen": chosen.contains(&kernel),
             })
         );
     }
@@ -534,7 +541,9 @@ pub fn kernels(rows: usize) -> Result<(), EngineError> {
 
 #[cfg(not(target_arch = "x86_64"))]
 pub fn kernels(_rows: usize) -> Result<(), EngineError> {
-    Err(EngineError::Input("bench kernels: this build runs candle's kernels only".into()))
+    Err(EngineError::Input(
+        "bench kernels: this build runs candle's kernels only".into(),
+    ))
 }
 
 /// A 25-word passage, the size of a typical analyst's query.

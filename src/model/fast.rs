@@ -119,30 +119,32 @@ impl FastBert {
         inputs: usize,
         outputs: usize,
     ) -> Result<Kernel, String> {
-        let fixed = |kernel: Kernel, needs: &str| {
-            if request == KernelRequest::Avx2 || request == KernelRequest::Candle {
-                Err(format!(
-                    "--precision {precision} runs only on {needs} kernels, and the kernels are set to {}",
-                    request.as_str()
-                ))
-            } else if kernel.available() {
-                Ok(kernel)
-            } else {
-                Err(format!(
-                    "--precision {precision} needs a CPU with {needs}, which this one lacks; use --precision f32"
-                ))
-            }
+        let (family, needs) = match precision {
+            Precision::F32 => (kernels::Family::F32, "AVX2 and FMA"),
+            Precision::Bf16 => (
+                kernels::Family::Bf16,
+                "AVX-512 with AVX512-BF16, or AMX-BF16",
+            ),
+            Precision::Int8 => (kernels::Family::Int8, "AVX-512 with VNNI, or AMX-INT8"),
         };
-        match precision {
-            Precision::Bf16 => fixed(Kernel::Bf16Avx512, "AVX-512 and AVX512-BF16"),
-            Precision::Int8 => fixed(Kernel::Int8Vnni, "AVX-512 and AVX-512 VNNI"),
-            Precision::F32 => kernels::choose(request, inputs, outputs).ok_or_else(|| {
+        if precision != Precision::F32
+            && (request == KernelRequest::Avx2 || request == KernelRequest::Candle)
+        {
+            return Err(format!(
+                "--precision {precision} runs only on {needs}, and the kernels are set to {}",
+                request.as_str()
+            ));
+        }
+        kernels::choose(family, request, inputs, outputs).ok_or_else(|| {
+            if request == KernelRequest::Auto {
+                format!("--precision {precision} needs a CPU with {needs}, which this one lacks; use --precision f32")
+            } else {
                 format!(
-                    "the kernels are set to {}, which this CPU cannot run",
+                    "--precision {precision} with the kernels set to {} needs a CPU with {needs} that this one lacks",
                     request.as_str()
                 )
-            }),
-        }
+            }
+        })
     }
 
     /// Packs the weights of the candle encoder for `kernel`. Fails only if the tensors cannot be
@@ -327,15 +329,21 @@ impl FastBert {
     fn attend(&self, start: usize, len: usize, s: &mut Scratch) {
         match self.head_dim {
             // The head width as a constant keeps a row's sums in registers.
-            32 => self.attend_heads::<32>(start, len, s),
-            64 => self.attend_heads::<64>(start, len, s),
-            _ => self.attend_heads::<0>(start, len, s),
+            32 => self.attend_heads::<32, 32>(start, len, s),
+            64 => self.attend_heads::<64, 64>(start, len, s),
+            _ => self.attend_heads::<0, MAX_HEAD_DIM>(start, len, s),
         }
     }
 
-    /// [`Self::attend`] for heads of `D` dimensions (`D` = 0: any width, slower).
+    /// [`Self::attend`] for heads of `D` dimensions (`D` = 0: any width, slower), sums held in
+    /// arrays of `W` ≥ D (sized exactly, so they stay in registers).
     #[inline(always)]
-    fn attend_heads<const D: usize>(&self, start: usize, len: usize, s: &mut Scratch) {
+    fn attend_heads<const D: usize, const W: usize>(
+        &self,
+        start: usize,
+        len: usize,
+        s: &mut Scratch,
+    ) {
         let h = self.hidden;
         let d = if D == 0 { self.head_dim } else { D };
         let stride = 3 * h;
@@ -364,14 +372,15 @@ impl FastBert {
                 len,
                 head_dim: d,
                 scale: 1.0 / (d as f32).sqrt(),
+                wide: self.kernel.isa() == Isa::Avx512,
             };
             let mut i = 0;
             while i + QUERY_ROWS <= len {
-                rows.attend::<D, QUERY_ROWS>(i, &mut s.scores, context);
+                rows.attend::<D, W, QUERY_ROWS>(i, &mut s.scores, context);
                 i += QUERY_ROWS;
             }
             while i < len {
-                rows.attend::<D, 1>(i, &mut s.scores, context);
+                rows.attend::<D, W, 1>(i, &mut s.scores, context);
                 i += 1;
             }
         }
@@ -393,18 +402,21 @@ struct AttentionRows<'a> {
     len: usize,
     head_dim: usize,
     scale: f32,
+    /// Whether the forward runs its AVX-512 copy.
+    wide: bool,
 }
 
 impl AttentionRows<'_> {
     /// Attention of query rows `first..first + R` into their rows of `context`.
     #[inline(always)]
-    fn attend<const D: usize, const R: usize>(
+    fn attend<const D: usize, const W: usize, const R: usize>(
         &self,
         first: usize,
         scores: &mut [f32],
         context: &mut [f32],
     ) {
-        let (d, kp, len) = (self.head_dim, self.keys_padded, self.len);
+        let (kp, len) = (self.keys_padded, self.len);
+        let d = if D == 0 { self.head_dim } else { D };
         let queries: [&[f32]; R] =
             std::array::from_fn(|r| &self.qkv[(first + r) * self.stride + self.q_at..][..d]);
         let mut block = 0;
@@ -426,20 +438,42 @@ impl AttentionRows<'_> {
             }
             *inv_sum = 1.0 / sum16(row);
         }
-        let mut acc = [[0f32; MAX_HEAD_DIM]; R];
-        for j in 0..len {
-            let v = &self.qkv[j * self.stride + self.v_at..][..d];
-            for (r, acc_row) in acc.iter_mut().enumerate() {
-                let p = scores[r * kp + j];
-                for (a, &vc) in acc_row[..d].iter_mut().zip(v) {
-                    *a = p.mul_add(vc, *a);
-                }
-            }
-        }
-        for (r, acc_row) in acc.iter().enumerate() {
-            let out = &mut context[(first + r) * self.hidden + self.q_at..][..d];
-            for (o, &a) in out.iter_mut().zip(&acc_row[..d]) {
-                *o = a * inv_sums[r];
+        // Context = probabilities · values, with explicit vector code: the sums of R rows stay in
+        // registers (written as plain loops they were kept in memory, a fifth of the forward).
+        let _ = W;
+        let values = self.qkv[self.v_at..].as_ptr();
+        let outs: [*mut f32; R] = std::array::from_fn(|r| {
+            context[(first + r) * self.hidden + self.q_at..][..d].as_mut_ptr()
+        });
+        assert!(
+            scores.len() >= R * kp && (len - 1) * self.stride + d <= self.qkv.len() - self.v_at
+        );
+        // SAFETY: the reads stay within `scores` and the value rows (asserted just above), the
+        // writes within each row's head of `context`; the copy run is the one the forward is
+        // compiled for, whose instruction set was detected when the kernels were packed.
+        unsafe {
+            if self.wide {
+                context_rows_512::<R>(
+                    scores.as_ptr(),
+                    kp,
+                    len,
+                    values,
+                    self.stride,
+                    d,
+                    outs,
+                    inv_sums,
+                )
+            } else {
+                context_rows_256::<R>(
+                    scores.as_ptr(),
+                    kp,
+                    len,
+                    values,
+                    self.stride,
+                    d,
+                    outs,
+                    inv_sums,
+                )
             }
         }
     }
@@ -465,6 +499,83 @@ impl AttentionRows<'_> {
         }
         for (r, acc_row) in acc.iter().enumerate() {
             scores[r * kp + block..][..W].copy_from_slice(acc_row);
+        }
+    }
+}
+
+/// `out[r] = inv[r] · Σ_j scores[r][j] · values[j]` for R query rows of one head, 16 dimensions
+/// at a time on 512-bit registers.
+///
+/// # Safety
+/// AVX-512F present; `scores` readable for R rows of `kp` ≥ `len`, `values` for `len` rows of
+/// `stride` holding `d` values each, every `out[r]` writable for `d` values.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn context_rows_512<const R: usize>(
+    scores: *const f32,
+    kp: usize,
+    len: usize,
+    values: *const f32,
+    stride: usize,
+    d: usize,
+    out: [*mut f32; R],
+    inv: [f32; R],
+) {
+    use std::arch::x86_64::*;
+    for c0 in (0..d).step_by(16) {
+        let mask = (((1u32 << 16.min(d - c0)) - 1) & 0xFFFF) as u16;
+        let mut acc = [_mm512_setzero_ps(); R];
+        for j in 0..len {
+            let v = _mm512_maskz_loadu_ps(mask, values.add(j * stride + c0));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(*scores.add(r * kp + j)), v, *acc);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let value = _mm512_mul_ps(*acc, _mm512_set1_ps(inv[r]));
+            _mm512_mask_storeu_ps(out[r].add(c0), mask, value);
+        }
+    }
+}
+
+/// [`context_rows_512`] on 256-bit registers, 8 dimensions at a time (a head's last few
+/// dimensions, if `d` is not a multiple of 8, one by one).
+///
+/// # Safety
+/// AVX2 and FMA present; as [`context_rows_512`] otherwise.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn context_rows_256<const R: usize>(
+    scores: *const f32,
+    kp: usize,
+    len: usize,
+    values: *const f32,
+    stride: usize,
+    d: usize,
+    out: [*mut f32; R],
+    inv: [f32; R],
+) {
+    use std::arch::x86_64::*;
+    let whole = d - d % 8;
+    for c0 in (0..whole).step_by(8) {
+        let mut acc = [_mm256_setzero_ps(); R];
+        for j in 0..len {
+            let v = _mm256_loadu_ps(values.add(j * stride + c0));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_fmadd_ps(_mm256_set1_ps(*scores.add(r * kp + j)), v, *acc);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out[r].add(c0), _mm256_mul_ps(*acc, _mm256_set1_ps(inv[r])));
+        }
+    }
+    for c in whole..d {
+        for r in 0..R {
+            let mut sum = 0f32;
+            for j in 0..len {
+                sum = (*scores.add(r * kp + j)).mul_add(*values.add(j * stride + c), sum);
+            }
+            *out[r].add(c) = sum * inv[r];
         }
     }
 }

@@ -116,9 +116,22 @@ pub enum Kernel {
     F32Avx2x6x16,
     Bf16Avx512,
     Int8Vnni,
+    Bf16Amx,
+    Int8Amx,
 }
 
 impl Kernel {
+    /// Every kernel this build has.
+    pub const ALL: [Kernel; 7] = [
+        Kernel::F32Avx512x12x32,
+        Kernel::F32Avx512x8x48,
+        Kernel::F32Avx2x6x16,
+        Kernel::Bf16Avx512,
+        Kernel::Int8Vnni,
+        Kernel::Bf16Amx,
+        Kernel::Int8Amx,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Kernel::F32Avx512x12x32 => "f32-avx512-12x32",
@@ -126,6 +139,8 @@ impl Kernel {
             Kernel::F32Avx2x6x16 => "f32-avx2-6x16",
             Kernel::Bf16Avx512 => "bf16-avx512",
             Kernel::Int8Vnni => "int8-vnni",
+            Kernel::Bf16Amx => "bf16-amx",
+            Kernel::Int8Amx => "int8-amx",
         }
     }
 
@@ -143,13 +158,29 @@ impl Kernel {
             && match self {
                 Kernel::Bf16Avx512 => std::arch::is_x86_feature_detected!("avx512bf16"),
                 Kernel::Int8Vnni => std::arch::is_x86_feature_detected!("avx512vnni"),
+                Kernel::Bf16Amx => amx_ready(AMX_BF16),
+                Kernel::Int8Amx => amx_ready(AMX_INT8),
                 _ => true,
             }
+    }
+
+    /// The arithmetic the kernel does (which precision it serves).
+    pub fn family(self) -> Family {
+        match self {
+            Kernel::Bf16Avx512 | Kernel::Bf16Amx => Family::Bf16,
+            Kernel::Int8Vnni | Kernel::Int8Amx => Family::Int8,
+            _ => Family::F32,
+        }
+    }
+
+    fn is_amx(self) -> bool {
+        matches!(self, Kernel::Bf16Amx | Kernel::Int8Amx)
     }
 
     /// Rows of one register tile.
     fn tile_rows(self) -> usize {
         match self {
+            Kernel::Bf16Amx | Kernel::Int8Amx => 32,
             Kernel::F32Avx512x12x32 | Kernel::Bf16Avx512 | Kernel::Int8Vnni => 12,
             Kernel::F32Avx512x8x48 => 8,
             Kernel::F32Avx2x6x16 => 6,
@@ -159,6 +190,7 @@ impl Kernel {
     /// Output columns of one packed panel.
     fn panel(self) -> usize {
         match self {
+            Kernel::Bf16Amx | Kernel::Int8Amx => 32,
             Kernel::F32Avx512x12x32 | Kernel::Bf16Avx512 | Kernel::Int8Vnni => 32,
             Kernel::F32Avx512x8x48 => 48,
             Kernel::F32Avx2x6x16 => 16,
@@ -168,46 +200,96 @@ impl Kernel {
     /// Inputs packed together along the reduction: bf16 pairs, int8 quads.
     fn group(self) -> usize {
         match self {
-            Kernel::Bf16Avx512 => 2,
-            Kernel::Int8Vnni => 4,
+            Kernel::Bf16Avx512 | Kernel::Bf16Amx => 2,
+            Kernel::Int8Vnni | Kernel::Int8Amx => 4,
             _ => 1,
+        }
+    }
+
+    /// Reduction steps of a layer with `inputs` inputs: AMX tiles take 16 steps (64 bytes) a row.
+    fn steps(self, inputs: usize) -> usize {
+        let steps = inputs.div_ceil(self.group());
+        if self.is_amx() {
+            steps.next_multiple_of(16)
+        } else {
+            steps
         }
     }
 }
 
-/// The f32 kernels this CPU can run under `request`, fastest first once [`choose`] has timed them.
-fn f32_candidates(request: KernelRequest) -> Vec<Kernel> {
-    let all = [
-        Kernel::F32Avx512x12x32,
-        Kernel::F32Avx512x8x48,
-        Kernel::F32Avx2x6x16,
-    ];
-    all.into_iter()
-        .filter(|k| k.available())
+/// What a kernel computes in: each precision has its own candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    F32,
+    Bf16,
+    Int8,
+}
+
+/// CPUID leaf 7 EDX bits of the AMX parts.
+const AMX_BF16: u32 = 1 << 22;
+const AMX_TILE: u32 = 1 << 24;
+const AMX_INT8: u32 = 1 << 25;
+
+/// True when this CPU has AMX with `part`, and Linux lets this process use the tile data (asked
+/// once per process with `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: Linux turns AMX's
+/// 8 KiB of state on only for processes that ask).
+fn amx_ready(part: u32) -> bool {
+    static PERMITTED: OnceLock<bool> = OnceLock::new();
+    // CPUID leaf 7 exists on every x86-64 CPU with AVX2 (checked by the caller's `isa`).
+    let edx = __cpuid_count(7, 0).edx;
+    if edx & AMX_TILE == 0 || edx & part == 0 {
+        return false;
+    }
+    *PERMITTED.get_or_init(|| {
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: a plain system call with two integer arguments; it only changes which CPU state
+        // the kernel saves for this process.
+        unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            ) == 0
+        }
+    })
+}
+
+/// The kernels of `family` this CPU can run under `request` (`avx512`: the 512-bit vector
+/// kernels, no AMX; `avx2`: the 256-bit ones).
+pub fn candidates(family: Family, request: KernelRequest) -> Vec<Kernel> {
+    Kernel::ALL
+        .into_iter()
+        .filter(|k| k.family() == family && k.available())
         .filter(|k| match request {
-            KernelRequest::Avx512 => k.isa() == Isa::Avx512,
+            KernelRequest::Avx512 => k.isa() == Isa::Avx512 && !k.is_amx(),
             KernelRequest::Avx2 => k.isa() == Isa::Avx2,
             KernelRequest::Auto | KernelRequest::Candle => true,
         })
         .collect()
 }
 
-/// The fastest f32 kernel here for layers of `inputs` → `outputs`, among those `request` allows;
-/// `None` when none can run (no AVX2, or AVX-512 forced on a CPU without it). Timed once per
-/// process and shape: a few milliseconds.
-pub fn choose(request: KernelRequest, inputs: usize, outputs: usize) -> Option<Kernel> {
-    static CHOSEN: OnceLock<std::sync::Mutex<Vec<(KernelRequest, usize, usize, Option<Kernel>)>>> =
-        OnceLock::new();
+/// The fastest kernel of `family` here for layers of `inputs` → `outputs`, among those `request`
+/// allows; `None` when none can run (no AVX2, AVX-512 forced on a CPU without it, bf16 without
+/// AVX512-BF16 or AMX). Timed once per process, family and shape: a few milliseconds.
+pub fn choose(
+    family: Family,
+    request: KernelRequest,
+    inputs: usize,
+    outputs: usize,
+) -> Option<Kernel> {
+    type Memo = Vec<(Family, KernelRequest, usize, usize, Option<Kernel>)>;
+    static CHOSEN: OnceLock<std::sync::Mutex<Memo>> = OnceLock::new();
     let memo = CHOSEN.get_or_init(Default::default);
-    if let Some(&(_, _, _, k)) = memo
+    if let Some(m) = memo
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .find(|m| m.0 == request && m.1 == inputs && m.2 == outputs)
+        .find(|m| m.0 == family && m.1 == request && m.2 == inputs && m.3 == outputs)
     {
-        return k;
+        return m.4;
     }
-    let candidates = f32_candidates(request);
+    let candidates = candidates(family, request);
     let chosen = match candidates.len() {
         0 => None,
         1 => Some(candidates[0]),
@@ -215,7 +297,7 @@ pub fn choose(request: KernelRequest, inputs: usize, outputs: usize) -> Option<K
     };
     memo.lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push((request, inputs, outputs, chosen));
+        .push((family, request, inputs, outputs, chosen));
     chosen
 }
 
@@ -249,16 +331,7 @@ fn fastest(candidates: &[Kernel], inputs: usize, outputs: usize) -> Kernel {
 
 /// Every kernel this CPU can run, for `bench kernels`.
 pub fn all_available() -> Vec<Kernel> {
-    [
-        Kernel::F32Avx512x12x32,
-        Kernel::F32Avx512x8x48,
-        Kernel::F32Avx2x6x16,
-        Kernel::Bf16Avx512,
-        Kernel::Int8Vnni,
-    ]
-    .into_iter()
-    .filter(|k| k.available())
-    .collect()
+    Kernel::ALL.into_iter().filter(|k| k.available()).collect()
 }
 
 /// Multiply-add rate of `kernel` on `rows` rows through an `inputs` → `outputs` layer, one thread:
@@ -363,8 +436,7 @@ impl Dense {
         assert_eq!(weight_t.len(), inputs * outputs);
         assert_eq!(bias.len(), outputs);
         let width = kernel.panel();
-        let group = kernel.group();
-        let steps = inputs.div_ceil(group);
+        let steps = kernel.steps(inputs);
         let panel_count = outputs.div_ceil(width);
         let w = |k: usize, col: usize| {
             if k < inputs && col < outputs {
@@ -388,7 +460,17 @@ impl Dense {
                 b
             },
         };
-        let at = |panel: usize, step: usize, lane: usize| (panel * steps + step) * width + lane;
+        // Where a step's word for one lane of a panel goes. AMX: the panel's steps in blocks of
+        // 16, each block two 16-column tiles of 16 rows × 64 bytes, one after the other.
+        let amx = kernel.is_amx();
+        let at = |panel: usize, step: usize, lane: usize| {
+            if amx {
+                ((((panel * steps / 16 + step / 16) * 2 + lane / 16) * 16 + step % 16) * 16)
+                    + lane % 16
+            } else {
+                (panel * steps + step) * width + lane
+            }
+        };
         match kernel {
             Kernel::F32Avx512x12x32 | Kernel::F32Avx512x8x48 | Kernel::F32Avx2x6x16 => {
                 dense.f32_panels = vec![0.0; panel_count * steps * width];
@@ -400,7 +482,7 @@ impl Dense {
                     }
                 }
             }
-            Kernel::Bf16Avx512 => {
+            Kernel::Bf16Avx512 | Kernel::Bf16Amx => {
                 dense.word_panels = vec![0; panel_count * steps * width];
                 for panel in 0..panel_count {
                     for step in 0..steps {
@@ -413,11 +495,11 @@ impl Dense {
                     }
                 }
             }
-            Kernel::Int8Vnni => {
+            Kernel::Int8Vnni | Kernel::Int8Amx => {
                 let cols = panel_count * width;
                 dense.col_scales = vec![0.0; cols];
                 dense.col_offsets = vec![0; cols];
-                let mut quantised = vec![0i8; steps * 4 * cols];
+                let mut quantised = vec![0i8; (steps * 4).max(inputs) * cols];
                 for col in 0..outputs {
                     let max = (0..inputs).map(|k| w(k, col).abs()).fold(0f32, f32::max);
                     let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
@@ -471,19 +553,33 @@ impl Dense {
         // Inputs in the kernel's format: f32 rows as they are (only the last, partial tile is
         // copied, zero-padded), bf16 pairs or int8 quads converted here, padding rows zero.
         let (f32_input, tail_at): (&[f32], usize) = match self.kernel {
-            Kernel::Bf16Avx512 => {
-                to_bf16_pairs(input, rows, self.inputs, padded, &mut stage.words);
+            Kernel::Bf16Avx512 | Kernel::Bf16Amx => {
+                // SAFETY: this kernel's instructions, AVX-512 among them, were detected at packing.
+                unsafe {
+                    stage_bf16(
+                        input,
+                        rows,
+                        self.inputs,
+                        self.steps,
+                        padded,
+                        &mut stage.words,
+                    )
+                };
                 (&[], padded)
             }
-            Kernel::Int8Vnni => {
-                quantise_rows(
-                    input,
-                    rows,
-                    self.inputs,
-                    padded,
-                    &mut stage.words,
-                    &mut stage.row_scales,
-                );
+            Kernel::Int8Vnni | Kernel::Int8Amx => {
+                // SAFETY: as above.
+                unsafe {
+                    stage_int8(
+                        input,
+                        rows,
+                        self.inputs,
+                        self.steps,
+                        padded,
+                        &mut stage.words,
+                        &mut stage.row_scales,
+                    )
+                };
                 (&[], padded)
             }
             _ => {
@@ -495,61 +591,101 @@ impl Dense {
                 (input, full)
             }
         };
-        let staged = &*stage;
-        let width = self.kernel.panel();
-        let panel_count = self.outputs.div_ceil(width);
-        let out_ptr = OutPtr(out.as_mut_ptr());
-        let run_panels = |panels: std::ops::Range<usize>| {
-            let out_ptr = out_ptr;
-            // Rows per cache block: the block's inputs stay in L2 while every panel passes over them.
-            let block_rows = (256 * 1024 / (4 * self.inputs.max(1)))
-                .next_multiple_of(tile)
-                .clamp(tile, 16 * tile);
-            for block in (0..rows).step_by(block_rows) {
-                let block_end = (block + block_rows).min(rows);
-                for panel in panels.clone() {
-                    let cols = width.min(self.outputs - panel * width);
-                    for row in (block..block_end).step_by(tile) {
-                        let tile_rows = tile.min(block_end - row);
-                        // SAFETY: `out` holds `rows` rows of `outputs` (asserted above) and this
-                        // tile writes rows `row..row + tile_rows`, columns of `panel` only.
-                        let out_at = unsafe { out_ptr.0.add(row * self.outputs + panel * width) };
-                        let a = match self.kernel {
-                            Kernel::Bf16Avx512 | Kernel::Int8Vnni => TileInput::Words(
-                                &staged.words[row * self.steps..],
-                                self.steps,
-                                staged.row_scales.get(row..).unwrap_or(&[]),
-                            ),
-                            _ if row >= tail_at => TileInput::F32(&staged.f32_tail, self.inputs),
-                            _ => TileInput::F32(&f32_input[row * self.inputs..], self.inputs),
-                        };
-                        // SAFETY: the kernel was detected on this CPU when packed; the tile reads
-                        // `tile` rows of `a` (full tiles from the input, the last from the padded
-                        // copy), one panel of weights, and writes `tile_rows` rows from `out_at`.
-                        unsafe { self.tile(a, panel, out_at, tile_rows, cols) };
-                        for r in 0..tile_rows {
-                            // SAFETY: as above, one row segment of this tile.
-                            let segment = unsafe {
-                                std::slice::from_raw_parts_mut(out_at.add(r * self.outputs), cols)
-                            };
-                            finish.apply(segment);
-                        }
-                    }
-                }
-            }
+        let job = Job {
+            rows,
+            out: OutPtr(out.as_mut_ptr()),
+            f32_input,
+            tail_at,
+            stage: &*stage,
+            finish,
         };
+        let panel_count = self.outputs.div_ceil(self.kernel.panel());
         if parallel && panel_count > 1 && rayon::current_num_threads() > 1 {
             let threads = rayon::current_num_threads().min(panel_count);
             let per = panel_count.div_ceil(threads);
             rayon::scope(|scope| {
                 for t in 0..threads {
                     let range = (t * per)..((t + 1) * per).min(panel_count);
-                    let run = &run_panels;
-                    scope.spawn(move |_| run(range));
+                    let job = &job;
+                    scope.spawn(move |_| self.run_panels(job, range));
                 }
             });
         } else {
-            run_panels(0..panel_count);
+            self.run_panels(&job, 0..panel_count);
+        }
+    }
+
+    /// [`Self::panels`] in the copy compiled for the kernel's instruction set, so that the finish
+    /// (GELU's `exp`, its `floor`) vectorises with it instead of calling scalar library code.
+    fn run_panels(&self, job: &Job, panels: std::ops::Range<usize>) {
+        // SAFETY: the kernel, and so its instruction set, was detected on this CPU when packed.
+        match self.kernel.isa() {
+            Isa::Avx512 => unsafe { self.panels_avx512(job, panels) },
+            Isa::Avx2 => unsafe { self.panels_avx2(job, panels) },
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn panels_avx512(&self, job: &Job, panels: std::ops::Range<usize>) {
+        if self.kernel.is_amx() {
+            // The tile registers are this thread's: configured for this job, released after it.
+            amx_configure();
+            self.panels(job, panels);
+            amx_release();
+        } else {
+            self.panels(job, panels)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn panels_avx2(&self, job: &Job, panels: std::ops::Range<usize>) {
+        self.panels(job, panels)
+    }
+
+    /// Every tile of the output columns of `panels`, in cache blocks of rows.
+    #[inline(always)]
+    fn panels(&self, job: &Job, panels: std::ops::Range<usize>) {
+        let tile = self.kernel.tile_rows();
+        let width = self.kernel.panel();
+        let rows = job.rows;
+        // Rows per cache block: the block's inputs stay in L2 while every panel passes over them.
+        let block_rows = (256 * 1024 / (4 * self.inputs.max(1)))
+            .next_multiple_of(tile)
+            .clamp(tile, 16 * tile);
+        for block in (0..rows).step_by(block_rows) {
+            let block_end = (block + block_rows).min(rows);
+            for panel in panels.clone() {
+                let cols = width.min(self.outputs - panel * width);
+                for row in (block..block_end).step_by(tile) {
+                    let tile_rows = tile.min(block_end - row);
+                    // SAFETY: `out` holds `rows` rows of `outputs` (asserted in `multiply`) and
+                    // this tile writes rows `row..row + tile_rows`, columns of `panel` only.
+                    let out_at = unsafe { job.out.0.add(row * self.outputs + panel * width) };
+                    let a = match self.kernel {
+                        Kernel::Bf16Avx512
+                        | Kernel::Int8Vnni
+                        | Kernel::Bf16Amx
+                        | Kernel::Int8Amx => TileInput::Words(
+                            &job.stage.words[row * self.steps..],
+                            self.steps,
+                            job.stage.row_scales.get(row..).unwrap_or(&[]),
+                        ),
+                        _ if row >= job.tail_at => TileInput::F32(&job.stage.f32_tail, self.inputs),
+                        _ => TileInput::F32(&job.f32_input[row * self.inputs..], self.inputs),
+                    };
+                    // SAFETY: the kernel was detected on this CPU when packed; the tile reads
+                    // `tile` rows of `a` (full tiles from the input, the last from the padded
+                    // copy), one panel of weights, and writes `tile_rows` rows from `out_at`.
+                    unsafe { self.tile(a, panel, out_at, tile_rows, cols) };
+                    for r in 0..tile_rows {
+                        // SAFETY: as above, one row segment of this tile.
+                        let segment = unsafe {
+                            std::slice::from_raw_parts_mut(out_at.add(r * self.outputs), cols)
+                        };
+                        job.finish.apply(segment);
+                    }
+                }
+            }
         }
     }
 
@@ -601,9 +737,35 @@ impl Dense {
                 };
                 int8_tile(a.as_ptr(), stride, b, &tile, &scales)
             }
+            (Kernel::Bf16Amx, TileInput::Words(a, stride, _)) => {
+                assert!(a.len() >= 32 * stride);
+                let b = self.word_panels[panel * self.steps * width..].as_ptr();
+                amx_tile(a.as_ptr(), stride, b, &tile, None)
+            }
+            (Kernel::Int8Amx, TileInput::Words(a, stride, row_scales)) => {
+                assert!(a.len() >= 32 * stride && row_scales.len() >= 32);
+                let b = self.word_panels[panel * self.steps * width..].as_ptr();
+                let scales = Int8Scales {
+                    rows: row_scales.as_ptr(),
+                    cols: self.col_scales[panel * width..].as_ptr(),
+                    offsets: self.col_offsets[panel * width..].as_ptr(),
+                };
+                amx_tile(a.as_ptr(), stride, b, &tile, Some(&scales))
+            }
             _ => unreachable!("tile input does not match the kernel"),
         }
     }
+}
+
+/// One multiply's inputs and output, shared by the threads that split its panels.
+struct Job<'a> {
+    rows: usize,
+    out: OutPtr,
+    f32_input: &'a [f32],
+    /// First row whose tile comes from the stage's padded copy.
+    tail_at: usize,
+    stage: &'a Stage,
+    finish: Finish,
 }
 
 #[derive(Clone, Copy)]
@@ -713,6 +875,135 @@ unsafe fn f32_tile_256<const R: usize, const V: usize>(
     }
 }
 
+/// The tile configuration every AMX kernel uses: palette 1, all eight tiles 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+const TILE_CONFIG: TileConfig = {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    let mut t = 0;
+    while t < 8 {
+        c[16 + 2 * t] = 64; // bytes per row (u16, little-endian)
+        c[48 + t] = 16; // rows
+        t += 1;
+    }
+    TileConfig(c)
+};
+
+/// Loads [`TILE_CONFIG`] into this thread's tile registers.
+///
+/// # Safety
+/// AMX present and permitted ([`amx_ready`]).
+unsafe fn amx_configure() {
+    std::arch::asm!("ldtilecfg [{}]", in(reg) TILE_CONFIG.0.as_ptr(), options(nostack, readonly));
+}
+
+/// Returns the tile registers to their initial state (no AMX state left for the kernel to save).
+///
+/// # Safety
+/// AMX present and permitted.
+unsafe fn amx_release() {
+    std::arch::asm!("tilerelease", options(nostack, nomem));
+}
+
+/// An AMX tile: 32 rows × 32 columns as four 16 × 16 accumulator tiles, over all steps, 16 at a
+/// time (`tdpbf16ps` for bf16 pairs; `tdpbusd` for int8 quads when `int8` gives the scales).
+/// Inputs: rows of `a_stride` words; weights: per 16 steps, two tiles of 16 rows × 16 words.
+///
+/// # Safety
+/// AMX configured on this thread ([`amx_configure`]); `a` readable for 32 rows of `a_stride`
+/// words (a multiple of 16), `b` for `steps` × 32 words; `t.out` writable for `t.rows` rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn amx_tile(
+    a: *const u32,
+    a_stride: usize,
+    b: *const u32,
+    t: &TileArgs,
+    int8: Option<&Int8Scales>,
+) {
+    use std::arch::asm;
+    let a_bytes = a_stride * 4;
+    asm!(
+        "tilezero tmm4",
+        "tilezero tmm5",
+        "tilezero tmm6",
+        "tilezero tmm7",
+        options(nostack, nomem)
+    );
+    for block in 0..t.steps / 16 {
+        let a0 = a.add(block * 16);
+        let a1 = a0.add(16 * a_stride);
+        let b0 = b.add(block * 512);
+        let b1 = b0.add(256);
+        if int8.is_some() {
+            asm!(
+                "tileloadd tmm0, [{a0} + {sa}*1]",
+                "tileloadd tmm1, [{a1} + {sa}*1]",
+                "tileloadd tmm2, [{b0} + {sb}*1]",
+                "tileloadd tmm3, [{b1} + {sb}*1]",
+                "tdpbusd tmm4, tmm0, tmm2",
+                "tdpbusd tmm5, tmm0, tmm3",
+                "tdpbusd tmm6, tmm1, tmm2",
+                "tdpbusd tmm7, tmm1, tmm3",
+                a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                sa = in(reg) a_bytes, sb = in(reg) 64usize,
+                options(nostack, readonly)
+            );
+        } else {
+            asm!(
+                "tileloadd tmm0, [{a0} + {sa}*1]",
+                "tileloadd tmm1, [{a1} + {sa}*1]",
+                "tileloadd tmm2, [{b0} + {sb}*1]",
+                "tileloadd tmm3, [{b1} + {sb}*1]",
+                "tdpbf16ps tmm4, tmm0, tmm2",
+                "tdpbf16ps tmm5, tmm0, tmm3",
+                "tdpbf16ps tmm6, tmm1, tmm2",
+                "tdpbf16ps tmm7, tmm1, tmm3",
+                a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                sa = in(reg) a_bytes, sb = in(reg) 64usize,
+                options(nostack, readonly)
+            );
+        }
+    }
+    // The four accumulators into a 32 × 32 block (f32 sums, or i32 sums for int8).
+    let mut sums = Aligned32x32([0u32; 32 * 32]);
+    let c = sums.0.as_mut_ptr();
+    asm!(
+        "tilestored [{c00} + {s}*1], tmm4",
+        "tilestored [{c01} + {s}*1], tmm5",
+        "tilestored [{c10} + {s}*1], tmm6",
+        "tilestored [{c11} + {s}*1], tmm7",
+        c00 = in(reg) c, c01 = in(reg) c.add(16), c10 = in(reg) c.add(16 * 32),
+        c11 = in(reg) c.add(16 * 32 + 16), s = in(reg) 128usize,
+        options(nostack)
+    );
+    for r in 0..t.rows.min(32) {
+        let o = t.out.add(r * t.out_stride);
+        let row = c.add(r * 32);
+        for v in 0..2 {
+            let raw = _mm512_loadu_si512(row.add(16 * v) as *const _);
+            let bias = _mm512_loadu_ps(t.bias.add(16 * v));
+            let value = match int8 {
+                None => _mm512_add_ps(_mm512_castsi512_ps(raw), bias),
+                Some(s) => {
+                    let sums =
+                        _mm512_sub_epi32(raw, _mm512_loadu_si512(s.offsets.add(16 * v) as _));
+                    let scale = _mm512_mul_ps(
+                        _mm512_set1_ps(*s.rows.add(r)),
+                        _mm512_loadu_ps(s.cols.add(16 * v)),
+                    );
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, bias)
+                }
+            };
+            _mm512_mask_storeu_ps(o.add(16 * v), mask16(t.cols, v), value);
+        }
+    }
+}
+
+#[repr(C, align(64))]
+struct Aligned32x32([u32; 32 * 32]);
+
 /// bf16 tile: 12 rows × 32 columns, one `vdpbf16ps` per 16 outputs × 2 inputs.
 ///
 /// # Safety
@@ -780,15 +1071,56 @@ unsafe fn int8_tile(a: *const u32, a_stride: usize, b: *const u32, t: &TileArgs,
     }
 }
 
-/// Writes `rows` rows of `cols` f32 as bf16 pairs, `(padded rows, pairs)`, zeroing the padding rows
-/// and the odd column's partner.
-fn to_bf16_pairs(values: &[f32], rows: usize, cols: usize, padded: usize, out: &mut Vec<u32>) {
+/// [`to_bf16_pairs`] compiled for AVX-512.
+///
+/// # Safety
+/// AVX-512F, BW and VL present.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn stage_bf16(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    padded: usize,
+    out: &mut Vec<u32>,
+) {
+    to_bf16_pairs(values, rows, cols, stride, padded, out)
+}
+
+/// [`quantise_rows`] compiled for AVX-512.
+///
+/// # Safety
+/// AVX-512F, BW and VL present.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn stage_int8(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    padded: usize,
+    out: &mut Vec<u32>,
+    scales: &mut Vec<f32>,
+) {
+    quantise_rows(values, rows, cols, stride, padded, out, scales)
+}
+
+/// Writes `rows` rows of `cols` f32 as bf16 pairs, `(padded rows, stride ≥ cols/2 words)`,
+/// zeroing the padding rows and columns and the odd column's partner.
+#[inline(always)]
+fn to_bf16_pairs(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    padded: usize,
+    out: &mut Vec<u32>,
+) {
     let pairs = cols.div_ceil(2);
     out.clear();
-    out.resize(padded * pairs, 0);
+    out.resize(padded * stride, 0);
     for (src, dst) in values[..rows * cols]
         .chunks_exact(cols)
-        .zip(out.chunks_exact_mut(pairs))
+        .zip(out.chunks_exact_mut(stride))
     {
         let (even, odd) = (src.chunks_exact(2), src.chunks_exact(2).remainder());
         for (d, s) in dst.iter_mut().zip(even) {
@@ -802,32 +1134,54 @@ fn to_bf16_pairs(values: &[f32], rows: usize, cols: usize, padded: usize, out: &
 
 /// Quantises each row to signed 8 bits with its own scale (its largest magnitude maps to 127),
 /// stored offset by 128 as unsigned bytes, four to a word; padding rows and inputs are 128 (zero).
+#[inline(always)]
 fn quantise_rows(
     values: &[f32],
     rows: usize,
     cols: usize,
+    stride: usize,
     padded: usize,
     out: &mut Vec<u32>,
     scales: &mut Vec<f32>,
 ) {
-    let quads = cols.div_ceil(4);
     out.clear();
-    out.resize(padded * quads, 0x8080_8080);
+    out.resize(padded * stride, 0x8080_8080);
     scales.clear();
     scales.resize(padded, 0.0);
     for ((src, dst), scale) in values[..rows * cols]
         .chunks_exact(cols)
-        .zip(out.chunks_exact_mut(quads))
+        .zip(out.chunks_exact_mut(stride))
         .zip(scales.iter_mut())
     {
-        let max = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let max = max_abs(src);
         *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
         let inv = 1.0 / *scale;
         let bytes: &mut [u8] = bytemuck_bytes(dst);
         for (b, &v) in bytes.iter_mut().zip(src) {
-            *b = ((v * inv).round().clamp(-127.0, 127.0) as i32 + 128) as u8;
+            // Round to nearest even through the mantissa (adding 1.5·2^23), not `as i32`, whose
+            // saturating conversion does not vectorise.
+            let q = (v * inv).clamp(-127.0, 127.0);
+            *b = ((q + 12_582_912.0).to_bits() as i32 - 0x4B40_0000 + 128) as u8;
         }
     }
+}
+
+/// Largest magnitude, with 16 running lanes so the compiler vectorises it.
+#[inline(always)]
+fn max_abs(values: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    for chunk in values.chunks_exact(16) {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            let a = v.abs();
+            *l = if a > *l { a } else { *l };
+        }
+    }
+    let mut max = 0f32;
+    for &v in lanes.iter().chain(values.chunks_exact(16).remainder()) {
+        let a = v.abs();
+        max = if a > max { a } else { max };
+    }
+    max
 }
 
 /// The words' bytes, little-endian order (x86).
@@ -900,7 +1254,11 @@ mod tests {
                 layer.multiply(&x, rows, &mut out, Finish::Nothing, &mut stage, parallel);
                 for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
                     // int8 rounds both sides: within a few percent of the largest term.
-                    let tolerance = if kernel == Kernel::Int8Vnni { 0.6 } else { 0.0 };
+                    let tolerance = if kernel.family() == Family::Int8 {
+                        0.6
+                    } else {
+                        0.0
+                    };
                     assert!(
                         (got - want).abs() <= tolerance,
                         "{} row {} col {}: {got} vs {want}",
@@ -921,12 +1279,16 @@ mod tests {
     #[test]
     fn a_forced_instruction_set_narrows_the_choice() {
         assert_eq!(
-            choose(KernelRequest::Avx2, 64, 96),
+            choose(Family::F32, KernelRequest::Avx2, 64, 96),
             Some(Kernel::F32Avx2x6x16)
         );
-        let wide = choose(KernelRequest::Avx512, 64, 96).expect("AVX-512 on these machines");
+        assert_eq!(choose(Family::Bf16, KernelRequest::Avx2, 64, 96), None);
+        let wide =
+            choose(Family::F32, KernelRequest::Avx512, 64, 96).expect("AVX-512 on these machines");
         assert_eq!(wide.isa(), Isa::Avx512);
-        assert!(choose(KernelRequest::Auto, 64, 96).is_some());
+        let bf16 = choose(Family::Bf16, KernelRequest::Avx512, 64, 96);
+        assert_eq!(bf16, Some(Kernel::Bf16Avx512), "avx512 leaves AMX out");
+        assert!(choose(Family::F32, KernelRequest::Auto, 64, 96).is_some());
         assert_eq!(
             KernelRequest::from_name(" AVX2 "),
             Some(KernelRequest::Avx2)

@@ -386,10 +386,10 @@ impl Embedder for SentenceEncoder {
         match self.engine {
             Engine::Exact(_) => Precision::F32,
             #[cfg(target_arch = "x86_64")]
-            Engine::Fast(ref fast) => match fast.kernel() {
-                kernels::Kernel::Bf16Avx512 => Precision::Bf16,
-                kernels::Kernel::Int8Vnni => Precision::Int8,
-                _ => Precision::F32,
+            Engine::Fast(ref fast) => match fast.kernel().family() {
+                kernels::Family::Bf16 => Precision::Bf16,
+                kernels::Family::Int8 => Precision::Int8,
+                kernels::Family::F32 => Precision::F32,
             },
         }
     }
