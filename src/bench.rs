@@ -505,14 +505,10 @@ pub fn kernels(rows: usize) -> Result<(), EngineError> {
     use crate::model::kernels;
     let shapes = [(384, 1152), (384, 384), (384, 1536), (1536, 384)];
     let request = kernels::request().map_err(crate::model::ModelError::Kernels)?;
-    let chosen: Vec<_> = [
-        kernels::Family::F32,
-        kernels::Family::Bf16,
-        kernels::Family::Int8,
-    ]
-    .into_iter()
-    .filter_map(|f| kernels::choose(f, request, 384, 1536))
-    .collect();
+    let chosen: Vec<_> = [kernels::Family::F32, kernels::Family::Bf16]
+        .into_iter()
+        .filter_map(|f| kernels::choose(f, request, 384, 1536))
+        .collect();
     for kernel in kernels::all_available() {
         let rates: Vec<f64> = shapes
             .iter()

@@ -108,3 +108,90 @@ fn long_texts_are_truncated_like_sentence_transformers() {
         assert!(common::cosine(&g.embedding, &v[0]) >= 0.99999, "{}", g.id);
     }
 }
+
+/// One encoder per kernel choice, each held to its precision's bound against sentence-transformers,
+/// and each with a vector that does not depend on its batch. `avx2` is the code an AVX2-only CPU
+/// runs; `candle` is candle's own matrix multiply, the reference the fast forward is checked on.
+#[test]
+fn every_kernel_choice_keeps_parity() {
+    use likewise::model::{Precision, SentenceEncoder};
+    let golden = golden();
+    let texts: Vec<&str> = golden.iter().map(|g| g.text.as_str()).collect();
+    let cases = [
+        (Precision::F32, "auto", 0.99999),
+        (Precision::F32, "avx512", 0.99999),
+        (Precision::F32, "avx2", 0.99999),
+        (Precision::F32, "candle", 0.99999),
+        (Precision::Bf16, "auto", 0.999),
+        (Precision::Bf16, "avx512", 0.999),
+    ];
+    for (precision, kernels, bound) in cases {
+        let enc =
+            SentenceEncoder::load_with_kernels(&common::model_folder(), precision, Some(kernels))
+                .unwrap_or_else(|e| panic!("{precision} {kernels}: {e}"));
+        assert_eq!(enc.precision(), precision);
+        let vectors = enc.embed(&texts, &|_| {}).unwrap();
+        let worst = worst_cosine(&golden, &vectors);
+        let (prose, prose_vectors): (Vec<_>, Vec<_>) = golden
+            .iter()
+            .zip(&vectors)
+            .filter(|(g, _)| !g.id.starts_with("edge#"))
+            .unzip();
+        let worst_prose = prose
+            .iter()
+            .zip(&prose_vectors)
+            .map(|(g, v)| (common::cosine(&g.embedding, v), g.id.clone()))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap();
+        eprintln!(
+            "{precision} --kernels {kernels}: worst on prose {:.8} ({})",
+            worst_prose.0, worst_prose.1
+        );
+        eprintln!(
+            "{precision} --kernels {kernels} ({}): worst cosine {:.8} ({})",
+            enc.kernels(),
+            worst.0,
+            worst.1
+        );
+        assert!(
+            worst.0 >= bound,
+            "{precision} {kernels} ({}): worst cosine {:.8} on {}",
+            enc.kernels(),
+            worst.0,
+            worst.1
+        );
+        if kernels == "avx2" {
+            assert!(enc.kernels().contains("avx2"), "{}", enc.kernels());
+        }
+        // Our kernels give the same bits alone as in a batch; candle's blocking of a padded batch
+        // moves the last bits only.
+        for (g, batched) in golden.iter().zip(&vectors).step_by(11) {
+            let alone = enc.embed(&[g.text.as_str()], &|_| {}).unwrap();
+            if kernels == "candle" {
+                let c = common::cosine(&alone[0], batched);
+                assert!(c >= 0.999999, "candle: {} alone at cosine {c}", g.id);
+            } else {
+                assert!(
+                    &alone[0] == batched,
+                    "{precision} {kernels}: {} alone differs from in a batch",
+                    g.id
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_kernel_choice_this_cpu_or_precision_cannot_run_is_a_clear_error() {
+    use likewise::model::{Precision, SentenceEncoder};
+    let err = |p, k| {
+        SentenceEncoder::load_with_kernels(&common::model_folder(), p, Some(k))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = err(Precision::Bf16, "avx2");
+    assert!(e.contains("bf16") && e.contains("avx2"), "{e}");
+    let e = err(Precision::F32, "sse2");
+    assert!(e.contains("sse2") && e.contains("avx2"), "{e}");
+}

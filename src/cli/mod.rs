@@ -68,8 +68,8 @@ pub struct Global {
     /// Threads for embedding and search (default: the cores available to this process).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
-    /// The encoder's arithmetic: f32 (sentence-transformers' vectors), bf16 (cosine ≥ 0.999 to
-    /// them) or int8 (cosine ≥ 0.995). A store records it; index and query use the store's own
+    /// The encoder's arithmetic: f32 (sentence-transformers' vectors) or bf16 (cosine ≥ 0.999 to
+    /// them; several times faster where the CPU has AMX). A store records it; index and query use the store's own
     /// unless this is given.
     #[arg(long, value_enum, env = "LIKEWISE_PRECISION", global = true)]
     pub precision: Option<Precision>,

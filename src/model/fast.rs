@@ -1,10 +1,10 @@
 //! The fast encoder: the same BERT forward as [`super::bert`] in plain f32 slices, with every dense
 //! layer's multiply done by one of [`super::kernels`] (f32 on 512- or 256-bit registers, bf16 through
-//! AVX512-BF16, int8 through AVX-512 VNNI). Embeddings, attention, softmax, layer norms and GELU
+//! AVX512-BF16 or AMX). Embeddings, attention, softmax, layer norms and GELU
 //! stay in f32.
 //!
 //! Why our own forward: candle allocates and walks a tensor per operation, pads every sequence of a
-//! batch to the longest, and its CPU matmul has no bf16 or int8 dot-product path; the four dense
+//! batch to the longest, and its CPU matmul has no bf16 dot-product path; the four dense
 //! layers are ~95% of the model's work.
 //!
 //! Layout and invariants:
@@ -125,7 +125,6 @@ impl FastBert {
                 kernels::Family::Bf16,
                 "AVX-512 with AVX512-BF16, or AMX-BF16",
             ),
-            Precision::Int8 => (kernels::Family::Int8, "AVX-512 with VNNI, or AMX-INT8"),
         };
         if precision != Precision::F32
             && (request == KernelRequest::Avx2 || request == KernelRequest::Candle)

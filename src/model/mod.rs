@@ -62,9 +62,6 @@ pub enum Precision {
     /// Dense layers multiplied in bfloat16 with f32 sums: about twice as fast, cosine ≥ 0.999
     /// to the f32 vectors.
     Bf16,
-    /// Dense layers multiplied in 8-bit integers (weights with a scale per output column, each
-    /// input row with its own scale) with i32 sums, on AVX-512 VNNI: cosine ≥ 0.995 to f32.
-    Int8,
 }
 
 impl Precision {
@@ -73,13 +70,12 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
-            Precision::Int8 => "int8",
         }
     }
 
     /// The precision a manifest names, if this build knows it.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Precision::F32, Precision::Bf16, Precision::Int8]
+        [Precision::F32, Precision::Bf16]
             .into_iter()
             .find(|p| p.as_str() == name)
     }
@@ -162,8 +158,19 @@ impl SentenceEncoder {
         Self::load_with(folder, Precision::F32)
     }
 
-    /// Loads a checked model folder to run in `precision`.
+    /// Loads a checked model folder to run in `precision` with the kernels of the process
+    /// (`--kernels`, `LIKEWISE_KERNELS`, else the fastest here).
     pub fn load_with(folder: &ModelFolder, precision: Precision) -> Result<Self, ModelError> {
+        Self::load_with_kernels(folder, precision, None)
+    }
+
+    /// As [`Self::load_with`], with the kernels named (auto, avx512, avx2, candle) instead of the
+    /// process's choice: for tests and benchmarks that compare them in one process.
+    pub fn load_with_kernels(
+        folder: &ModelFolder,
+        precision: Precision,
+        kernels: Option<&str>,
+    ) -> Result<Self, ModelError> {
         let device = Device::Cpu;
         let problem = |p: String| ModelError::Folder {
             dir: folder.dir.clone(),
@@ -193,7 +200,7 @@ impl SentenceEncoder {
             .map_err(|e| problem(format!("model.safetensors cannot be read: {e}")))?;
         let bert = bert::Bert::from_tensors(&folder.config, tensors, &device)
             .map_err(|e| problem(format!("model.safetensors: {e}")))?;
-        let engine = Self::engine_for(bert, precision, &folder.config)?;
+        let engine = Self::engine_for(bert, precision, &folder.config, kernels)?;
         Ok(Self {
             identity: folder.identity.clone(),
             tokenizer,
@@ -247,10 +254,19 @@ impl SentenceEncoder {
         bert: bert::Bert,
         precision: Precision,
         config: &bert::BertConfig,
+        kernels_named: Option<&str>,
     ) -> Result<Engine, ModelError> {
         #[cfg(target_arch = "x86_64")]
         {
-            let request = kernels_request()?;
+            let request = match kernels_named {
+                Some(name) => kernels::KernelRequest::from_name(name).ok_or_else(|| {
+                    ModelError::Kernels(format!(
+                        "kernels {name:?}: use {}",
+                        kernels::KernelRequest::NAMES
+                    ))
+                })?,
+                None => kernels_request()?,
+            };
             if request != kernels::KernelRequest::Candle || precision != Precision::F32 {
                 let kernel = fast::FastBert::kernel_for(
                     precision,
@@ -270,7 +286,7 @@ impl SentenceEncoder {
                 }
             }
         }
-        let _ = config;
+        let _ = (config, kernels_named);
         match precision {
             Precision::F32 => Ok(Engine::Exact(bert)),
             other => Err(ModelError::Kernels(format!(
@@ -388,7 +404,6 @@ impl Embedder for SentenceEncoder {
             #[cfg(target_arch = "x86_64")]
             Engine::Fast(ref fast) => match fast.kernel().family() {
                 kernels::Family::Bf16 => Precision::Bf16,
-                kernels::Family::Int8 => Precision::Int8,
                 kernels::Family::F32 => Precision::F32,
             },
         }
