@@ -457,3 +457,28 @@ fn errors_are_one_line_with_a_documented_code() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn embed_keeps_input_order_across_groups() {
+    // More lines than one embedding group (1,024): groups are embedded and written in turn, and the
+    // output must still follow the input line by line.
+    let dir = tempfile::tempdir().unwrap();
+    let texts = [
+        "Rafah crossing reopens for aid trucks",
+        "",
+        "Central bank holds interest rates at 5.25 percent as inflation slows to 3.2 percent in March",
+    ];
+    let input: Vec<&str> = (0..1100).map(|i| texts[(i * 7 + i / 3) % 3]).collect();
+    let lines: Vec<Value> = common::jsonl_of(
+        likewise(&dir.path().join("store"))
+            .arg("embed")
+            .write_stdin(input.join("\n") + "\n"),
+    );
+    assert_eq!(lines.len(), input.len());
+    let first_of = |t: &str| input.iter().position(|x| *x == t).unwrap();
+    for (i, line) in lines.iter().enumerate() {
+        let want = &lines[first_of(input[i])]["embedding"];
+        assert_eq!(&line["embedding"], want, "line {} ({:?})", i + 1, input[i]);
+    }
+    assert_ne!(lines[first_of(texts[0])], lines[first_of(texts[2])]);
+}

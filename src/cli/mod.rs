@@ -878,8 +878,81 @@ fn read_text_file(f: &Path) -> Result<String, CliError> {
     Ok(crate::text::decode_text(&bytes).0)
 }
 
+/// Texts embedded together by `likewise embed`: enough for every thread to have long runs of
+/// similar lengths, few enough that writing one group overlaps embedding the next.
+const EMBED_GROUP: usize = 1024;
+
+/// `likewise embed`: the model loads while the input is read; then each group of texts is embedded
+/// while the previous group's lines are written on another thread. Output order is input order.
 fn cmd_embed(g: &Global, file: Option<&Path>) -> Result<i32, CliError> {
-    let encoder = g.load_model()?;
+    std::thread::scope(|scope| {
+        let loading = scope.spawn(|| g.load_model());
+        let texts = read_embed_input(file)?;
+        let encoder = loading
+            .join()
+            .map_err(|_| CliError::Other("the model loader stopped unexpectedly".into()))??;
+        let bar = if texts.len() >= 256 {
+            let b = ProgressBar::with_draw_target(
+                Some(texts.len() as u64),
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            b.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} texts  {per_sec}  ETA {eta}")
+                    .expect("valid template"),
+            );
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        let (send, receive) = std::sync::mpsc::sync_channel::<ndarray::Array2<f32>>(2);
+        let writer = scope.spawn(move || -> std::io::Result<()> {
+            #[derive(serde::Serialize)]
+            struct EmbeddingLine<'a> {
+                embedding: &'a [f32],
+            }
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for vectors in receive {
+                for v in vectors.rows() {
+                    let line = EmbeddingLine {
+                        embedding: v.as_slice().expect("rows of a standard-layout matrix"),
+                    };
+                    serde_json::to_writer(&mut out, &line)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            out.flush()
+        });
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let mut failed = None;
+        for group in refs.chunks(EMBED_GROUP) {
+            match crate::engine::embed_matrix(&encoder, group, &|n| bar.inc(n as u64)) {
+                Ok(vectors) => {
+                    if send.send(vectors).is_err() {
+                        break; // the writer stopped: its error is reported below
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(send);
+        bar.finish_and_clear();
+        let written = writer
+            .join()
+            .map_err(|_| CliError::Other("the output writer stopped unexpectedly".into()))?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        written?;
+        Ok(exit::SUCCESS)
+    })
+}
+
+/// The lines of `file` (or standard input) as texts; a line that is not UTF-8 is read as
+/// Windows-1252, with a warning naming it.
+fn read_embed_input(file: Option<&Path>) -> Result<Vec<String>, CliError> {
     let reader: Box<dyn BufRead> = match file {
         None => Box::new(std::io::stdin().lock()),
         Some(p) if p == Path::new("-") => Box::new(std::io::stdin().lock()),
@@ -902,29 +975,5 @@ fn cmd_embed(g: &Global, file: Option<&Path>) -> Result<i32, CliError> {
         }
         texts.push(text);
     }
-    let bar = if texts.len() >= 256 {
-        let b = ProgressBar::with_draw_target(
-            Some(texts.len() as u64),
-            indicatif::ProgressDrawTarget::stderr(),
-        );
-        b.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} texts  {per_sec}  ETA {eta}")
-                .expect("valid template"),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let vectors = crate::engine::embed_matrix(&encoder, &refs, &|n| bar.inc(n as u64))?;
-    bar.finish_and_clear();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for v in vectors.rows() {
-        let v: Vec<f32> = v.to_vec();
-        serde_json::to_writer(&mut out, &serde_json::json!({"embedding": v}))
-            .map_err(|e| CliError::Other(e.to_string()))?;
-        out.write_all(b"\n")?;
-    }
-    out.flush()?;
-    Ok(exit::SUCCESS)
+    Ok(texts)
 }
