@@ -93,6 +93,8 @@ pub fn precision(
     println!(
         "{}",
         json!({
+            "cpu": cpu_name(),
+            "kernels": [reference.0.kernels(), other.0.kernels()],
             "queries": passages.len(),
             "k": k,
             "reference": reference.0.precision().as_str(),
@@ -475,6 +477,7 @@ pub fn search(
     println!(
         "{}",
         json!({
+            "cpu": cpu_name(),
             "append": append_report,
             "batch": batch_report,
             "system": format!("likewise {} exact f32 scan", env!("CARGO_PKG_VERSION")),
@@ -782,7 +785,7 @@ pub fn cluster(store: &Store, story_threshold: f32) -> Result<(), EngineError> {
         "run": format!("stories, threshold {story_threshold}"), "clusters": labelled.len(),
         "articles_in_stories": in_stories, "stories_mixing_labels": mixed, "seconds": secs,
     }));
-    let doc = json!({"articles": table.len(), "labels": n_labels, "nmi": "arithmetic-mean normalised mutual information ×100, outliers as one extra cluster", "runs": rows});
+    let doc = json!({"cpu": cpu_name(), "articles": table.len(), "labels": n_labels, "nmi": "arithmetic-mean normalised mutual information ×100, outliers as one extra cluster", "runs": rows});
     println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
     Ok(())
 }
