@@ -328,21 +328,15 @@ impl FastBert {
     fn attend(&self, start: usize, len: usize, s: &mut Scratch) {
         match self.head_dim {
             // The head width as a constant keeps a row's sums in registers.
-            32 => self.attend_heads::<32, 32>(start, len, s),
-            64 => self.attend_heads::<64, 64>(start, len, s),
-            _ => self.attend_heads::<0, MAX_HEAD_DIM>(start, len, s),
+            32 => self.attend_heads::<32>(start, len, s),
+            64 => self.attend_heads::<64>(start, len, s),
+            _ => self.attend_heads::<0>(start, len, s),
         }
     }
 
-    /// [`Self::attend`] for heads of `D` dimensions (`D` = 0: any width, slower), sums held in
-    /// arrays of `W` ≥ D (sized exactly, so they stay in registers).
+    /// [`Self::attend`] for heads of `D` dimensions (`D` = 0: any width, slower).
     #[inline(always)]
-    fn attend_heads<const D: usize, const W: usize>(
-        &self,
-        start: usize,
-        len: usize,
-        s: &mut Scratch,
-    ) {
+    fn attend_heads<const D: usize>(&self, start: usize, len: usize, s: &mut Scratch) {
         let h = self.hidden;
         let d = if D == 0 { self.head_dim } else { D };
         let stride = 3 * h;
@@ -375,11 +369,11 @@ impl FastBert {
             };
             let mut i = 0;
             while i + QUERY_ROWS <= len {
-                rows.attend::<D, W, QUERY_ROWS>(i, &mut s.scores, context);
+                rows.attend::<D, QUERY_ROWS>(i, &mut s.scores, context);
                 i += QUERY_ROWS;
             }
             while i < len {
-                rows.attend::<D, W, 1>(i, &mut s.scores, context);
+                rows.attend::<D, 1>(i, &mut s.scores, context);
                 i += 1;
             }
         }
@@ -408,7 +402,7 @@ struct AttentionRows<'a> {
 impl AttentionRows<'_> {
     /// Attention of query rows `first..first + R` into their rows of `context`.
     #[inline(always)]
-    fn attend<const D: usize, const W: usize, const R: usize>(
+    fn attend<const D: usize, const R: usize>(
         &self,
         first: usize,
         scores: &mut [f32],
@@ -439,7 +433,6 @@ impl AttentionRows<'_> {
         }
         // Context = probabilities · values, with explicit vector code: the sums of R rows stay in
         // registers (written as plain loops they were kept in memory, a fifth of the forward).
-        let _ = W;
         let values = self.qkv[self.v_at..].as_ptr();
         let outs: [*mut f32; R] = std::array::from_fn(|r| {
             context[(first + r) * self.hidden + self.q_at..][..d].as_mut_ptr()
@@ -447,33 +440,25 @@ impl AttentionRows<'_> {
         assert!(
             scores.len() >= R * kp && (len - 1) * self.stride + d <= self.qkv.len() - self.v_at
         );
+        let context_rows: ContextRows<R> = if self.wide {
+            context_rows_512::<R>
+        } else {
+            context_rows_256::<R>
+        };
         // SAFETY: the reads stay within `scores` and the value rows (asserted just above), the
         // writes within each row's head of `context`; the copy run is the one the forward is
         // compiled for, whose instruction set was detected when the kernels were packed.
         unsafe {
-            if self.wide {
-                context_rows_512::<R>(
-                    scores.as_ptr(),
-                    kp,
-                    len,
-                    values,
-                    self.stride,
-                    d,
-                    outs,
-                    inv_sums,
-                )
-            } else {
-                context_rows_256::<R>(
-                    scores.as_ptr(),
-                    kp,
-                    len,
-                    values,
-                    self.stride,
-                    d,
-                    outs,
-                    inv_sums,
-                )
-            }
+            context_rows(
+                scores.as_ptr(),
+                kp,
+                len,
+                values,
+                self.stride,
+                d,
+                outs,
+                inv_sums,
+            )
         }
     }
 
@@ -501,6 +486,10 @@ impl AttentionRows<'_> {
         }
     }
 }
+
+/// The signature of [`context_rows_512`] and [`context_rows_256`].
+type ContextRows<const R: usize> =
+    unsafe fn(*const f32, usize, usize, *const f32, usize, usize, [*mut f32; R], [f32; R]);
 
 /// `out[r] = inv[r] · Σ_j scores[r][j] · values[j]` for R query rows of one head, 16 dimensions
 /// at a time on 512-bit registers.

@@ -728,13 +728,22 @@ unsafe fn f32_tile_512<const R: usize, const V: usize>(
             }
         }
     }
-    for (r, acc_row) in acc.iter().enumerate() {
-        if r < t.rows {
-            let o = t.out.add(r * t.out_stride);
-            for (v, acc) in acc_row.iter().enumerate() {
-                let value = _mm512_add_ps(*acc, _mm512_loadu_ps(t.bias.add(16 * v)));
-                _mm512_mask_storeu_ps(o.add(16 * v), mask16(t.cols, v), value);
-            }
+    store_tile_512(&acc, t)
+}
+
+/// Writes a tile's sums plus the bias: its first `t.rows` rows, `t.cols` columns.
+///
+/// # Safety
+/// AVX-512F present; `t.out` writable for `t.rows` rows of `t.out_stride` and `t.bias` readable
+/// for 16V values.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn store_tile_512<const R: usize, const V: usize>(acc: &[[__m512; V]; R], t: &TileArgs) {
+    for (r, acc_row) in acc.iter().enumerate().take(t.rows) {
+        let o = t.out.add(r * t.out_stride);
+        for (v, acc) in acc_row.iter().enumerate() {
+            let value = _mm512_add_ps(*acc, _mm512_loadu_ps(t.bias.add(16 * v)));
+            _mm512_mask_storeu_ps(o.add(16 * v), mask16(t.cols, v), value);
         }
     }
 }
@@ -895,15 +904,7 @@ unsafe fn bf16_tile(a: *const u32, a_stride: usize, b: *const u32, t: &TileArgs)
             acc_row[1] = _mm512_dpbf16_ps(acc_row[1], x, w1);
         }
     }
-    for (r, acc_row) in acc.iter().enumerate() {
-        if r < t.rows {
-            let o = t.out.add(r * t.out_stride);
-            for (v, acc) in acc_row.iter().enumerate() {
-                let value = _mm512_add_ps(*acc, _mm512_loadu_ps(t.bias.add(16 * v)));
-                _mm512_mask_storeu_ps(o.add(16 * v), mask16(t.cols, v), value);
-            }
-        }
-    }
+    store_tile_512(&acc, t)
 }
 
 /// [`to_bf16_pairs`] compiled for AVX-512.
