@@ -76,7 +76,7 @@ pub struct Global {
     /// Which multiply kernels run the encoder: auto (time this CPU's candidates at load and take
     /// the fastest), avx512, avx2 (the code an AVX2-only CPU runs, on any CPU) or candle
     /// (candle's matrix multiply, f32). Default: LIKEWISE_KERNELS, else auto.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = ["auto", "avx512", "avx2", "candle"])]
     pub kernels: Option<String>,
 }
 
