@@ -185,6 +185,34 @@ pub fn article_pairs(table: &ArticleTable, t: &Thresholds) -> Vec<DupePair> {
     out
 }
 
+/// The tier of one article pair found elsewhere (a similarity join on Spark), judged exactly as
+/// [`article_pairs`] judges the pairs it finds: `title` and `paragraphs` of each side, and the
+/// cosine of their vectors. `None` when the pair is similar but in no tier. Returns the tier and
+/// the share of the shorter side's word 5-grams found in the other.
+pub fn article_tier(
+    a: (&str, &[String]),
+    b: (&str, &[String]),
+    score: f32,
+    t: &Thresholds,
+) -> Option<(Tier, f32)> {
+    let full =
+        |(title, body): (&str, &[String])| normalized(&format!("{title}\n{}", body.join("\n")));
+    if full(a) == full(b) {
+        return Some((Tier::Exact, 1.0));
+    }
+    let overlap = containment(
+        &shingles(&words(&a.1.join("\n")), 5),
+        &shingles(&words(&b.1.join("\n")), 5),
+    );
+    if overlap >= t.article_overlap && score >= t.article_copy_cosine {
+        Some((Tier::NearCopy, overlap))
+    } else if score >= t.article_rewrite_cosine {
+        Some((Tier::Rewrite, overlap))
+    } else {
+        None
+    }
+}
+
 fn sort_pairs(out: &mut [DupePair]) {
     out.sort_by(|x, y| {
         x.tier.cmp(&y.tier).then(y.score.total_cmp(&x.score)).then(

@@ -491,8 +491,34 @@ pub fn read_parquet(path: &Path) -> Result<Imported, ExchangeError> {
     let mut index: std::collections::HashMap<String, usize> = Default::default();
     let mut problems = Vec::new();
     let mut row_base = 0usize;
+    // Without the file's metadata (Spark, pandas and DuckDB write none of ours), a `model` column
+    // of the model's identity and a `precision` column say what made the vectors (the columns
+    // `likewise.spark.embed` adds); every row must name the same.
+    let mut model = model;
+    let mut row_model: Option<(String, String)> = None;
     for batch in reader {
         let batch = batch.map_err(|e| err(path, format!("cannot be read: {e}")))?;
+        if model.is_none() {
+            for i in 0..batch.num_rows() {
+                let Some(m) = string_at(column(&batch, "model"), i).map_err(|e| err(path, e))?
+                else {
+                    continue;
+                };
+                let p = string_at(column(&batch, "precision"), i)
+                    .map_err(|e| err(path, e))?
+                    .unwrap_or_else(|| "f32".into());
+                match &row_model {
+                    None => row_model = Some((m, p)),
+                    Some(first) if *first == (m.clone(), p.clone()) => {}
+                    Some(_) => {
+                        return Err(err(
+                            path,
+                            format!("row {}: its `model` or `precision` differs from an earlier row's; one file holds the vectors of one model", row_base + i + 1),
+                        ))
+                    }
+                }
+            }
+        }
         let id_col = column(&batch, "id").or_else(|| column(&batch, "key"));
         for i in 0..batch.num_rows() {
             let row = row_base + i + 1;
@@ -571,6 +597,15 @@ pub fn read_parquet(path: &Path) -> Result<Imported, ExchangeError> {
             }
         }
         row_base += batch.num_rows();
+    }
+    if let (None, Some((json, precision))) = (&model, row_model) {
+        let identity = serde_json::from_str::<ModelIdentity>(&json).map_err(|e| {
+            err(
+                path,
+                format!("its `model` column is not a model identity: {e}"),
+            )
+        })?;
+        model = Some((identity, precision));
     }
     Ok(Imported {
         model,

@@ -1082,3 +1082,189 @@ pub fn mean_vector<'a>(dim: usize, vectors: impl Iterator<Item = &'a [f32]>) -> 
     }
     sum
 }
+
+/// What one part of a distributed indexing job (a Spark task) did: the segment file it wrote,
+/// the articles in it, and every input it did not use, with the reason.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PartWritten {
+    /// The segment file, not yet named by the manifest; none when nothing needed embedding.
+    pub segments: Vec<crate::store::SegmentEntry>,
+    /// Keys of the articles written, in segment order.
+    pub keys: Vec<String>,
+    pub articles_new: usize,
+    pub articles_changed: usize,
+    pub articles_unchanged: usize,
+    /// Inputs not used, each naming itself and why (bad JSON, empty text, a repeated id…).
+    pub skipped: Vec<String>,
+    pub paragraphs_embedded: usize,
+    pub chunks_embedded: usize,
+    pub tokens_embedded: usize,
+}
+
+/// Where one part writes: the store's folder, a file name stem unique to the part and attempt
+/// (`seg-…`), the store's compact layout and the generation its commit will have.
+#[derive(Debug, Clone)]
+pub struct PartTarget<'a> {
+    pub dir: &'a Path,
+    pub file_stem: &'a str,
+    pub compact: Option<crate::compact::Compact>,
+    pub generation: u64,
+    /// Articles per segment file (bounds the memory one part holds).
+    pub articles_per_segment: usize,
+}
+
+/// Indexes one part of a larger job without the store's lock: reads `lines` (JSON lines, the
+/// fields `index` takes), skips articles whose key and content hash are in `known` (the store's
+/// live articles), embeds the rest exactly as [`index`] does and writes them as segment files
+/// that [`Writer::commit_segments`] names afterwards. Nothing is visible to readers until then.
+pub fn write_part(
+    target: &PartTarget,
+    embedder: &dyn Embedder,
+    origin: &str,
+    lines: &str,
+    known: &HashMap<String, String>,
+    opts: &IndexOptions,
+) -> Result<PartWritten, IndexError> {
+    if !target.file_stem.starts_with("seg-")
+        || !target
+            .file_stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(IndexError::Input {
+            path: target.dir.join(target.file_stem),
+            reason: "a part's file stem must start with `seg-` and hold only letters, digits, `-` and `_`".into(),
+        });
+    }
+    let mut written = PartWritten::default();
+    let path = PathBuf::from(origin);
+    let mut skipped = Vec::new();
+    let articles = read_jsonl(&path, None, lines.as_bytes(), opts, &mut |w| {
+        skipped.push(w.to_string())
+    });
+    let mut todo = Vec::new();
+    for a in articles {
+        match known.get(&a.key) {
+            Some(hash) if *hash == a.content_hash => written.articles_unchanged += 1,
+            Some(_) => {
+                written.articles_changed += 1;
+                todo.push(a);
+            }
+            None => {
+                written.articles_new += 1;
+                todo.push(a);
+            }
+        }
+    }
+    let per_segment = target.articles_per_segment.max(1);
+    for (n, part) in todo.chunks(per_segment).enumerate() {
+        let (seg, tokens) = embed_articles(embedder, part, opts, &mut skipped)?;
+        written.tokens_embedded += tokens;
+        written.paragraphs_embedded += seg
+            .articles
+            .iter()
+            .map(|a| a.paragraphs as usize)
+            .sum::<usize>();
+        written.chunks_embedded += seg.chunks.len();
+        written
+            .keys
+            .extend(seg.articles.iter().map(|a| a.key.clone()));
+        let file = format!("{}-{n:04}.lkw", target.file_stem);
+        written.segments.push(crate::store::write_segment_file(
+            target.dir,
+            &seg,
+            &file,
+            target.compact,
+            target.generation,
+        )?);
+    }
+    written.skipped = skipped;
+    Ok(written)
+}
+
+/// Reads JSON lines (the fields `index` takes; `origin` names them in warnings) and embeds every
+/// usable article as [`index`] would store it: the segment's articles, chunks (paragraph, window,
+/// text) and vectors, with the inputs not used, and the word pieces embedded.
+pub fn embed_json_lines(
+    embedder: &dyn Embedder,
+    origin: &str,
+    lines: &str,
+    opts: &IndexOptions,
+) -> Result<(SegmentData, Vec<String>, usize), IndexError> {
+    let mut skipped = Vec::new();
+    let articles = read_jsonl(
+        &PathBuf::from(origin),
+        None,
+        lines.as_bytes(),
+        opts,
+        &mut |w| skipped.push(w.to_string()),
+    );
+    let (seg, tokens) = embed_articles(embedder, &articles, opts, &mut skipped)?;
+    Ok((seg, skipped, tokens))
+}
+
+/// Embeds `articles` into one segment's data, a group at a time.
+fn embed_articles(
+    embedder: &dyn Embedder,
+    articles: &[SourceArticle],
+    opts: &IndexOptions,
+    skipped: &mut Vec<String>,
+) -> Result<(SegmentData, usize), IndexError> {
+    let mut seg = SegmentData {
+        dim: embedder.identity().dim,
+        ..Default::default()
+    };
+    let mut tokens = 0;
+    for group in articles.chunks(opts.group_articles.max(1)) {
+        let prepared = prepare_group(embedder, group, opts.article_vectors, &mut |w| {
+            skipped.push(w.to_string())
+        })?;
+        tokens += prepared.tokens;
+        append_segment(
+            &mut seg,
+            finish_group(embedder, prepared, opts.article_vectors)?,
+        );
+    }
+    Ok((seg, tokens))
+}
+
+/// Appends the articles, paragraphs and vectors of `from` to `into` (same model).
+fn append_segment(into: &mut SegmentData, from: SegmentData) {
+    let (articles, chunks, text) = (
+        into.articles.len() as u32,
+        into.chunks.len() as u64,
+        into.text.len() as u64,
+    );
+    into.articles.extend(from.articles.into_iter().map(|mut a| {
+        a.chunk_start += chunks;
+        a
+    }));
+    into.chunks.extend(from.chunks.into_iter().map(|mut c| {
+        c.article += articles;
+        c.text_start += text;
+        c
+    }));
+    into.text.push_str(&from.text);
+    into.chunk_vectors.extend_from_slice(&from.chunk_vectors);
+    into.article_vectors
+        .extend_from_slice(&from.article_vectors);
+}
+
+/// Commits the parts of a distributed job as one generation: their segments named, the older
+/// copies of the articles they rewrote deleted, then the store compacted when it needs it. All
+/// or nothing: a part whose file fails its checks, or an article in two parts, fails the commit
+/// and the store stays as it was (the files are removed by the next writer).
+pub fn commit_parts(writer: &mut Writer, parts: &[PartWritten]) -> Result<(), IndexError> {
+    let store = writer.snapshot()?;
+    let mut deletions = Vec::new();
+    for key in parts.iter().flat_map(|p| &p.keys) {
+        if let Some(loc) = store.find_key(key) {
+            deletions.push((store.segments[loc.segment].file.clone(), loc.article as u32));
+        }
+    }
+    drop(store);
+    let entries: Vec<_> = parts.iter().flat_map(|p| p.segments.clone()).collect();
+    writer.commit_segments(&entries, &deletions)?;
+    writer.compact_if_needed()?;
+    Ok(())
+}

@@ -715,11 +715,136 @@ impl Engine {
         )?)
     }
 
+    /// Starts a distributed indexing job (Spark): takes the store's one-writer lock, held by the
+    /// returned job until it commits or is dropped, and creates the store when it is missing.
+    pub fn begin_job(&self) -> Result<Job, EngineError> {
+        let encoder = self.encoder()?;
+        let writer = Writer::open(&self.dir, encoder.identity(), encoder.precision().as_str())?;
+        let snapshot = writer.snapshot()?;
+        let known = snapshot
+            .live_articles()
+            .map(|(_, rec)| (rec.key.clone(), rec.content_hash.clone()))
+            .collect();
+        let m = writer.manifest();
+        let start = JobStart {
+            model: m.model.clone(),
+            precision: m.precision.clone(),
+            compact: m.compact,
+            generation: m.generation + 1,
+            known,
+        };
+        Ok(Job { writer, start })
+    }
+
+    /// One part of a distributed job, run where the part's rows are (a Spark task): embeds the
+    /// new and changed articles among `lines` and writes them as segment files named from
+    /// `file_stem`, without the lock; the job's [`Job::commit`] makes them visible.
+    pub fn write_part(
+        &self,
+        start: &JobStart,
+        file_stem: &str,
+        origin: &str,
+        lines: &str,
+        opts: &IndexOptions,
+        articles_per_segment: usize,
+    ) -> Result<index::PartWritten, EngineError> {
+        let encoder = self.encoder()?;
+        if !encoder.identity().compatible_with(&start.model)
+            || encoder.precision().as_str() != start.precision
+        {
+            return Err(EngineError::Invalid(format!(
+                "this part's model is {} ({}), the job's store holds {} ({}): every part must run the store's model",
+                encoder.identity().name,
+                encoder.precision(),
+                start.model.name,
+                start.precision
+            )));
+        }
+        let target = index::PartTarget {
+            dir: &self.dir,
+            file_stem,
+            compact: start.compact,
+            generation: start.generation,
+            articles_per_segment,
+        };
+        Ok(index::write_part(
+            &target,
+            encoder.as_ref(),
+            origin,
+            lines,
+            &start.known,
+            opts,
+        )?)
+    }
+
+    /// Embeds articles given as JSON lines as `index` would store them, storing nothing.
+    pub fn embed_json_lines(
+        &self,
+        origin: &str,
+        lines: &str,
+        opts: &IndexOptions,
+    ) -> Result<(crate::store::format::SegmentData, Vec<String>, usize), EngineError> {
+        let encoder = self.encoder()?;
+        Ok(index::embed_json_lines(
+            encoder.as_ref(),
+            origin,
+            lines,
+            opts,
+        )?)
+    }
+
     /// Sets the compact copies the store keeps; true when that changed anything.
     pub fn set_compact(&self, kind: Option<Compact>) -> Result<bool, EngineError> {
         let encoder = self.encoder()?;
         let mut writer = Writer::open(&self.dir, encoder.identity(), encoder.precision().as_str())?;
         Ok(writer.set_compact(kind)?)
+    }
+}
+
+/// What a distributed job's parts need to know of the store: its model and layout, the
+/// generation the job will commit, and the live articles' content hashes (unchanged ones are
+/// skipped).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct JobStart {
+    pub model: crate::model::ModelIdentity,
+    pub precision: String,
+    pub compact: Option<Compact>,
+    pub generation: u64,
+    pub known: std::collections::HashMap<String, String>,
+}
+
+/// A distributed job holding the store's writer lock.
+pub struct Job {
+    writer: Writer,
+    start: JobStart,
+}
+
+/// What a job's commit did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobCommitted {
+    pub generation: u64,
+    pub segments: usize,
+    pub articles_written: usize,
+    pub articles: usize,
+    pub paragraphs: usize,
+}
+
+impl Job {
+    pub fn start(&self) -> &JobStart {
+        &self.start
+    }
+
+    /// Commits every part at once (see [`index::commit_parts`]).
+    pub fn commit(&mut self, parts: &[index::PartWritten]) -> Result<JobCommitted, EngineError> {
+        index::commit_parts(&mut self.writer, parts)?;
+        let store = self.writer.snapshot()?;
+        Ok(JobCommitted {
+            generation: self.writer.manifest().generation,
+            segments: parts.iter().map(|p| p.segments.len()).sum(),
+            articles_written: parts.iter().map(|p| p.keys.len()).sum(),
+            articles: store.article_count(),
+            paragraphs: store.paragraph_count(),
+        })
     }
 }
 

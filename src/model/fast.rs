@@ -1,6 +1,6 @@
 //! The fast encoder: the same BERT forward as [`super::bert`] in plain f32 slices, with every dense
 //! layer's multiply done by one of [`super::kernels`] (f32 on 512- or 256-bit registers, bf16 through
-//! AVX512-BF16 or AMX). Embeddings, attention, softmax, layer norms and GELU
+//! AVX512-BF16, AMX or widened to f32 on AVX2). Embeddings, attention, softmax, layer norms and GELU
 //! stay in f32.
 //!
 //! Why our own forward: candle allocates and walks a tensor per operation, pads every sequence of a
@@ -119,30 +119,31 @@ impl FastBert {
         inputs: usize,
         outputs: usize,
     ) -> Result<Kernel, String> {
-        let (family, needs) = match precision {
-            Precision::F32 => (kernels::Family::F32, "AVX2 and FMA"),
-            Precision::Bf16 => (
-                kernels::Family::Bf16,
-                "AVX-512 with AVX512-BF16, or AMX-BF16",
-            ),
+        let family = match precision {
+            Precision::F32 => kernels::Family::F32,
+            Precision::Bf16 => kernels::Family::Bf16,
         };
-        if precision != Precision::F32
-            && (request == KernelRequest::Avx2 || request == KernelRequest::Candle)
-        {
+        if precision != Precision::F32 && request == KernelRequest::Candle {
             return Err(format!(
-                "--precision {precision} runs only on {needs}, and the kernels are set to {}",
+                "--precision {precision} runs on our own kernels only, and the kernels are set to {}: use auto, avx512 or avx2",
                 request.as_str()
             ));
         }
         kernels::choose(family, request, inputs, outputs).ok_or_else(|| {
-            if request == KernelRequest::Auto {
-                format!("--precision {precision} needs a CPU with {needs}, which this one lacks; use --precision f32")
-            } else {
-                format!(
-                    "--precision {precision} with the kernels set to {} needs a CPU with {needs} that this one lacks",
-                    request.as_str()
-                )
-            }
+            let needs = match (request, precision) {
+                (KernelRequest::Avx512, Precision::F32) => "AVX-512 (F, BW and VL)",
+                (KernelRequest::Avx512, Precision::Bf16) => "AVX-512 with AVX512-BF16",
+                _ => "AVX2 and FMA",
+            };
+            format!(
+                "--precision {precision} with the kernels set to {} needs a CPU with {needs}, which this one lacks; {}",
+                request.as_str(),
+                if request == KernelRequest::Avx512 {
+                    "leave the kernels to auto, or set them to avx2"
+                } else {
+                    "this build runs on x86-64 CPUs with AVX2 only"
+                }
+            )
         })
     }
 

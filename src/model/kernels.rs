@@ -9,7 +9,11 @@
 //!   that run a 512-bit instruction as two halves, where it may be as fast;
 //! - `bf16-avx512`: bfloat16 pairs through AVX512-BF16's `vdpbf16ps`, sums in f32;
 //! - `bf16-amx`: bfloat16 through AMX's tile multiply `tdpbf16ps` (32 × 32 outputs per tile group),
-//!   where the CPU has AMX and Linux grants the process its tile state.
+//!   where the CPU has AMX and Linux grants the process its tile state;
+//! - `bf16-avx2-6x16`: the same bfloat16 arithmetic on any CPU with AVX2: weights packed as bf16
+//!   pairs, inputs rounded to bf16, each pair widened to f32 in registers (exact) and summed by f32
+//!   fused multiply-adds. About f32's speed, not faster, but a bf16 store made on a CPU with
+//!   AVX512-BF16 stays queryable, with the same vectors to within rounding, where it has none.
 //!
 //! An int8 mode (VNNI `vpdpbusd` and AMX `tdpbusd`, per-row scales) was built and measured: on a CPU
 //! with AMX it came within 1.03–1.08× of bf16 (the multiply is no longer what limits the forward)
@@ -120,16 +124,18 @@ pub enum Kernel {
     F32Avx2x6x16,
     Bf16Avx512,
     Bf16Amx,
+    Bf16Avx2x6x16,
 }
 
 impl Kernel {
     /// Every kernel this build has.
-    pub const ALL: [Kernel; 5] = [
+    pub const ALL: [Kernel; 6] = [
         Kernel::F32Avx512x12x32,
         Kernel::F32Avx512x8x48,
         Kernel::F32Avx2x6x16,
         Kernel::Bf16Avx512,
         Kernel::Bf16Amx,
+        Kernel::Bf16Avx2x6x16,
     ];
 
     pub fn name(self) -> &'static str {
@@ -139,13 +145,14 @@ impl Kernel {
             Kernel::F32Avx2x6x16 => "f32-avx2-6x16",
             Kernel::Bf16Avx512 => "bf16-avx512",
             Kernel::Bf16Amx => "bf16-amx",
+            Kernel::Bf16Avx2x6x16 => "bf16-avx2-6x16",
         }
     }
 
     /// The instruction set the forward around this kernel is compiled for.
     pub fn isa(self) -> Isa {
         match self {
-            Kernel::F32Avx2x6x16 => Isa::Avx2,
+            Kernel::F32Avx2x6x16 | Kernel::Bf16Avx2x6x16 => Isa::Avx2,
             _ => Isa::Avx512,
         }
     }
@@ -163,7 +170,7 @@ impl Kernel {
     /// The arithmetic the kernel does (which precision it serves).
     pub fn family(self) -> Family {
         match self {
-            Kernel::Bf16Avx512 | Kernel::Bf16Amx => Family::Bf16,
+            Kernel::Bf16Avx512 | Kernel::Bf16Amx | Kernel::Bf16Avx2x6x16 => Family::Bf16,
             _ => Family::F32,
         }
     }
@@ -178,7 +185,7 @@ impl Kernel {
             Kernel::Bf16Amx => 32,
             Kernel::F32Avx512x12x32 | Kernel::Bf16Avx512 => 12,
             Kernel::F32Avx512x8x48 => 8,
-            Kernel::F32Avx2x6x16 => 6,
+            Kernel::F32Avx2x6x16 | Kernel::Bf16Avx2x6x16 => 6,
         }
     }
 
@@ -187,14 +194,14 @@ impl Kernel {
         match self {
             Kernel::F32Avx512x12x32 | Kernel::Bf16Avx512 | Kernel::Bf16Amx => 32,
             Kernel::F32Avx512x8x48 => 48,
-            Kernel::F32Avx2x6x16 => 16,
+            Kernel::F32Avx2x6x16 | Kernel::Bf16Avx2x6x16 => 16,
         }
     }
 
     /// Inputs packed together along the reduction: bf16 pairs.
     fn group(self) -> usize {
         match self {
-            Kernel::Bf16Avx512 | Kernel::Bf16Amx => 2,
+            Kernel::Bf16Avx512 | Kernel::Bf16Amx | Kernel::Bf16Avx2x6x16 => 2,
             _ => 1,
         }
     }
@@ -371,6 +378,8 @@ impl Finish {
 pub(crate) struct Stage {
     f32_tail: Vec<f32>,
     words: Vec<u32>,
+    /// Inputs rounded to bf16, kept as f32 (the AVX2 bf16 kernel), rows of `2 × steps`.
+    rounded: Vec<f32>,
 }
 
 /// A dense layer `y = x·W + b` with `W` packed for one kernel.
@@ -466,7 +475,7 @@ impl Dense {
                     }
                 }
             }
-            Kernel::Bf16Avx512 | Kernel::Bf16Amx => {
+            Kernel::Bf16Avx512 | Kernel::Bf16Amx | Kernel::Bf16Avx2x6x16 => {
                 dense.word_panels = vec![0; panel_count * steps * width];
                 for panel in 0..panel_count {
                     for step in 0..steps {
@@ -515,6 +524,20 @@ impl Dense {
                         self.steps,
                         padded,
                         &mut stage.words,
+                    )
+                };
+                (&[], padded)
+            }
+            Kernel::Bf16Avx2x6x16 => {
+                // SAFETY: AVX2 was detected at packing.
+                unsafe {
+                    stage_rounded_avx2(
+                        input,
+                        rows,
+                        self.inputs,
+                        2 * self.steps,
+                        padded,
+                        &mut stage.rounded,
                     )
                 };
                 (&[], padded)
@@ -602,6 +625,10 @@ impl Dense {
                         Kernel::Bf16Avx512 | Kernel::Bf16Amx => {
                             TileInput::Words(&job.stage.words[row * self.steps..], self.steps)
                         }
+                        Kernel::Bf16Avx2x6x16 => TileInput::F32(
+                            &job.stage.rounded[row * 2 * self.steps..],
+                            2 * self.steps,
+                        ),
                         _ if row >= job.tail_at => TileInput::F32(&job.stage.f32_tail, self.inputs),
                         _ => TileInput::F32(&job.f32_input[row * self.inputs..], self.inputs),
                     };
@@ -658,6 +685,11 @@ impl Dense {
                 assert!(a.len() >= 12 * stride);
                 let b = self.word_panels[panel * self.steps * width..].as_ptr();
                 bf16_tile(a.as_ptr(), stride, b, &tile)
+            }
+            (Kernel::Bf16Avx2x6x16, TileInput::F32(a, stride)) => {
+                assert!(a.len() >= 6 * stride);
+                let b = self.word_panels[panel * self.steps * width..].as_ptr();
+                bf16_tile_256(a.as_ptr(), stride, b, &tile)
             }
             (Kernel::Bf16Amx, TileInput::Words(a, stride)) => {
                 assert!(a.len() >= 32 * stride);
@@ -752,6 +784,9 @@ unsafe fn store_tile_512<const R: usize, const V: usize>(acc: &[[__m512; V]; R],
 ///
 /// # Safety
 /// AVX2 and FMA present; `a` readable for `R` rows of `a_stride` (≥ steps), `b` for steps × 8V.
+// Never inlined: inside the panel loop the compiler keeps other values in registers and
+// spills accumulators (16 ymm registers hold the tile's 12 sums, 2 weights and 1 input only).
+#[inline(never)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn f32_tile_256<const R: usize, const V: usize>(
     a: *const f32,
@@ -772,20 +807,88 @@ unsafe fn f32_tile_256<const R: usize, const V: usize>(
             }
         }
     }
-    for (r, acc_row) in acc.iter().enumerate() {
-        if r < t.rows {
-            let o = t.out.add(r * t.out_stride);
-            for (v, acc) in acc_row.iter().enumerate() {
-                let value = _mm256_add_ps(*acc, _mm256_loadu_ps(t.bias.add(8 * v)));
-                let lanes = t.cols.saturating_sub(8 * v).min(8);
-                if lanes == 8 {
-                    _mm256_storeu_ps(o.add(8 * v), value);
-                } else if lanes > 0 {
-                    let mut spill = [0f32; 8];
-                    _mm256_storeu_ps(spill.as_mut_ptr(), value);
-                    std::ptr::copy_nonoverlapping(spill.as_ptr(), o.add(8 * v), lanes);
-                }
+    store_tile_256(&acc, t)
+}
+
+/// bf16 tile on 256-bit registers: 6 rows × 16 columns. Each step is a pair of inputs: the
+/// weights' pair of bf16 in one 32-bit word is widened to two f32 vectors (low half shifted up,
+/// high half masked: both exact), the inputs are already bf16 values held as f32, and the products
+/// (exact in f32, as in `vdpbf16ps`) are summed by fused multiply-adds.
+///
+/// # Safety
+/// AVX2 and FMA present; `a` readable for 6 rows of `a_stride` (≥ 2 × steps), `b` for steps × 16.
+// Never inlined: inside the panel loop the compiler keeps other values in registers and
+// spills accumulators (16 ymm registers hold the tile's 12 sums, 2 weights and 1 input only).
+#[inline(never)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn bf16_tile_256(a: *const f32, a_stride: usize, b: *const u32, t: &TileArgs) {
+    const R: usize = 6;
+    let high = _mm256_set1_epi32(0xFFFF_0000u32 as i32);
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    // One 8-column half at a time: its two widened weight vectors, the 12 sums and one input
+    // fit the 16 registers (both halves at once would not).
+    for p in 0..t.steps {
+        for v in 0..2 {
+            let words = _mm256_loadu_si256(b.add(p * 16 + 8 * v) as *const __m256i);
+            let even = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(words));
+            let odd = _mm256_castsi256_ps(_mm256_and_si256(words, high));
+            for (r, acc_row) in acc.iter_mut().enumerate() {
+                let x = _mm256_broadcast_ss(&*a.add(r * a_stride + 2 * p));
+                acc_row[v] = _mm256_fmadd_ps(x, even, acc_row[v]);
+                let x = _mm256_broadcast_ss(&*a.add(r * a_stride + 2 * p + 1));
+                acc_row[v] = _mm256_fmadd_ps(x, odd, acc_row[v]);
             }
+        }
+    }
+    store_tile_256(&acc, t)
+}
+
+/// Writes a 256-bit tile's sums plus the bias: its first `t.rows` rows, `t.cols` columns.
+///
+/// # Safety
+/// AVX2 present; `t.out` writable for `t.rows` rows of `t.out_stride` and `t.bias` readable for
+/// 8V values.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_tile_256<const R: usize, const V: usize>(acc: &[[__m256; V]; R], t: &TileArgs) {
+    for (r, acc_row) in acc.iter().enumerate().take(t.rows) {
+        let o = t.out.add(r * t.out_stride);
+        for (v, acc) in acc_row.iter().enumerate() {
+            let value = _mm256_add_ps(*acc, _mm256_loadu_ps(t.bias.add(8 * v)));
+            let lanes = t.cols.saturating_sub(8 * v).min(8);
+            if lanes == 8 {
+                _mm256_storeu_ps(o.add(8 * v), value);
+            } else if lanes > 0 {
+                let mut spill = [0f32; 8];
+                _mm256_storeu_ps(spill.as_mut_ptr(), value);
+                std::ptr::copy_nonoverlapping(spill.as_ptr(), o.add(8 * v), lanes);
+            }
+        }
+    }
+}
+
+/// Writes `rows` rows of `cols` f32 rounded to bf16 (kept as f32), `(padded rows, stride ≥ cols)`,
+/// zeroing the padding, compiled for AVX2.
+///
+/// # Safety
+/// AVX2 present.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn stage_rounded_avx2(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    padded: usize,
+    out: &mut Vec<f32>,
+) {
+    out.clear();
+    out.resize(padded * stride, 0.0);
+    for (src, dst) in values[..rows * cols]
+        .chunks_exact(cols)
+        .zip(out.chunks_exact_mut(stride))
+    {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits(bf16_bits(s) << 16);
         }
     }
 }
@@ -990,23 +1093,22 @@ mod tests {
     }
 
     /// Every kernel this CPU runs, alone and with the panels shared among threads, gives the plain
-    /// product and writes nothing past the output. The machines this is built for have AVX-512
-    /// and BF16; elsewhere the missing kernels fail the test rather than skip.
+    /// product and writes nothing past the output. The AVX2 kernels run on every x86-64 CPU this
+    /// is built for; the AVX-512, AVX512-BF16 and AMX ones are tested on the CPUs that have them
+    /// (no CPU can execute instructions it lacks), and the test says which ones it could not run.
     #[test]
     fn every_kernel_matches_a_plain_multiply() {
         let (rows, inputs, outputs, x, w, bias) = case();
         let want = plain(&x, &w, &bias, rows, inputs);
-        // AMX is on some CPUs of this kind only: its kernel is tested where present.
+        assert!(
+            Kernel::F32Avx2x6x16.available() && Kernel::Bf16Avx2x6x16.available(),
+            "AVX2 and FMA are the least this is built for"
+        );
         for kernel in Kernel::ALL {
-            if kernel.is_amx() && !kernel.available() {
-                eprintln!("{}: no AMX on this CPU", kernel.name());
+            if !kernel.available() {
+                eprintln!("{}: this CPU lacks its instructions", kernel.name());
                 continue;
             }
-            assert!(
-                kernel.available(),
-                "{} cannot run on this CPU",
-                kernel.name()
-            );
             let layer = Dense::pack(kernel, &w, &bias, inputs, outputs);
             for parallel in [false, true] {
                 let mut out = vec![f32::NAN; rows * outputs + 5];
@@ -1036,13 +1138,25 @@ mod tests {
             choose(Family::F32, KernelRequest::Avx2, 64, 96),
             Some(Kernel::F32Avx2x6x16)
         );
-        assert_eq!(choose(Family::Bf16, KernelRequest::Avx2, 64, 96), None);
-        let wide =
-            choose(Family::F32, KernelRequest::Avx512, 64, 96).expect("AVX-512 on these machines");
-        assert_eq!(wide.isa(), Isa::Avx512);
+        assert_eq!(
+            choose(Family::Bf16, KernelRequest::Avx2, 64, 96),
+            Some(Kernel::Bf16Avx2x6x16)
+        );
+        let wide = choose(Family::F32, KernelRequest::Avx512, 64, 96);
         let bf16 = choose(Family::Bf16, KernelRequest::Avx512, 64, 96);
-        assert_eq!(bf16, Some(Kernel::Bf16Avx512), "avx512 leaves AMX out");
+        if Isa::Avx512.available() {
+            assert_eq!(wide.map(Kernel::isa), Some(Isa::Avx512));
+            if Kernel::Bf16Avx512.available() {
+                assert_eq!(bf16, Some(Kernel::Bf16Avx512), "avx512 leaves AMX out");
+            } else {
+                assert_eq!(bf16, None);
+            }
+        } else {
+            // Forcing AVX-512 where there is none finds no kernel (the caller's clear error).
+            assert_eq!((wide, bf16), (None, None));
+        }
         assert!(choose(Family::F32, KernelRequest::Auto, 64, 96).is_some());
+        assert!(choose(Family::Bf16, KernelRequest::Auto, 64, 96).is_some());
         assert_eq!(
             KernelRequest::from_name(" AVX2 "),
             Some(KernelRequest::Avx2)

@@ -20,7 +20,7 @@ use crate::compact::Compact;
 use crate::model::ModelIdentity;
 use format::{ArticleRecord, ChunkRecord, FormatError, SegmentData};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,8 @@ pub enum StoreError {
     NotFound { dir: PathBuf },
     #[error("store {path} is damaged: {reason}. Its earlier content cannot be trusted; move it away and rebuild with `likewise index PATH...`")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("cannot commit {path}: {reason}; the store is unchanged")]
+    Rejected { path: PathBuf, reason: String },
     #[error("store {path} has format version {found}; this likewise reads version {}. Rebuild it: move it away and run `likewise index PATH...`", format::FORMAT_VERSION)]
     Version { path: PathBuf, found: u32 },
     #[error("{0}")]
@@ -732,48 +734,103 @@ impl Writer {
             "seg-{generation:08}-{:x}{nanos:08x}.lkw",
             std::process::id()
         );
-        let bytes = format::encode_segment(seg);
-        let compact = match self.manifest.compact {
-            Some(kind) => Some(self.write_compact(
-                &file,
-                generation,
-                kind,
-                seg.dim,
-                &seg.chunk_vectors,
-                format::chunk_vectors_crc(&bytes),
-            )?),
-            None => None,
-        };
-        atomic_write(&self.dir, &file, &bytes)?;
-        Ok(SegmentEntry {
-            file,
-            bytes: bytes.len() as u64,
-            articles: seg.articles.len() as u64,
-            chunks: seg.chunks.len() as u64,
-            deleted: Vec::new(),
-            compact,
-        })
+        write_segment_file(&self.dir, seg, &file, self.manifest.compact, generation)
     }
 
-    /// Writes the compact copies of a segment's chunk vectors next to it.
-    fn write_compact(
-        &self,
-        segment_file: &str,
-        generation: u64,
-        kind: Compact,
-        dim: usize,
-        vectors: &[f32],
-        source_crc: u32,
-    ) -> Result<CompactFile, StoreError> {
-        let stem = segment_file.trim_end_matches(".lkw");
-        let file = format!("{stem}.{generation}.{kind}.lkc");
-        let data = crate::compact::quantize(vectors, dim, kind);
-        let bytes = format::encode_compact(kind, dim, source_crc, &data);
-        atomic_write(&self.dir, &file, &bytes)?;
-        Ok(CompactFile {
-            file,
-            bytes: bytes.len() as u64,
-        })
+    /// Commits segments written apart from this writer (by [`write_segment_file`], e.g. one per
+    /// Spark task) as one new generation, with `deletions` of the articles they replace. Every
+    /// file is opened and checked first (size, checksums, article count), and no article may end
+    /// up live twice: a file that fails a check, or a key in two places, fails the commit and
+    /// leaves the store as it was. Files of the folder no manifest names are removed afterwards
+    /// (the segments of failed or retried tasks).
+    pub fn commit_segments(
+        &mut self,
+        entries: &[SegmentEntry],
+        deletions: &[(String, u32)],
+    ) -> Result<(), StoreError> {
+        let mut next = self.manifest.clone();
+        next.generation += 1;
+        for (file, article) in deletions {
+            let entry = next
+                .segments
+                .iter_mut()
+                .find(|s| &s.file == file)
+                .ok_or_else(|| StoreError::Rejected {
+                    path: self.dir.join(file),
+                    reason: "a deletion names a segment the manifest does not".into(),
+                })?;
+            if !entry.deleted.contains(article) {
+                entry.deleted.push(*article);
+                entry.deleted.sort_unstable();
+            }
+        }
+        let mut keys: HashSet<String> = HashSet::new();
+        let current = self.snapshot()?;
+        for (s, seg) in current.segments.iter().enumerate() {
+            let deleted = &next.segments[s].deleted;
+            for (a, rec) in seg.articles.iter().enumerate() {
+                if !deleted.contains(&(a as u32)) {
+                    keys.insert(rec.key.clone());
+                }
+            }
+        }
+        drop(current);
+        for entry in entries {
+            let valid_name = entry.file.starts_with("seg-")
+                && entry.file.ends_with(".lkw")
+                && !entry.file.contains(['/', '\\'])
+                && !next.segments.iter().any(|s| s.file == entry.file);
+            if !valid_name {
+                return Err(StoreError::Rejected {
+                    path: self.dir.join(&entry.file),
+                    reason: "not a new segment file name (seg-*.lkw, in the store's folder, not already named)".into(),
+                });
+            }
+            let seg = load_segment(&self.dir, entry, next.model.dim)?;
+            if seg.articles.len() as u64 != entry.articles
+                || seg.chunk_count() as u64 != entry.chunks
+            {
+                return Err(StoreError::Rejected {
+                    path: self.dir.join(&entry.file),
+                    reason: format!(
+                        "holds {} articles and {} paragraphs, not the {} and {} it was written with",
+                        seg.articles.len(),
+                        seg.chunk_count(),
+                        entry.articles,
+                        entry.chunks
+                    ),
+                });
+            }
+            for rec in &seg.articles {
+                if !keys.insert(rec.key.clone()) {
+                    return Err(StoreError::Rejected {
+                        path: self.dir.join(&entry.file),
+                        reason: format!(
+                            "article `{}` would be live twice (it is in another segment of this commit, or in the store and not replaced)",
+                            rec.key
+                        ),
+                    });
+                }
+            }
+            let mut entry = entry.clone();
+            entry.deleted.clear();
+            next.segments.push(entry);
+        }
+        let dropped: Vec<String> = next
+            .segments
+            .iter()
+            .filter(|s| s.deleted.len() as u64 == s.articles)
+            .flat_map(SegmentEntry::files)
+            .collect();
+        next.segments
+            .retain(|s| s.deleted.len() as u64 != s.articles);
+        self.write_manifest(&next)?;
+        self.manifest = next;
+        for file in dropped {
+            let _ = std::fs::remove_file(self.dir.join(file));
+        }
+        self.remove_debris();
+        Ok(())
     }
 
     /// Makes the store keep `kind` compact copies (or none): writes the copies every segment
@@ -796,7 +853,8 @@ impl Writer {
                 changed = true;
             }
             if let Some(kind) = kind {
-                entry.compact = Some(self.write_compact(
+                entry.compact = Some(write_compact(
+                    &self.dir,
                     &entry.file,
                     next.generation,
                     kind,
@@ -823,6 +881,61 @@ impl Writer {
         let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
         atomic_write(&self.dir, MANIFEST, &format::encode_manifest(&json))
     }
+}
+
+/// Writes `seg` whole as segment `file` in `dir` (with its compact copy when the store keeps
+/// `compact`), without naming it in the manifest: a writer's commit, or
+/// [`Writer::commit_segments`] for files written elsewhere, names it afterwards.
+pub fn write_segment_file(
+    dir: &Path,
+    seg: &SegmentData,
+    file: &str,
+    compact: Option<Compact>,
+    generation: u64,
+) -> Result<SegmentEntry, StoreError> {
+    let bytes = format::encode_segment(seg);
+    let compact = match compact {
+        Some(kind) => Some(write_compact(
+            dir,
+            file,
+            generation,
+            kind,
+            seg.dim,
+            &seg.chunk_vectors,
+            format::chunk_vectors_crc(&bytes),
+        )?),
+        None => None,
+    };
+    atomic_write(dir, file, &bytes)?;
+    Ok(SegmentEntry {
+        file: file.to_string(),
+        bytes: bytes.len() as u64,
+        articles: seg.articles.len() as u64,
+        chunks: seg.chunks.len() as u64,
+        deleted: Vec::new(),
+        compact,
+    })
+}
+
+/// Writes the compact copies of a segment's chunk vectors next to it.
+fn write_compact(
+    dir: &Path,
+    segment_file: &str,
+    generation: u64,
+    kind: Compact,
+    dim: usize,
+    vectors: &[f32],
+    source_crc: u32,
+) -> Result<CompactFile, StoreError> {
+    let stem = segment_file.trim_end_matches(".lkw");
+    let file = format!("{stem}.{generation}.{kind}.lkc");
+    let data = crate::compact::quantize(vectors, dim, kind);
+    let bytes = format::encode_compact(kind, dim, source_crc, &data);
+    atomic_write(dir, &file, &bytes)?;
+    Ok(CompactFile {
+        file,
+        bytes: bytes.len() as u64,
+    })
 }
 
 /// Segments a store keeps before small ones are merged.

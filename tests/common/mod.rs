@@ -43,7 +43,7 @@ pub fn fast_encoder() -> &'static SentenceEncoder {
     static ENC: OnceLock<SentenceEncoder> = OnceLock::new();
     ENC.get_or_init(|| {
         SentenceEncoder::load_with(&model_folder(), likewise::model::Precision::Bf16)
-            .expect("the bf16 encoder loads (this CPU kind has AVX512-BF16)")
+            .expect("the bf16 encoder loads (AVX2 at least)")
     })
 }
 
