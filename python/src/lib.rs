@@ -113,6 +113,52 @@ impl Model {
         Ok(m.into_pyarray(py))
     }
 
+    /// Embeds articles given as JSON lines exactly as `likewise index` stores them, storing
+    /// nothing: the articles and their chunks (paragraph, window, text) as JSON with the inputs
+    /// not used, the chunk vectors and the article vectors. `threads` bounds the cores used.
+    #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (lines, origin="rows", threads=None))]
+    fn embed_json_lines<'py>(
+        &self,
+        py: Python<'py>,
+        lines: &str,
+        origin: &str,
+        threads: Option<usize>,
+    ) -> PyResult<(String, Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>)> {
+        let engine = Engine::with_embedder(std::path::Path::new("."), self.encoder.clone());
+        let (seg, skipped, tokens) = py
+            .detach(|| {
+                in_pool(threads, || {
+                    engine.embed_json_lines(origin, lines, &IndexOptions::default())
+                })
+            })
+            .map_err(py_err)?;
+        let dim = seg.dim;
+        let chunks: Vec<serde_json::Value> = seg
+            .chunks
+            .iter()
+            .map(|c| {
+                let text = &seg.text[c.text_start as usize..(c.text_start as usize + c.text_len as usize)];
+                serde_json::json!({"article": c.article, "paragraph": c.paragraph, "window": c.window, "text": text})
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "articles": seg.articles,
+            "chunks": chunks,
+            "skipped": skipped,
+            "tokens": tokens,
+        });
+        let shape = |v: Vec<f32>| {
+            let rows = v.len() / dim.max(1);
+            ndarray::Array2::from_shape_vec((rows, dim), v).expect("rows of dim")
+        };
+        Ok((
+            to_json(&doc),
+            shape(seg.chunk_vectors).into_pyarray(py),
+            shape(seg.article_vectors).into_pyarray(py),
+        ))
+    }
+
     /// The model's identity (name, dimension, pooling, …) as JSON.
     fn identity_json(&self) -> String {
         to_json(self.encoder.identity())
@@ -143,6 +189,66 @@ impl Progress for Collected {
             .push(w.to_string());
     }
     fn finish(&self) {}
+}
+
+/// Runs `work` in a rayon pool of `threads` threads (kept for reuse), or in the global pool.
+fn in_pool<T: Send>(threads: Option<usize>, work: impl FnOnce() -> T + Send) -> T {
+    static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
+    let Some(n) = threads.filter(|&n| n > 0) else {
+        return work();
+    };
+    let pool = {
+        let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+        match pools.iter().find(|(t, _)| *t == n) {
+            Some((_, p)) => p.clone(),
+            None => match rayon::ThreadPoolBuilder::new().num_threads(n).build() {
+                Ok(p) => {
+                    let p = Arc::new(p);
+                    pools.push((n, p.clone()));
+                    p
+                }
+                // No pool of its own (threads cannot start): the global one does the work.
+                Err(_) => return work(),
+            },
+        }
+    };
+    pool.install(work)
+}
+
+/// A distributed indexing job: holds the store's writer lock until it commits or is closed.
+#[pyclass(frozen, module = "likewise._likewise")]
+struct Job {
+    job: Mutex<Option<engine::Job>>,
+}
+
+#[pymethods]
+impl Job {
+    /// What the parts need: the store's model, layout, next generation and live content hashes.
+    fn start_json(&self) -> PyResult<String> {
+        let slot = self.job.lock().unwrap_or_else(|p| p.into_inner());
+        let job = slot
+            .as_ref()
+            .ok_or_else(|| StoreError::new_err("this job is closed"))?;
+        Ok(to_json(job.start()))
+    }
+
+    /// Commits the parts (a JSON list of what each `write_part_json` returned) as one generation,
+    /// and releases the lock.
+    fn commit_json(&self, py: Python<'_>, parts: &str) -> PyResult<String> {
+        let parts: Vec<likewise::index::PartWritten> = serde_json::from_str(parts)
+            .map_err(|e| InvalidRequestError::new_err(format!("bad parts: {e}")))?;
+        let mut slot = self.job.lock().unwrap_or_else(|p| p.into_inner());
+        let mut job = slot
+            .take()
+            .ok_or_else(|| StoreError::new_err("this job is closed"))?;
+        py.detach(|| job.commit(&parts).map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
+    /// Releases the lock without committing (the parts' files are removed by the next writer).
+    fn close(&self) {
+        self.job.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
 }
 
 /// A store opened at one generation: it keeps the memory maps alive for the arrays over them.
@@ -238,6 +344,46 @@ impl StoreEngine {
             .map_err(py_err)
     }
 
+    /// Starts a distributed indexing job on this store (see `Job`).
+    fn begin_job(&self, py: Python<'_>) -> PyResult<Job> {
+        let job = py.detach(|| self.engine.begin_job()).map_err(py_err)?;
+        Ok(Job {
+            job: Mutex::new(Some(job)),
+        })
+    }
+
+    /// One part of a job: embeds the new and changed articles among `lines` and writes their
+    /// segment files (`file_stem`-NNNN.lkw); what it wrote, as JSON, for `Job.commit_json`.
+    #[pyo3(signature = (start, file_stem, origin, lines, threads=None, articles_per_segment=2000))]
+    #[allow(clippy::too_many_arguments)]
+    fn write_part_json(
+        &self,
+        py: Python<'_>,
+        start: &str,
+        file_stem: &str,
+        origin: &str,
+        lines: &str,
+        threads: Option<usize>,
+        articles_per_segment: usize,
+    ) -> PyResult<String> {
+        let start: engine::JobStart = serde_json::from_str(start)
+            .map_err(|e| InvalidRequestError::new_err(format!("bad job start: {e}")))?;
+        py.detach(|| {
+            in_pool(threads, || {
+                self.engine.write_part(
+                    &start,
+                    file_stem,
+                    origin,
+                    lines,
+                    &IndexOptions::default(),
+                    articles_per_segment,
+                )
+            })
+            .map(|r| to_json(&r))
+        })
+        .map_err(py_err)
+    }
+
     /// Indexes files and folders; the report and the skipped inputs, as JSON.
     fn index_paths(&self, py: Python<'_>, paths: Vec<PathBuf>) -> PyResult<String> {
         py.detach(|| {
@@ -328,6 +474,35 @@ impl StoreEngine {
     }
 }
 
+/// The duplicate tiers of article pairs found elsewhere (a similarity join): a JSON list of
+/// `{"a": [title, [paragraph, …]], "b": [...], "score": cosine}`; returns, in order, `[tier or
+/// null, overlap]` judged as `likewise dupes` judges its pairs.
+#[pyfunction]
+fn article_tiers_json(py: Python<'_>, pairs: &str) -> PyResult<String> {
+    #[derive(serde::Deserialize)]
+    struct Pair {
+        a: (String, Vec<String>),
+        b: (String, Vec<String>),
+        score: f32,
+    }
+    let pairs: Vec<Pair> = serde_json::from_str(pairs)
+        .map_err(|e| InvalidRequestError::new_err(format!("bad pairs: {e}")))?;
+    let t = likewise::dupes::Thresholds::default();
+    let out: Vec<(Option<&str>, f32)> = py.detach(|| {
+        pairs
+            .iter()
+            .map(|p| {
+                match likewise::dupes::article_tier((&p.a.0, &p.a.1), (&p.b.0, &p.b.1), p.score, &t)
+                {
+                    Some((tier, overlap)) => (Some(tier.name()), overlap),
+                    None => (None, 0.0),
+                }
+            })
+            .collect()
+    });
+    Ok(to_json(&out))
+}
+
 #[pymodule]
 fn _likewise(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Keep freed memory for the next batch instead of returning it to the OS (as the binary does).
@@ -340,6 +515,8 @@ fn _likewise(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
     m.add_class::<StoreEngine>()?;
     m.add_class::<Snapshot>()?;
+    m.add_class::<Job>()?;
+    m.add_function(wrap_pyfunction!(article_tiers_json, m)?)?;
     m.add("LikewiseError", py.get_type::<LikewiseError>())?;
     m.add("ModelError", py.get_type::<ModelError>())?;
     m.add("StoreError", py.get_type::<StoreError>())?;
