@@ -5,8 +5,9 @@
 //! registers, and computes `y = x·W + b` one register tile (rows × panel columns) at a time:
 //! - `f32-avx512-12x32`, `f32-avx512-8x48`: f32 fused multiply-adds on 512-bit registers (two tile
 //!   shapes: which is faster depends on the CPU's load ports and how it runs 512-bit instructions);
-//! - `f32-avx2-6x16`: f32 on 256-bit registers, for CPUs without AVX-512 and for those (e.g. AMD Zen 4)
-//!   that run a 512-bit instruction as two halves, where it may be as fast;
+//! - `f32-avx2-6x16`, `f32-avx2-4x16`: f32 on 256-bit registers, for CPUs without AVX-512 and for
+//!   those (e.g. AMD Zen 4) that run a 512-bit instruction as two halves, where it may be as fast
+//!   (6 rows use 15 of the 16 registers; where the compiler spills one, 4 rows may be faster);
 //! - `bf16-avx512`: bfloat16 pairs through AVX512-BF16's `vdpbf16ps`, sums in f32;
 //! - `bf16-amx`: bfloat16 through AMX's tile multiply `tdpbf16ps` (32 × 32 outputs per tile group),
 //!   where the CPU has AMX and Linux grants the process its tile state;
@@ -122,6 +123,7 @@ pub enum Kernel {
     F32Avx512x12x32,
     F32Avx512x8x48,
     F32Avx2x6x16,
+    F32Avx2x4x16,
     Bf16Avx512,
     Bf16Amx,
     Bf16Avx2x6x16,
@@ -129,10 +131,11 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel this build has.
-    pub const ALL: [Kernel; 6] = [
+    pub const ALL: [Kernel; 7] = [
         Kernel::F32Avx512x12x32,
         Kernel::F32Avx512x8x48,
         Kernel::F32Avx2x6x16,
+        Kernel::F32Avx2x4x16,
         Kernel::Bf16Avx512,
         Kernel::Bf16Amx,
         Kernel::Bf16Avx2x6x16,
@@ -143,6 +146,7 @@ impl Kernel {
             Kernel::F32Avx512x12x32 => "f32-avx512-12x32",
             Kernel::F32Avx512x8x48 => "f32-avx512-8x48",
             Kernel::F32Avx2x6x16 => "f32-avx2-6x16",
+            Kernel::F32Avx2x4x16 => "f32-avx2-4x16",
             Kernel::Bf16Avx512 => "bf16-avx512",
             Kernel::Bf16Amx => "bf16-amx",
             Kernel::Bf16Avx2x6x16 => "bf16-avx2-6x16",
@@ -152,7 +156,7 @@ impl Kernel {
     /// The instruction set the forward around this kernel is compiled for.
     pub fn isa(self) -> Isa {
         match self {
-            Kernel::F32Avx2x6x16 | Kernel::Bf16Avx2x6x16 => Isa::Avx2,
+            Kernel::F32Avx2x6x16 | Kernel::F32Avx2x4x16 | Kernel::Bf16Avx2x6x16 => Isa::Avx2,
             _ => Isa::Avx512,
         }
     }
@@ -186,6 +190,7 @@ impl Kernel {
             Kernel::F32Avx512x12x32 | Kernel::Bf16Avx512 => 12,
             Kernel::F32Avx512x8x48 => 8,
             Kernel::F32Avx2x6x16 | Kernel::Bf16Avx2x6x16 => 6,
+            Kernel::F32Avx2x4x16 => 4,
         }
     }
 
@@ -194,7 +199,7 @@ impl Kernel {
         match self {
             Kernel::F32Avx512x12x32 | Kernel::Bf16Avx512 | Kernel::Bf16Amx => 32,
             Kernel::F32Avx512x8x48 => 48,
-            Kernel::F32Avx2x6x16 | Kernel::Bf16Avx2x6x16 => 16,
+            Kernel::F32Avx2x6x16 | Kernel::F32Avx2x4x16 | Kernel::Bf16Avx2x6x16 => 16,
         }
     }
 
@@ -465,7 +470,10 @@ impl Dense {
             }
         };
         match kernel {
-            Kernel::F32Avx512x12x32 | Kernel::F32Avx512x8x48 | Kernel::F32Avx2x6x16 => {
+            Kernel::F32Avx512x12x32
+            | Kernel::F32Avx512x8x48
+            | Kernel::F32Avx2x6x16
+            | Kernel::F32Avx2x4x16 => {
                 dense.f32_panels = vec![0.0; panel_count * steps * width];
                 for panel in 0..panel_count {
                     for step in 0..steps {
@@ -680,6 +688,11 @@ impl Dense {
                 assert!(a.len() >= 5 * stride + self.steps);
                 let b = self.f32_panels[panel * self.steps * width..].as_ptr();
                 f32_tile_256::<6, 2>(a.as_ptr(), stride, b, &tile)
+            }
+            (Kernel::F32Avx2x4x16, TileInput::F32(a, stride)) => {
+                assert!(a.len() >= 3 * stride + self.steps);
+                let b = self.f32_panels[panel * self.steps * width..].as_ptr();
+                f32_tile_256::<4, 2>(a.as_ptr(), stride, b, &tile)
             }
             (Kernel::Bf16Avx512, TileInput::Words(a, stride)) => {
                 assert!(a.len() >= 12 * stride);
@@ -1134,10 +1147,8 @@ mod tests {
 
     #[test]
     fn a_forced_instruction_set_narrows_the_choice() {
-        assert_eq!(
-            choose(Family::F32, KernelRequest::Avx2, 64, 96),
-            Some(Kernel::F32Avx2x6x16)
-        );
+        let narrow = choose(Family::F32, KernelRequest::Avx2, 64, 96).expect("AVX2 everywhere");
+        assert_eq!((narrow.isa(), narrow.family()), (Isa::Avx2, Family::F32));
         assert_eq!(
             choose(Family::Bf16, KernelRequest::Avx2, 64, 96),
             Some(Kernel::Bf16Avx2x6x16)
