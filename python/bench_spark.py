@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Run as `python python/bench_spark.py`, this folder comes first on the path and its `likewise` is
+# the source tree without the built extension: use the installed module instead.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 BIN = ROOT / "target" / "release" / "likewise"
 
 
