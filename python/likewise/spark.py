@@ -231,6 +231,7 @@ def index(
     source_col: Optional[str] = None,
     url_col: Optional[str] = None,
     articles_per_segment: int = 2000,
+    partitions: Optional[int] = None,
 ) -> dict:
     """Indexes `df`'s articles into the store at `store_path` (made when missing) as one commit.
 
@@ -251,6 +252,8 @@ def index(
     _check_columns(df, cols)
     if not isinstance(articles_per_segment, int) or articles_per_segment < 1:
         raise ValueError("articles_per_segment must be a positive int")
+    if partitions is not None and (isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1):
+        raise ValueError("partitions must be a positive int")
 
     driver_store = Store(store_path, model=model, precision=precision)
     job = driver_store._native.begin_job()
@@ -259,15 +262,19 @@ def index(
         start = json.loads(start_json)
         precision_used = start["precision"]
         # Repeated ids: counted and named here; one row of each goes on.
+        sc = df.sparkSession.sparkContext
         counted = df.where(F.col(id_col).isNotNull()).groupBy(id_col).count().where(F.col("count") > 1)
         duplicates = {str(r[0]): int(r[1]) for r in counted.limit(MAX_NAMED).collect()}
         duplicate_count = counted.count() if len(duplicates) >= MAX_NAMED else len(duplicates)
         extra_rows = counted.agg(F.sum(F.col("count") - 1)).collect()[0][0] or 0
         with_ids = df.where(F.col(id_col).isNotNull()).dropDuplicates([id_col])
         null_ids = df.where(F.col(id_col).isNull())
-        rows = with_ids.unionByName(null_ids).select(*[c for c in cols.values() if c is not None])
+        # The de-duplication's shuffle leaves few partitions (adaptive execution merges small
+        # ones: a few thousand articles fit one); spread the rows over as many tasks as the input
+        # had, or as asked, so every core embeds.
+        parts_wanted = partitions if partitions is not None else max(df.rdd.getNumPartitions(), sc.defaultParallelism)
+        rows = with_ids.unionByName(null_ids).select(*[c for c in cols.values() if c is not None]).repartition(parts_wanted)
 
-        sc = df.sparkSession.sparkContext
         start_b = sc.broadcast(start_json)
         token = secrets.token_hex(4)
         generation = start["generation"]
