@@ -116,8 +116,14 @@ def test_spark_index_gives_the_articles_vectors_and_answers_of_likewise_index(sp
     a, b = likewise.Store(spark_store, model=MODEL), likewise.Store(cli_store, model=MODEL)
     for level in ("article", "paragraph"):
         qa, qb = a.query(RAFAH, level=level, k=10), b.query(RAFAH, level=level, k=10)
-        assert [(h["key"], h.get("paragraph")) for h in qa["hits"]] == [(h["key"], h.get("paragraph")) for h in qb["hits"]]
+        assert len(qa["hits"]) == len(qb["hits"]) == 10
+        # Rank by rank the same scores. The mixed articles repeat seed paragraphs word for word, so
+        # equal scores tie and their order follows the segments: compare the hits above the last
+        # score as sets.
         assert max(abs(x["score"] - y["score"]) for x, y in zip(qa["hits"], qb["hits"])) < 1e-5
+        last = qa["hits"][-1]["score"] + 1e-5
+        above = lambda q: {(h["key"], h.get("paragraph")) for h in q["hits"] if h["score"] > last}  # noqa: E731
+        assert above(qa) == above(qb)
     assert_whole(spark_store)
 
 
