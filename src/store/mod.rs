@@ -665,7 +665,12 @@ impl Writer {
             next.segments
                 .push(self.write_segment(seg, next.generation)?);
         }
-        // Segments whose every article is deleted are dropped from the manifest.
+        self.publish(next)
+    }
+
+    /// Writes `next` as the manifest, leaving out the segments whose every article is deleted,
+    /// and removes their files once it is in place.
+    fn publish(&mut self, mut next: Manifest) -> Result<(), StoreError> {
         let dropped: Vec<String> = next
             .segments
             .iter()
@@ -816,19 +821,7 @@ impl Writer {
             entry.deleted.clear();
             next.segments.push(entry);
         }
-        let dropped: Vec<String> = next
-            .segments
-            .iter()
-            .filter(|s| s.deleted.len() as u64 == s.articles)
-            .flat_map(SegmentEntry::files)
-            .collect();
-        next.segments
-            .retain(|s| s.deleted.len() as u64 != s.articles);
-        self.write_manifest(&next)?;
-        self.manifest = next;
-        for file in dropped {
-            let _ = std::fs::remove_file(self.dir.join(file));
-        }
+        self.publish(next)?;
         self.remove_debris();
         Ok(())
     }
