@@ -571,12 +571,15 @@ impl Dense {
         if parallel && panel_count > 1 && rayon::current_num_threads() > 1 {
             let threads = rayon::current_num_threads().min(panel_count);
             let per = panel_count.div_ceil(threads);
+            // The calling thread takes the first share itself rather than only waiting: a lone
+            // query makes two dozen of these calls, and each hand-off costs a wake-up.
             rayon::scope(|scope| {
-                for t in 0..threads {
+                for t in 1..threads {
                     let range = (t * per)..((t + 1) * per).min(panel_count);
                     let job = &job;
                     scope.spawn(move |_| self.run_panels(job, range));
                 }
+                self.run_panels(&job, 0..per.min(panel_count));
             });
         } else {
             self.run_panels(&job, 0..panel_count);
@@ -620,12 +623,38 @@ impl Dense {
         let block_rows = (256 * 1024 / (4 * self.inputs.max(1)))
             .next_multiple_of(tile)
             .clamp(tile, 16 * tile);
+        // Every panel is `steps × width` words of 4 bytes, whatever the kernel.
+        let panel_lines = self.steps * width * 4 / 64;
+        let weights: *const u8 = if self.word_panels.is_empty() {
+            self.f32_panels.as_ptr().cast()
+        } else {
+            self.word_panels.as_ptr().cast()
+        };
         for block in (0..rows).step_by(block_rows) {
             let block_end = (block + block_rows).min(rows);
+            let block_tiles = (block_end - block).div_ceil(tile);
             for panel in panels.clone() {
                 let cols = width.min(self.outputs - panel * width);
+                // The panel after this one (the first again when another block follows), its
+                // lines shared out among this panel's tiles.
+                let next = if panel + 1 < panels.end {
+                    Some(panel + 1)
+                } else {
+                    (block_end < rows).then_some(panels.start)
+                };
+                let share = panel_lines.div_ceil(block_tiles);
                 for row in (block..block_end).step_by(tile) {
                     let tile_rows = tile.min(block_end - row);
+                    let nth = (row - block) / tile;
+                    let ahead = match next {
+                        Some(next) if nth * share < panel_lines => (
+                            // SAFETY: inside the packed panels (`next` < panel count, the
+                            // share's first line < the panel's lines); only prefetched.
+                            unsafe { weights.add((next * panel_lines + nth * share) * 64) },
+                            share.min(panel_lines - nth * share),
+                        ),
+                        _ => (std::ptr::null(), 0),
+                    };
                     // SAFETY: `out` holds `rows` rows of `outputs` (asserted in `multiply`) and
                     // this tile writes rows `row..row + tile_rows`, columns of `panel` only.
                     let out_at = unsafe { job.out.0.add(row * self.outputs + panel * width) };
@@ -643,7 +672,7 @@ impl Dense {
                     // SAFETY: the kernel was detected on this CPU when packed; the tile reads
                     // `tile` rows of `a` (full tiles from the input, the last from the padded
                     // copy), one panel of weights, and writes `tile_rows` rows from `out_at`.
-                    unsafe { self.tile(a, panel, out_at, tile_rows, cols) };
+                    unsafe { self.tile(a, panel, out_at, tile_rows, cols, ahead) };
                     for r in 0..tile_rows {
                         // SAFETY: as above, one row segment of this tile.
                         let segment = unsafe {
@@ -662,7 +691,15 @@ impl Dense {
     /// The kernel's instructions are present; `a` holds a whole tile of rows; `out` is writable
     /// for `rows` rows of `self.outputs` from it.
     #[inline(always)]
-    unsafe fn tile(&self, a: TileInput, panel: usize, out: *mut f32, rows: usize, cols: usize) {
+    unsafe fn tile(
+        &self,
+        a: TileInput,
+        panel: usize,
+        out: *mut f32,
+        rows: usize,
+        cols: usize,
+        ahead: (*const u8, usize),
+    ) {
         let width = self.kernel.panel();
         let bias = self.bias[panel * width..].as_ptr();
         let tile = TileArgs {
@@ -672,32 +709,37 @@ impl Dense {
             out_stride: self.outputs,
             rows,
             cols,
+            ahead: ahead.0,
+            ahead_lines: ahead.1,
+            ahead_per_step: ahead.1.div_ceil(self.steps.max(1)),
         };
         match (self.kernel, a) {
+            // A last, partial tile runs a kernel of exactly its rows: a lone query's 33 rows
+            // would otherwise multiply 40 (8-row tiles) or 36.
             (Kernel::F32Avx512x12x32, TileInput::F32(a, stride)) => {
-                assert!(a.len() >= 11 * stride + self.steps);
+                assert!(a.len() >= (rows - 1) * stride + self.steps);
                 let b = self.f32_panels[panel * self.steps * width..].as_ptr();
-                f32_tile_512::<12, 2>(a.as_ptr(), stride, b, &tile)
+                by_rows!(rows, 12, f32_tile_512, [2], (a.as_ptr(), stride, b, &tile))
             }
             (Kernel::F32Avx512x8x48, TileInput::F32(a, stride)) => {
-                assert!(a.len() >= 7 * stride + self.steps);
+                assert!(a.len() >= (rows - 1) * stride + self.steps);
                 let b = self.f32_panels[panel * self.steps * width..].as_ptr();
-                f32_tile_512::<8, 3>(a.as_ptr(), stride, b, &tile)
+                by_rows!(rows, 8, f32_tile_512, [3], (a.as_ptr(), stride, b, &tile))
             }
             (Kernel::F32Avx2x6x16, TileInput::F32(a, stride)) => {
-                assert!(a.len() >= 5 * stride + self.steps);
+                assert!(a.len() >= (rows - 1) * stride + self.steps);
                 let b = self.f32_panels[panel * self.steps * width..].as_ptr();
-                f32_tile_256::<6, 2>(a.as_ptr(), stride, b, &tile)
+                by_rows!(rows, 6, f32_tile_256, [2], (a.as_ptr(), stride, b, &tile))
             }
             (Kernel::F32Avx2x4x16, TileInput::F32(a, stride)) => {
-                assert!(a.len() >= 3 * stride + self.steps);
+                assert!(a.len() >= (rows - 1) * stride + self.steps);
                 let b = self.f32_panels[panel * self.steps * width..].as_ptr();
-                f32_tile_256::<4, 2>(a.as_ptr(), stride, b, &tile)
+                by_rows!(rows, 4, f32_tile_256, [2], (a.as_ptr(), stride, b, &tile))
             }
             (Kernel::Bf16Avx512, TileInput::Words(a, stride)) => {
-                assert!(a.len() >= 12 * stride);
+                assert!(a.len() >= rows * stride);
                 let b = self.word_panels[panel * self.steps * width..].as_ptr();
-                bf16_tile(a.as_ptr(), stride, b, &tile)
+                by_rows!(rows, 12, bf16_tile, [], (a.as_ptr(), stride, b, &tile))
             }
             (Kernel::Bf16Avx2x6x16, TileInput::F32(a, stride)) => {
                 assert!(a.len() >= 6 * stride);
@@ -713,6 +755,30 @@ impl Dense {
         }
     }
 }
+
+/// Calls `$tile::<R, …>` with R = `$rows` (1 ..= `$max`), so a tile of fewer rows than the
+/// kernel's shape computes only those.
+macro_rules! by_rows {
+    ($rows:expr, $max:literal, $tile:ident, [$($g:tt),*], ($($arg:expr),*)) => {{
+        debug_assert!((1..=$max).contains(&$rows));
+        match $rows {
+            1 => $tile::<1 $(, $g)*>($($arg),*),
+            2 => $tile::<2 $(, $g)*>($($arg),*),
+            3 => $tile::<3 $(, $g)*>($($arg),*),
+            4 => $tile::<4 $(, $g)*>($($arg),*),
+            5 if $max >= 5 => $tile::<5 $(, $g)*>($($arg),*),
+            6 if $max >= 6 => $tile::<6 $(, $g)*>($($arg),*),
+            7 if $max >= 7 => $tile::<7 $(, $g)*>($($arg),*),
+            8 if $max >= 8 => $tile::<8 $(, $g)*>($($arg),*),
+            9 if $max >= 9 => $tile::<9 $(, $g)*>($($arg),*),
+            10 if $max >= 10 => $tile::<10 $(, $g)*>($($arg),*),
+            11 if $max >= 11 => $tile::<11 $(, $g)*>($($arg),*),
+            12 if $max >= 12 => $tile::<12 $(, $g)*>($($arg),*),
+            _ => unreachable!("a tile holds 1 to {} rows", $max),
+        }
+    }};
+}
+use by_rows;
 
 /// One multiply's inputs and output, shared by the threads that split its panels.
 struct Job<'a> {
@@ -740,6 +806,23 @@ struct TileArgs {
     out_stride: usize,
     rows: usize,
     cols: usize,
+    /// Cache lines of the weights a later tile needs, to fetch into L2 while this one computes.
+    ahead: *const u8,
+    ahead_lines: usize,
+    ahead_per_step: usize,
+}
+
+/// Asks for this step's share of the lines of [`TileArgs::ahead`]: a panel's weights come from
+/// memory (a layer's are larger than L2), and a short input (a lone query) has too few rows to
+/// hide that wait behind its arithmetic unless the next panel is already on its way.
+#[inline(always)]
+unsafe fn prefetch_ahead(t: &TileArgs, p: usize) {
+    for j in 0..t.ahead_per_step {
+        let line = p * t.ahead_per_step + j;
+        if line < t.ahead_lines {
+            _mm_prefetch::<_MM_HINT_T1>(t.ahead.add(line * 64) as *const i8);
+        }
+    }
 }
 
 /// Lanes of `cols` that fall in the `v`-th 16-lane register.
@@ -762,6 +845,7 @@ unsafe fn f32_tile_512<const R: usize, const V: usize>(
 ) {
     let mut acc = [[_mm512_setzero_ps(); V]; R];
     for p in 0..t.steps {
+        prefetch_ahead(t, p);
         let mut w = [_mm512_setzero_ps(); V];
         for (v, w) in w.iter_mut().enumerate() {
             *w = _mm512_loadu_ps(b.add((p * V + v) * 16));
@@ -809,6 +893,7 @@ unsafe fn f32_tile_256<const R: usize, const V: usize>(
 ) {
     let mut acc = [[_mm256_setzero_ps(); V]; R];
     for p in 0..t.steps {
+        prefetch_ahead(t, p);
         let mut w = [_mm256_setzero_ps(); V];
         for (v, w) in w.iter_mut().enumerate() {
             *w = _mm256_loadu_ps(b.add((p * V + v) * 8));
@@ -841,6 +926,7 @@ unsafe fn bf16_tile_256(a: *const f32, a_stride: usize, b: *const u32, t: &TileA
     // One 8-column half at a time: its two widened weight vectors, the 12 sums and one input
     // fit the 16 registers (both halves at once would not).
     for p in 0..t.steps {
+        prefetch_ahead(t, p);
         for v in 0..2 {
             let words = _mm256_loadu_si256(b.add(p * 16 + 8 * v) as *const __m256i);
             let even = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(words));
@@ -1007,10 +1093,10 @@ struct Aligned32x32([f32; 32 * 32]);
 /// AVX-512F and AVX512-BF16 present; `a` readable for 12 rows of `a_stride` pairs, `b` for
 /// steps × 32.
 #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-unsafe fn bf16_tile(a: *const u32, a_stride: usize, b: *const u32, t: &TileArgs) {
-    const R: usize = 12;
+unsafe fn bf16_tile<const R: usize>(a: *const u32, a_stride: usize, b: *const u32, t: &TileArgs) {
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for p in 0..t.steps {
+        prefetch_ahead(t, p);
         let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * 32) as *const _));
         let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * 32 + 16) as *const _));
         for (r, acc_row) in acc.iter_mut().enumerate() {
