@@ -22,7 +22,8 @@ import pytest
 import likewise
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = ROOT / "target" / "release" / "likewise"
+# Where `cargo test --release` (run first by tests/run) put the binary: CARGO_TARGET_DIR when set.
+BIN = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "release" / "likewise"
 
 def _model_dir() -> Path:
     """The default model's folder, wherever `likewise` finds (or fetches) it."""
