@@ -16,7 +16,8 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = join(ROOT, "target/release/likewise");
+// Where `cargo test --release` put the binary: CARGO_TARGET_DIR when set.
+const BIN = join(process.env.CARGO_TARGET_DIR ? resolve(ROOT, process.env.CARGO_TARGET_DIR) : join(ROOT, "target"), "release/likewise");
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SHOTS = process.env.SCREENSHOTS ? resolve(process.env.SCREENSHOTS) : null;
 const RAFAH = "Blinken said a major ground operation in Rafah would be a mistake";
