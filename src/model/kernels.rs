@@ -670,8 +670,8 @@ impl Dense {
                         _ => TileInput::F32(&job.f32_input[row * self.inputs..], self.inputs),
                     };
                     // SAFETY: the kernel was detected on this CPU when packed; the tile reads
-                    // `tile` rows of `a` (full tiles from the input, the last from the padded
-                    // copy), one panel of weights, and writes `tile_rows` rows from `out_at`.
+                    // `tile_rows` rows of `a` (full tiles from the input, the last from the
+                    // padded copy), one panel of weights, and writes `tile_rows` rows from `out_at`.
                     unsafe { self.tile(a, panel, out_at, tile_rows, cols, ahead) };
                     for r in 0..tile_rows {
                         // SAFETY: as above, one row segment of this tile.
@@ -688,7 +688,8 @@ impl Dense {
     /// One register tile.
     ///
     /// # Safety
-    /// The kernel's instructions are present; `a` holds a whole tile of rows; `out` is writable
+    /// The kernel's instructions are present; `a` holds `rows` rows (a whole tile for the kernels
+    /// without exact-row variants); `out` is writable
     /// for `rows` rows of `self.outputs` from it.
     #[inline(always)]
     unsafe fn tile(
@@ -1090,7 +1091,7 @@ struct Aligned32x32([f32; 32 * 32]);
 /// bf16 tile: 12 rows × 32 columns, one `vdpbf16ps` per 16 outputs × 2 inputs.
 ///
 /// # Safety
-/// AVX-512F and AVX512-BF16 present; `a` readable for 12 rows of `a_stride` pairs, `b` for
+/// AVX-512F and AVX512-BF16 present; `a` readable for `R` rows of `a_stride` pairs, `b` for
 /// steps × 32.
 #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
 unsafe fn bf16_tile<const R: usize>(a: *const u32, a_stride: usize, b: *const u32, t: &TileArgs) {
