@@ -165,6 +165,7 @@ pub fn synthetic_identity(dim: usize) -> crate::model::ModelIdentity {
         max_seq_length: 256,
         normalize: true,
         weights_sha256: "synthetic".into(),
+        document_prompt: None,
     }
 }
 

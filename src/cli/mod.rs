@@ -370,6 +370,11 @@ pub enum ModelCommand {
     },
     /// Check a model folder and print its identity.
     Check,
+    /// The models likewise knows by name: which are here, their size, pooling, licence, source.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -681,6 +686,20 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 dir.display(),
                 folder.identity.weights_sha256
             );
+            Ok(exit::SUCCESS)
+        }
+        Command::Model(ModelCommand::List { format }) => {
+            let models = crate::engine::model_list();
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Json => write_json(&mut out, &models)?,
+                Format::Jsonl => {
+                    for m in &models {
+                        writeln!(out, "{}", to_json(m))?;
+                    }
+                }
+                Format::Table => table::models(&mut out, &models)?,
+            }
             Ok(exit::SUCCESS)
         }
         Command::Model(ModelCommand::Check) => {

@@ -312,6 +312,43 @@ pub fn info(out: &mut impl Write, info: &InfoResult) -> Result<()> {
     Ok(())
 }
 
+/// `likewise model list`: a row per known model.
+pub fn models(out: &mut impl Write, models: &[crate::engine::KnownModelDoc]) -> Result<()> {
+    writeln!(
+        out,
+        "{:<20} {:<11} {:>4} {:<9} {:>9} {:<10} {:<8} about",
+        "model", "arch", "dim", "pooling", "weights", "licence", "here"
+    )?;
+    for m in models {
+        writeln!(
+            out,
+            "{:<20} {:<11} {:>4} {:<9} {:>9} {:<10} {:<8} {}{}",
+            m.short_name,
+            m.architecture,
+            m.dim,
+            m.pooling,
+            human_bytes(m.weights_bytes),
+            m.licence,
+            if m.present.is_some() { "yes" } else { "no" },
+            m.summary,
+            if m.default { " (default)" } else { "" }
+        )?;
+    }
+    for m in models {
+        writeln!(
+            out,
+            "{}: {}; {}",
+            m.short_name,
+            m.present
+                .as_ref()
+                .map(|p| format!("in {}", p.display()))
+                .unwrap_or_else(|| format!("`likewise model fetch {}`", m.short_name)),
+            m.sources.join(", then ")
+        )?;
+    }
+    Ok(())
+}
+
 fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut v = b as f64;

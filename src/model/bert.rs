@@ -563,6 +563,9 @@ pub enum Pooling {
     Mean,
     Cls,
     Max,
+    /// The state of the last real token (decoder-style embedders).
+    #[serde(rename = "lasttoken")]
+    LastToken,
 }
 
 impl std::fmt::Display for Pooling {
@@ -571,6 +574,7 @@ impl std::fmt::Display for Pooling {
             Pooling::Mean => "mean",
             Pooling::Cls => "cls",
             Pooling::Max => "max",
+            Pooling::LastToken => "lasttoken",
         })
     }
 }
@@ -593,6 +597,11 @@ pub fn pool(
             let mut out = vec![0f32; hidden];
             match pooling {
                 Pooling::Cls => out.copy_from_slice(&row[..hidden]),
+                Pooling::LastToken => {
+                    if let Some(t) = row_mask.iter().rposition(|&m| m == 1) {
+                        out.copy_from_slice(&row[t * hidden..(t + 1) * hidden]);
+                    }
+                }
                 Pooling::Mean => {
                     let mut count = 0usize;
                     for (t, _) in row_mask.iter().enumerate().filter(|(_, &m)| m == 1) {
@@ -658,6 +667,19 @@ mod tests {
         assert_eq!(
             pool(&states, &mask, 1, 2, 2, Pooling::Cls, false)[0],
             vec![1.0, 9.0]
+        );
+        // The last real token, not the padding after it.
+        assert_eq!(
+            pool(
+                &[1.0, 9.0, 3.0, 4.0, 7.0, 7.0],
+                &[1, 1, 0],
+                1,
+                3,
+                2,
+                Pooling::LastToken,
+                false
+            )[0],
+            vec![3.0, 4.0]
         );
     }
 

@@ -22,6 +22,7 @@ impl FakeEmbedder {
                 max_seq_length: max_words + 2,
                 normalize: true,
                 weights_sha256: format!("fake-{dim}"),
+                document_prompt: None,
             },
             max_words,
         }

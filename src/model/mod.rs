@@ -9,6 +9,7 @@
 //! - `Embedder::windows` cuts a text into pieces that each fit the model's window, so a long
 //!   paragraph is embedded in several pieces instead of being silently truncated.
 
+pub mod architectures;
 pub mod bert;
 pub mod fake;
 #[cfg(target_arch = "x86_64")]
@@ -17,6 +18,7 @@ pub mod fetch;
 mod folder;
 #[cfg(target_arch = "x86_64")]
 pub mod kernels;
+pub mod static_table;
 
 pub use bert::Pooling;
 pub(crate) use folder::hex;
@@ -110,6 +112,17 @@ pub trait Embedder: Send + Sync {
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<Vec<f32>>, ModelError>;
 
+    /// One vector per query text, in input order: as [`Embedder::embed`], with the model's query
+    /// prompt instead of its document prompt where the model has prompts.
+    fn embed_queries(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.embed(texts, &|_| {})
+    }
+
+    /// Word pieces of text one window holds (special tokens and prompts left out).
+    fn window_pieces(&self) -> usize {
+        self.identity().max_seq_length.saturating_sub(2).max(1)
+    }
+
     /// Byte ranges that split `text` into consecutive pieces each within the model's window, at word
     /// (preferably sentence) boundaries. Together they cover the whole text. A text that fits gives
     /// one range.
@@ -127,6 +140,9 @@ pub const BATCH_SIZE: usize = 32;
 /// of 32 whatever their length (4,908 vs 4,506 tokens/s, mean of three interleaved runs).
 pub const BATCH_TOKENS: usize = 1024;
 
+/// The kernel name that asks for candle-transformers' encoder whatever the architecture.
+const REFERENCE: &str = "reference";
+
 /// Most tokens per chunk of the fast encoder. Chunks pack sequences without padding; one chunk
 /// runs on one thread, so a chunk is small enough to spread work over the threads and large enough
 /// that each weight panel loaded is used for many rows.
@@ -134,14 +150,19 @@ const FAST_CHUNK_TOKENS: usize = 2048;
 
 /// The forward pass in use.
 enum Engine {
-    /// candle, f32: the exact vectors.
+    /// Our BERT forward on candle, f32: the exact vectors.
     Exact(bert::Bert),
+    /// candle-transformers' encoder of the folder's architecture, f32: every architecture but
+    /// BERT, and BERT's reference.
+    Candle(architectures::CandleEncoder),
+    /// A model2vec table: the mean of the pieces' stored vectors.
+    Static(static_table::StaticTable),
     /// Our forward with the kernels chosen for this CPU.
     #[cfg(target_arch = "x86_64")]
     Fast(fast::FastBert),
 }
 
-/// The real model: a BERT encoder run on the CPU.
+/// The real model: a transformer encoder run on the CPU.
 pub struct SentenceEncoder {
     identity: ModelIdentity,
     tokenizer: Tokenizer,
@@ -149,7 +170,19 @@ pub struct SentenceEncoder {
     engine: Engine,
     pooling: Pooling,
     normalize: bool,
-    max_seq_length: usize,
+    /// Put before each query, and before each stored text (sentence-transformers' prompts).
+    query_prompt: Option<String>,
+    document_prompt: Option<String>,
+    /// Word pieces of a text that fit one window: max_seq_length less the special tokens and the
+    /// longer prompt.
+    window_pieces: usize,
+}
+
+/// Which prompt a text gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Query,
+    Document,
 }
 
 impl SentenceEncoder {
@@ -198,9 +231,55 @@ impl SentenceEncoder {
             .map_err(|e| problem(format!("model.safetensors cannot be read: {e}")))?;
         let tensors = candle_core::safetensors::load_buffer(&weights, &device)
             .map_err(|e| problem(format!("model.safetensors cannot be read: {e}")))?;
-        let bert = bert::Bert::from_tensors(&folder.config, tensors, &device)
-            .map_err(|e| problem(format!("model.safetensors: {e}")))?;
-        let engine = Self::engine_for(bert, precision, &folder.config, kernels)?;
+        let reference = kernels == Some(REFERENCE);
+        let engine = match (&folder.bert_config, reference) {
+            _ if folder.architecture == architectures::Architecture::Model2Vec => {
+                if precision != Precision::F32 {
+                    return Err(ModelError::Kernels(format!(
+                        "--precision {precision}: a model2vec table has no multiplies to run in it; use --precision f32"
+                    )));
+                }
+                Engine::Static(
+                    static_table::StaticTable::load(&tensors, &tokenizer, folder.max_seq_length)
+                        .map_err(problem)?,
+                )
+            }
+            (Some(config), false) => {
+                let bert = bert::Bert::from_tensors(config, tensors, &device)
+                    .map_err(|e| problem(format!("model.safetensors: {e}")))?;
+                Self::engine_for(bert, precision, config, kernels)?
+            }
+            _ => {
+                if precision != Precision::F32 {
+                    return Err(ModelError::Kernels(format!(
+                        "--precision {precision} runs on BERT models only; this model is {}: use --precision f32",
+                        folder.architecture.name()
+                    )));
+                }
+                Engine::Candle(
+                    architectures::CandleEncoder::load(
+                        folder.architecture,
+                        &folder.config_json,
+                        tensors,
+                        &device,
+                    )
+                    .map_err(problem)?,
+                )
+            }
+        };
+        let specials = tokenizer
+            .encode("", true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?
+            .len();
+        let prompt_pieces = [&folder.query_prompt, &folder.identity.document_prompt]
+            .into_iter()
+            .flatten()
+            .map(|p| untruncated.encode(p.as_str(), false).map(|e| e.len()))
+            .collect::<Result<Vec<usize>, _>>()
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
         Ok(Self {
             identity: folder.identity.clone(),
             tokenizer,
@@ -208,8 +287,128 @@ impl SentenceEncoder {
             engine,
             pooling: folder.pooling,
             normalize: folder.normalize,
-            max_seq_length: folder.max_seq_length,
+            query_prompt: folder.query_prompt.clone(),
+            document_prompt: folder.identity.document_prompt.clone(),
+            window_pieces: folder
+                .max_seq_length
+                .saturating_sub(specials + prompt_pieces)
+                .max(1),
         })
+    }
+
+    /// Loads a model folder to run on candle-transformers' encoder of its architecture, whatever
+    /// it is: for BERT folders, the reference the fast forward is checked against.
+    pub fn load_reference(folder: &ModelFolder) -> Result<Self, ModelError> {
+        Self::load_with_kernels(folder, Precision::F32, Some(REFERENCE))
+    }
+
+    /// Embeds with candle-transformers: sequences of one length per batch (no padding), longest
+    /// first, at most [`BATCH_TOKENS`] tokens a batch.
+    fn embed_candle(
+        &self,
+        encoder: &architectures::CandleEncoder,
+        ids: &[Vec<u32>],
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let hidden = encoder.hidden_size();
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let mut out = vec![vec![0f32; hidden]; ids.len()];
+        let mut start = 0;
+        while start < order.len() {
+            let len = ids[order[start]].len();
+            let rows_fit = (BATCH_TOKENS / len.max(1)).clamp(1, BATCH_SIZE);
+            let end = order[start..]
+                .iter()
+                .take(rows_fit)
+                .take_while(|&&i| ids[i].len() == len)
+                .count()
+                + start;
+            let chunk = &order[start..end];
+            start = end;
+            if len == 0 {
+                // A text with no tokens at all (a tokenizer without special tokens) pools to zeros.
+                progress(chunk.len());
+                continue;
+            }
+            let flat: Vec<u32> = chunk.iter().flat_map(|&i| ids[i].iter().copied()).collect();
+            let states = encoder.forward(&flat, chunk.len(), len)?;
+            let mask = vec![1u8; chunk.len() * len];
+            let pooled = bert::pool(
+                &states,
+                &mask,
+                chunk.len(),
+                len,
+                hidden,
+                self.pooling,
+                self.normalize,
+            );
+            for (&i, v) in chunk.iter().zip(pooled) {
+                out[i] = v;
+            }
+            progress(chunk.len());
+        }
+        Ok(out)
+    }
+
+    /// The texts with the prompt of `role` in front, as sentence-transformers tokenises them.
+    fn prompted<'t>(&self, texts: &[&'t str], role: Role) -> Vec<std::borrow::Cow<'t, str>> {
+        let prompt = match role {
+            Role::Query => &self.query_prompt,
+            Role::Document => &self.document_prompt,
+        };
+        texts
+            .iter()
+            .map(|t| match prompt {
+                Some(p) => std::borrow::Cow::Owned(format!("{p}{t}")),
+                None => std::borrow::Cow::Borrowed(*t),
+            })
+            .collect()
+    }
+
+    /// Vectors of `texts` with the prompt of `role`.
+    fn embed_role(
+        &self,
+        texts: &[&str],
+        role: Role,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let prompted = self.prompted(texts, role);
+        let refs: Vec<&str> = prompted.iter().map(|t| t.as_ref()).collect();
+        if let Engine::Static(table) = &self.engine {
+            let vectors = table
+                .embed(&self.tokenizer, &refs, self.normalize)
+                .map_err(ModelError::Tokenizer)?;
+            progress(texts.len());
+            return Ok(vectors);
+        }
+        let ids = self.encode_ids(&refs)?;
+        let bert = match &self.engine {
+            Engine::Exact(bert) => bert,
+            Engine::Candle(encoder) => return self.embed_candle(encoder, &ids, progress),
+            Engine::Static(_) => unreachable!("static tables embed before tokenising"),
+            #[cfg(target_arch = "x86_64")]
+            Engine::Fast(fast) => return Ok(self.embed_fast(fast, &ids, progress)),
+        };
+        // Longest first: similar lengths share a batch, so little compute goes to padding.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let mut out = vec![Vec::new(); texts.len()];
+        let mut start = 0;
+        while start < order.len() {
+            // The longest row comes first, so it sets the padded length of the batch.
+            let longest = ids[order[start]].len().max(1);
+            let rows_fit = (BATCH_TOKENS / longest).clamp(1, BATCH_SIZE);
+            let chunk = &order[start..(start + rows_fit).min(order.len())];
+            start += chunk.len();
+            let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let vectors = self.embed_batch(bert, &rows)?;
+            for (&i, v) in chunk.iter().zip(vectors) {
+                out[i] = v;
+            }
+            progress(chunk.len());
+        }
+        Ok(out)
     }
 
     fn encode_ids(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, ModelError> {
@@ -400,7 +599,7 @@ impl Embedder for SentenceEncoder {
 
     fn precision(&self) -> Precision {
         match self.engine {
-            Engine::Exact(_) => Precision::F32,
+            Engine::Exact(_) | Engine::Candle(_) | Engine::Static(_) => Precision::F32,
             #[cfg(target_arch = "x86_64")]
             Engine::Fast(ref fast) => match fast.kernel().family() {
                 kernels::Family::Bf16 => Precision::Bf16,
@@ -412,6 +611,8 @@ impl Embedder for SentenceEncoder {
     fn kernels(&self) -> &'static str {
         match self.engine {
             Engine::Exact(_) => "candle",
+            Engine::Candle(_) => "candle-transformers",
+            Engine::Static(_) => "static-table",
             #[cfg(target_arch = "x86_64")]
             Engine::Fast(ref fast) => fast.kernel().name(),
         }
@@ -422,31 +623,15 @@ impl Embedder for SentenceEncoder {
         texts: &[&str],
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<Vec<f32>>, ModelError> {
-        let ids = self.encode_ids(texts)?;
-        let bert = match &self.engine {
-            Engine::Exact(bert) => bert,
-            #[cfg(target_arch = "x86_64")]
-            Engine::Fast(fast) => return Ok(self.embed_fast(fast, &ids, progress)),
-        };
-        // Longest first: similar lengths share a batch, so little compute goes to padding.
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
-        let mut out = vec![Vec::new(); texts.len()];
-        let mut start = 0;
-        while start < order.len() {
-            // The longest row comes first, so it sets the padded length of the batch.
-            let longest = ids[order[start]].len().max(1);
-            let rows_fit = (BATCH_TOKENS / longest).clamp(1, BATCH_SIZE);
-            let chunk = &order[start..(start + rows_fit).min(order.len())];
-            start += chunk.len();
-            let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-            let vectors = self.embed_batch(bert, &rows)?;
-            for (&i, v) in chunk.iter().zip(vectors) {
-                out[i] = v;
-            }
-            progress(chunk.len());
-        }
-        Ok(out)
+        self.embed_role(texts, Role::Document, progress)
+    }
+
+    fn embed_queries(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.embed_role(texts, Role::Query, &|_| {})
+    }
+
+    fn window_pieces(&self) -> usize {
+        self.window_pieces
     }
 
     fn windows(&self, text: &str) -> Result<Vec<Range<usize>>, ModelError> {
@@ -455,9 +640,7 @@ impl Embedder for SentenceEncoder {
             .encode(text, false)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let offsets: Vec<(usize, usize)> = encoding.get_offsets().to_vec();
-        // The window holds max_seq_length word pieces, two of which are [CLS] and [SEP].
-        let max_pieces = self.max_seq_length.saturating_sub(2).max(1);
-        Ok(split_offsets(text, &offsets, max_pieces))
+        Ok(split_offsets(text, &offsets, self.window_pieces))
     }
 
     fn count_tokens(&self, texts: &[&str]) -> Result<usize, ModelError> {
