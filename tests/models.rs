@@ -185,3 +185,42 @@ fn bf16_on_an_architecture_without_a_fast_forward_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn potion_static_vectors_match_model2vec() {
+    let dir = {
+        std::env::set_current_dir(common::root()).unwrap();
+        let lock = std::fs::File::create(common::root().join("models/.fetch.lock")).unwrap();
+        lock.lock().unwrap();
+        likewise::model::fetch::fetch_model("potion-base-8M", false)
+            .unwrap_or_else(|e| panic!("the test needs potion-base-8M and could not fetch it: {e}"))
+    };
+    let folder = ModelFolder::open(&dir, "potion-base-8M").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(folder.identity.name, "minishlab/potion-base-8M");
+    assert_eq!(folder.identity.dim, 256);
+    let encoder = SentenceEncoder::load(&folder).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(encoder.kernels(), "static-table");
+
+    #[derive(Deserialize)]
+    struct Golden {
+        texts: Vec<String>,
+        vectors: Vec<Vec<f32>>,
+    }
+    let golden: Golden = serde_json::from_slice(
+        &std::fs::read(common::root().join("tests/fixtures/potion-base-8M.golden.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(golden.texts.len() > 50);
+    let texts: Vec<&str> = golden.texts.iter().map(String::as_str).collect();
+    let got = encoder.embed(&texts, &|_| {}).unwrap();
+    for ((text, g), w) in texts.iter().zip(&got).zip(&golden.vectors) {
+        let short: String = text.chars().take(60).collect();
+        if w.iter().all(|x| *x == 0.0) {
+            // Nothing known to average: zeros, as model2vec gives.
+            assert!(g.iter().all(|x| *x == 0.0), "{short:?}: not zeros");
+            continue;
+        }
+        let cos = common::cosine(g, w);
+        assert!(cos >= 0.99999, "{short:?}: cosine {cos}");
+    }
+}
