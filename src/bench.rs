@@ -608,73 +608,13 @@ pub fn article_vectors(
             labels.push(t);
         }
     }
-    let dim = encoder.identity().dim;
-    let mut chunk_texts: Vec<String> = Vec::new();
-    let mut owners = Vec::new();
-    for (i, a) in articles.iter().enumerate() {
-        for p in &a.paragraphs {
-            for r in encoder.windows(p)? {
-                chunk_texts.push(p[r].trim().to_string());
-                owners.push(i);
-            }
-        }
-    }
-    let titles: Vec<&str> = articles.iter().map(|a| a.title.as_str()).collect();
-    let leads: Vec<String> = articles.iter().map(lead_text).collect();
     let started = Instant::now();
-    let embed_all = |texts: Vec<&str>| -> Result<Vec<Vec<f32>>, EngineError> {
-        let mut v = encoder.embed(&texts, &|_| {})?;
-        v.iter_mut()
-            .for_each(|x| crate::model::bert::normalize_in_place(x));
-        Ok(v)
-    };
-    let chunk_vecs = embed_all(chunk_texts.iter().map(String::as_str).collect())?;
-    let title_vecs = embed_all(titles)?;
-    let lead_vecs = embed_all(leads.iter().map(String::as_str).collect())?;
+    let modes = article_vector_candidates(encoder, &articles, None)?;
     eprintln!(
         "likewise: embedded {} articles in {:.1}s",
         articles.len(),
         started.elapsed().as_secs_f64()
     );
-    let mut per_article: Vec<Vec<&[f32]>> = vec![Vec::new(); articles.len()];
-    for (v, &o) in chunk_vecs.iter().zip(&owners) {
-        per_article[o].push(v);
-    }
-    let modes: Vec<(&str, Vec<Vec<f32>>)> = vec![
-        (
-            "mean of headline and paragraphs",
-            (0..articles.len())
-                .map(|i| {
-                    mean_vector(
-                        dim,
-                        per_article[i]
-                            .iter()
-                            .copied()
-                            .chain([title_vecs[i].as_slice()]),
-                    )
-                })
-                .collect(),
-        ),
-        (
-            "mean of paragraphs",
-            (0..articles.len())
-                .map(|i| mean_vector(dim, per_article[i].iter().copied()))
-                .collect(),
-        ),
-        ("headline + body, first window", lead_vecs.clone()),
-        (
-            "mean of paragraphs, and first window",
-            (0..articles.len())
-                .map(|i| {
-                    let paragraphs = mean_vector(dim, per_article[i].iter().copied());
-                    mean_vector(
-                        dim,
-                        [paragraphs.as_slice(), lead_vecs[i].as_slice()].into_iter(),
-                    )
-                })
-                .collect(),
-        ),
-    ];
     let mut results = Vec::new();
     for (name, vecs) in &modes {
         let (p10, p1, r_precision) = knn_label_precision(vecs, &labels, 10);
@@ -683,6 +623,226 @@ pub fn article_vectors(
     }
     println!("{}", serde_json::to_string_pretty(&json!({"corpus": corpus.display().to_string(), "articles": articles.len(), "labels": topics.len(), "results": results})).expect("json"));
     Ok(())
+}
+
+/// Each way of making an article's vector that the article-vector benchmarks compare, with the
+/// vectors it gives `articles`. `raw` (the texts as given, before parsing) adds the plain
+/// sentence-transformers embedding of the raw text, truncated at the model's window.
+fn article_vector_candidates(
+    encoder: &dyn Embedder,
+    articles: &[text::ParsedArticle],
+    raw: Option<&[&str]>,
+) -> Result<Vec<(&'static str, Vec<Vec<f32>>)>, EngineError> {
+    let dim = encoder.identity().dim;
+    let mut chunk_texts: Vec<String> = Vec::new();
+    let mut owners = Vec::new();
+    for (i, a) in articles.iter().enumerate() {
+        // A text of one line is all headline: that line is its one paragraph here, as the lead
+        // is then the same text.
+        let lines = if a.paragraphs.is_empty() {
+            std::slice::from_ref(&a.title)
+        } else {
+            a.paragraphs.as_slice()
+        };
+        for p in lines {
+            for r in encoder.windows(p)? {
+                chunk_texts.push(p[r].trim().to_string());
+                owners.push(i);
+            }
+        }
+    }
+    let embed_all = |texts: Vec<&str>| -> Result<Vec<Vec<f32>>, EngineError> {
+        let mut v = encoder.embed(&texts, &|_| {})?;
+        v.iter_mut()
+            .for_each(|x| crate::model::bert::normalize_in_place(x));
+        Ok(v)
+    };
+    let chunk_vecs = embed_all(chunk_texts.iter().map(String::as_str).collect())?;
+    let chunk_pieces: Vec<usize> = chunk_texts
+        .iter()
+        .map(|t| encoder.count_tokens(&[t.as_str()]))
+        .collect::<Result<_, _>>()?;
+    let titles: Vec<&str> = articles.iter().map(|a| a.title.as_str()).collect();
+    let title_vecs = embed_all(titles)?;
+    let leads: Vec<String> = articles.iter().map(lead_text).collect();
+    let lead_vecs = embed_all(leads.iter().map(String::as_str).collect())?;
+    let mut per_article: Vec<Vec<(&[f32], usize)>> = vec![Vec::new(); articles.len()];
+    for ((v, &o), &pieces) in chunk_vecs.iter().zip(&owners).zip(&chunk_pieces) {
+        per_article[o].push((v, pieces));
+    }
+    let paragraphs = |i: usize| mean_vector(dim, per_article[i].iter().map(|(v, _)| *v));
+    // Each chunk counted by its word pieces: a one-line caption weighs less than a long paragraph.
+    let weighted = |i: usize| {
+        let mut sum = vec![0f32; dim];
+        for (v, pieces) in &per_article[i] {
+            sum.iter_mut()
+                .zip(*v)
+                .for_each(|(s, x)| *s += x * *pieces as f32);
+        }
+        if !per_article[i].is_empty() {
+            crate::model::bert::normalize_in_place(&mut sum);
+        }
+        sum
+    };
+    let with_lead = |v: Vec<f32>, i: usize| {
+        mean_vector(dim, [v.as_slice(), lead_vecs[i].as_slice()].into_iter())
+    };
+    // The first window counted `lead` times against the paragraphs' mean once.
+    let lead_weighted = |v: Vec<f32>, i: usize, lead: f32| {
+        let mut sum: Vec<f32> = v
+            .iter()
+            .zip(&lead_vecs[i])
+            .map(|(p, l)| p + lead * l)
+            .collect();
+        crate::model::bert::normalize_in_place(&mut sum);
+        sum
+    };
+    let n = articles.len();
+    let mut modes: Vec<(&'static str, Vec<Vec<f32>>)> = vec![
+        (
+            "mean of headline and paragraphs",
+            (0..n)
+                .map(|i| {
+                    mean_vector(
+                        dim,
+                        per_article[i]
+                            .iter()
+                            .map(|(v, _)| *v)
+                            .chain([title_vecs[i].as_slice()]),
+                    )
+                })
+                .collect(),
+        ),
+        ("mean of paragraphs", (0..n).map(paragraphs).collect()),
+        (
+            "mean of paragraphs weighted by word pieces",
+            (0..n).map(weighted).collect(),
+        ),
+        ("headline + body, first window", lead_vecs.clone()),
+        (
+            "mean of paragraphs, and first window",
+            (0..n).map(|i| with_lead(paragraphs(i), i)).collect(),
+        ),
+        (
+            "weighted mean of paragraphs, and first window",
+            (0..n).map(|i| with_lead(weighted(i), i)).collect(),
+        ),
+        (
+            "mean of paragraphs, and first window twice",
+            (0..n)
+                .map(|i| lead_weighted(paragraphs(i), i, 2.0))
+                .collect(),
+        ),
+        (
+            "mean of paragraphs, and first window three times",
+            (0..n)
+                .map(|i| lead_weighted(paragraphs(i), i, 3.0))
+                .collect(),
+        ),
+        (
+            "weighted mean of paragraphs, and first window twice",
+            (0..n).map(|i| lead_weighted(weighted(i), i, 2.0)).collect(),
+        ),
+    ];
+    if let Some(raw) = raw {
+        modes.push((
+            "raw text, first window (sentence-transformers)",
+            embed_all(raw.to_vec())?,
+        ));
+    }
+    Ok(modes)
+}
+
+/// `likewise bench story-pairs FILE`: each article-vector candidate's Pearson correlation between
+/// the cosine of a pair's two articles and how alike people judged them (−overall: 1 = same
+/// story … 4 = unrelated), on SemEval-2022 Task 8 pairs as JSON lines
+/// (`{"overall", "a": {"title", "text"}, "b": {…}}`).
+pub fn story_pairs(encoder: &dyn Embedder, file: &Path) -> Result<(), EngineError> {
+    #[derive(serde::Deserialize)]
+    struct Side {
+        #[serde(default)]
+        title: String,
+        text: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Pair {
+        overall: f64,
+        a: Side,
+        b: Side,
+    }
+    let mut judged = Vec::new();
+    let mut raw = Vec::new();
+    for (n, line) in std::io::BufReader::new(std::fs::File::open(file)?)
+        .lines()
+        .enumerate()
+    {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let pair: Pair = serde_json::from_str(&line).map_err(|e| {
+            EngineError::Input(format!(
+                "{}:{}: not a story pair: {e}",
+                file.display(),
+                n + 1
+            ))
+        })?;
+        judged.push(-pair.overall);
+        for side in [pair.a, pair.b] {
+            raw.push(if side.title.is_empty() {
+                side.text
+            } else {
+                format!("{}\n{}", side.title, side.text)
+            });
+        }
+    }
+    if judged.len() < 3 {
+        return Err(EngineError::Input(format!(
+            "{}: fewer than 3 pairs",
+            file.display()
+        )));
+    }
+    let articles: Vec<text::ParsedArticle> =
+        raw.iter().map(|t| text::parse_article_text(t)).collect();
+    let raw_refs: Vec<&str> = raw.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let modes = article_vector_candidates(encoder, &articles, Some(&raw_refs))?;
+    let round = |x: f64| (x * 10000.0).round() / 10000.0;
+    let results: Vec<serde_json::Value> = modes
+        .iter()
+        .map(|(name, vecs)| {
+            let cosines: Vec<f64> = vecs
+                .chunks(2)
+                .map(|ab| dot(&ab[0], &ab[1]) as f64)
+                .collect();
+            json!({"article_vector": name, "pearson": round(pearson(&cosines, &judged))})
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "file": file.display().to_string(),
+            "pairs": judged.len(),
+            "model": encoder.identity().name,
+            "seconds": round(started.elapsed().as_secs_f64()),
+            "results": results,
+        }))
+        .expect("json")
+    );
+    Ok(())
+}
+
+/// Pearson's correlation of two equally long series.
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx).powi(2);
+        syy += (b - my).powi(2);
+    }
+    sxy / (sxx * syy).sqrt()
 }
 
 /// Leave-one-out: mean share of the `k` nearest neighbours with the same label, the share of

@@ -459,6 +459,9 @@ pub enum BenchCommand {
         #[arg(long)]
         per_topic: Option<usize>,
     },
+    /// Article vectors judged on stories: Pearson of each candidate's cosine against people's
+    /// "same story?" scores, on SemEval-2022 Task 8 pairs (JSON lines).
+    StoryPairs { file: PathBuf },
     /// The 2-D map of the store (--index): time to compute it, and how well it keeps
     /// neighbours (share of each article's 10 nearest on the map in its own folder).
     Map,
@@ -755,6 +758,9 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Bench(BenchCommand::ArticleVectors { corpus, per_topic }) => done(
             crate::bench::article_vectors(&g.load_model()?, corpus, *per_topic),
         ),
+        Command::Bench(BenchCommand::StoryPairs { file }) => {
+            done(crate::bench::story_pairs(&g.load_model()?, file))
+        }
         Command::Bench(BenchCommand::Map) => done(crate::bench::map(&*g.engine().store()?)),
         Command::Bench(BenchCommand::Serve(args)) => done(crate::bench::serve(&g.index, args)),
     }
