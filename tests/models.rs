@@ -59,7 +59,14 @@ fn every_architecture_matches_sentence_transformers() {
         .iter()
         .map(|(_, e)| e.architecture.as_str())
         .collect();
-    for required in ["bert", "xlm-roberta", "distilbert", "modernbert"] {
+    for required in [
+        "bert",
+        "xlm-roberta",
+        "distilbert",
+        "modernbert",
+        "nomic_bert",
+        "jina_bert",
+    ] {
         assert!(
             names.contains(&required),
             "no fixture for {required}: {names:?}"

@@ -161,7 +161,7 @@ impl Architecture {
 pub struct Dimensions {
     pub hidden: usize,
     pub vocab: usize,
-    /// Positions the model has, hence the longest sequence it can take (None: unbounded, ALiBi).
+    /// Positions the model has, hence the longest sequence it can take (None: no limit).
     pub max_positions: Option<usize>,
 }
 
@@ -187,7 +187,11 @@ pub fn dimensions(arch: Architecture, config: &Value) -> Result<Dimensions, Stri
             get(&["n_embd", "hidden_size"])?,
             Some(get(&["n_positions", "max_position_embeddings"]).unwrap_or(2048)),
         ),
-        Architecture::JinaBert => (get(&["hidden_size"])?, None),
+        // candle-transformers builds its ALiBi table for max_position_embeddings positions.
+        Architecture::JinaBert => (
+            get(&["hidden_size"])?,
+            Some(get(&["max_position_embeddings"])?),
+        ),
         // XLM-RoBERTa numbers positions from padding_idx + 1, so two of its table's rows are never
         // used by a token.
         Architecture::XlmRoberta => (
