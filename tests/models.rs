@@ -193,15 +193,60 @@ fn bf16_on_an_architecture_without_a_fast_forward_is_a_clear_error() {
     );
 }
 
+/// A known model's folder, fetched (and verified) when missing, as the default model is.
+fn fetched(name: &str) -> PathBuf {
+    std::env::set_current_dir(common::root()).unwrap();
+    let lock = std::fs::File::create(common::root().join("models/.fetch.lock")).unwrap();
+    lock.lock().unwrap();
+    likewise::model::fetch::fetch_model(name, false)
+        .unwrap_or_else(|e| panic!("the test needs {name} and could not fetch it: {e}"))
+}
+
+#[test]
+fn mpnet_matches_sentence_transformers_on_every_golden_line() {
+    let dir = fetched("all-mpnet-base-v2");
+    let folder = ModelFolder::open(&dir, "all-mpnet-base-v2").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(folder.architecture.name(), "mpnet");
+    assert_eq!(
+        (folder.identity.dim, folder.identity.max_seq_length),
+        (768, 384)
+    );
+    let encoder = SentenceEncoder::load(&folder).unwrap_or_else(|e| panic!("{e}"));
+
+    #[derive(Deserialize)]
+    struct Line {
+        id: String,
+        text: String,
+        embedding: Vec<f32>,
+    }
+    let golden: Vec<Line> = std::fs::read_to_string(
+        common::root().join("tests/fixtures/golden-all-mpnet-base-v2.jsonl"),
+    )
+    .unwrap()
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect();
+    assert!(golden.len() > 100);
+    let texts: Vec<&str> = golden.iter().map(|g| g.text.as_str()).collect();
+    let got = encoder.embed(&texts, &|_| {}).unwrap();
+    let mut worst = (1.0f64, "");
+    for (g, v) in golden.iter().zip(&got) {
+        let c = common::cosine(&g.embedding, v);
+        if c < worst.0 {
+            worst = (c, &g.id);
+        }
+    }
+    assert!(
+        worst.0 >= 0.99999,
+        "worst cosine {} on {}",
+        worst.0,
+        worst.1
+    );
+}
+
 #[test]
 fn potion_static_vectors_match_model2vec() {
-    let dir = {
-        std::env::set_current_dir(common::root()).unwrap();
-        let lock = std::fs::File::create(common::root().join("models/.fetch.lock")).unwrap();
-        lock.lock().unwrap();
-        likewise::model::fetch::fetch_model("potion-base-8M", false)
-            .unwrap_or_else(|e| panic!("the test needs potion-base-8M and could not fetch it: {e}"))
-    };
+    let dir = fetched("potion-base-8M");
     let folder = ModelFolder::open(&dir, "potion-base-8M").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(folder.identity.name, "minishlab/potion-base-8M");
     assert_eq!(folder.identity.dim, 256);

