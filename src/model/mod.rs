@@ -376,21 +376,24 @@ impl SentenceEncoder {
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         let prompted = self.prompted(texts, role);
         let refs: Vec<&str> = prompted.iter().map(|t| t.as_ref()).collect();
-        if let Engine::Static(table) = &self.engine {
-            let vectors = table
-                .embed(&self.tokenizer, &refs, self.normalize)
-                .map_err(ModelError::Tokenizer)?;
-            progress(texts.len());
-            return Ok(vectors);
-        }
-        let ids = self.encode_ids(&refs)?;
         let bert = match &self.engine {
-            Engine::Exact(bert) => bert,
-            Engine::Candle(encoder) => return self.embed_candle(encoder, &ids, progress),
-            Engine::Static(_) => unreachable!("static tables embed before tokenising"),
+            Engine::Static(table) => {
+                let vectors = table
+                    .embed(&self.tokenizer, &refs, self.normalize)
+                    .map_err(ModelError::Tokenizer)?;
+                progress(texts.len());
+                return Ok(vectors);
+            }
+            Engine::Candle(encoder) => {
+                return self.embed_candle(encoder, &self.encode_ids(&refs)?, progress)
+            }
             #[cfg(target_arch = "x86_64")]
-            Engine::Fast(fast) => return Ok(self.embed_fast(fast, &ids, progress)),
+            Engine::Fast(fast) => {
+                return Ok(self.embed_fast(fast, &self.encode_ids(&refs)?, progress))
+            }
+            Engine::Exact(bert) => bert,
         };
+        let ids = self.encode_ids(&refs)?;
         // Longest first: similar lengths share a batch, so little compute goes to padding.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
