@@ -62,7 +62,7 @@ def main():
                    .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
                    .config("spark.driver.bindAddress", "127.0.0.1").getOrCreate())
         session.sparkContext.setLogLevel("ERROR")
-        df = session.createDataFrame([(r["id"], r["text"]) for r in rows], "id string, text string").repartition(cores * 2).cache()
+        df = session.createDataFrame([(r["id"], r["text"]) for r in rows], "id string, text string").cache()
         df.count()
         start = time.perf_counter()
         # One thread per task: Spark's cores are the parallelism (local[1]: one core in all).
@@ -70,7 +70,8 @@ def main():
         seconds = time.perf_counter() - start
         print(json.dumps({"run": f"likewise.spark.index local[{cores}]", "seconds": round(seconds, 1),
                           "articles_per_s": round(len(rows) / seconds, 1), "binary_same_cores_over_spark": round(times[cores] / seconds, 3),
-                          "written": result["articles_written"]}), flush=True)
+                          "written": result["articles_written"], "tokens_embedded": result["tokens_embedded"],
+                          "segments": result["segments_written"]}), flush=True)
         session.stop()
 
 

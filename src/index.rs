@@ -1156,7 +1156,13 @@ pub fn write_part(
             }
         }
     }
-    let per_segment = target.articles_per_segment.max(1);
+    // Even shares: 12,500 articles at 10,000 a segment make two of 6,250, not one full segment
+    // and a small remainder that the commit would have to merge.
+    let segments = todo
+        .len()
+        .div_ceil(target.articles_per_segment.max(1))
+        .max(1);
+    let per_segment = todo.len().div_ceil(segments).max(1);
     for (n, part) in todo.chunks(per_segment).enumerate() {
         let (seg, tokens) = embed_articles(embedder, part, opts, &mut skipped)?;
         written.tokens_embedded += tokens;
@@ -1251,20 +1257,13 @@ fn append_segment(into: &mut SegmentData, from: SegmentData) {
 }
 
 /// Commits the parts of a distributed job as one generation: their segments named, the older
-/// copies of the articles they rewrote deleted, then the store compacted when it needs it. All
-/// or nothing: a part whose file fails its checks, or an article in two parts, fails the commit
-/// and the store stays as it was (the files are removed by the next writer).
+/// copies of the articles they rewrote deleted, then the store's small segments merged when it
+/// needs it (a merge is bounded: see [`crate::store::compaction_plan`]). All or nothing: a part
+/// whose file fails its checks, or an article in two parts, fails the commit and the store stays
+/// as it was (the files are removed by the next writer).
 pub fn commit_parts(writer: &mut Writer, parts: &[PartWritten]) -> Result<(), IndexError> {
-    let store = writer.snapshot()?;
-    let mut deletions = Vec::new();
-    for key in parts.iter().flat_map(|p| &p.keys) {
-        if let Some(loc) = store.find_key(key) {
-            deletions.push((store.segments[loc.segment].file.clone(), loc.article as u32));
-        }
-    }
-    drop(store);
     let entries: Vec<_> = parts.iter().flat_map(|p| p.segments.clone()).collect();
-    writer.commit_segments(&entries, &deletions)?;
+    writer.commit_segments(&entries)?;
     writer.compact_if_needed()?;
     Ok(())
 }

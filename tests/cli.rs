@@ -329,6 +329,32 @@ fn a_truncated_or_damaged_store_gives_a_clear_error() {
     std::fs::write(&segment, &bytes).unwrap();
     likewise(&store).args(["query", RAFAH]).assert().success();
 
+    // `verify` reads every byte: intact here, and a flipped byte in the vectors is named.
+    let out = likewise(&store)
+        .args(["verify", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["intact"], true, "{v}");
+    assert_eq!(v["segments"], 1, "{v}");
+    assert!(
+        v["bytes_checked"].as_u64().unwrap() >= bytes.len() as u64,
+        "{v}"
+    );
+    let mut flipped = bytes.clone();
+    let at = bytes.len() - 4096;
+    flipped[at] ^= 0x40;
+    std::fs::write(&segment, &flipped).unwrap();
+    let msg = common::stderr_with_code(likewise(&store).args(["verify"]), 5);
+    assert!(
+        msg.contains("damaged") && msg.contains(".lkw") && msg.contains("vectors"),
+        "{msg}"
+    );
+    std::fs::write(&segment, &bytes).unwrap();
+
     let manifest = store.join("MANIFEST");
     let m = std::fs::read(&manifest).unwrap();
     std::fs::write(&manifest, &m[..m.len() / 2]).unwrap();

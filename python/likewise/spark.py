@@ -230,7 +230,7 @@ def index(
     date_col: Optional[str] = None,
     source_col: Optional[str] = None,
     url_col: Optional[str] = None,
-    articles_per_segment: int = 2000,
+    articles_per_segment: int = 10000,
     partitions: Optional[int] = None,
 ) -> dict:
     """Indexes `df`'s articles into the store at `store_path` (made when missing) as one commit.
@@ -271,8 +271,9 @@ def index(
         null_ids = df.where(F.col(id_col).isNull())
         # The de-duplication's shuffle leaves few partitions (adaptive execution merges small
         # ones: a few thousand articles fit one); spread the rows over as many tasks as the input
-        # had, or as asked, so every core embeds.
-        parts_wanted = partitions if partitions is not None else max(df.rdd.getNumPartitions(), sc.defaultParallelism)
+        # had, or as asked, so every core embeds. Four tasks per core: the last task, running
+        # alone at the end, is then a small share of the job.
+        parts_wanted = partitions if partitions is not None else max(df.rdd.getNumPartitions(), 4 * sc.defaultParallelism)
         rows = with_ids.unionByName(null_ids).select(*[c for c in cols.values() if c is not None]).repartition(parts_wanted)
 
         start_b = sc.broadcast(start_json)

@@ -276,6 +276,23 @@ pub fn compare(out: &mut impl Write, r: &CompareResult) -> Result<()> {
     Ok(())
 }
 
+pub fn verified(out: &mut impl Write, v: &VerifyResult) -> Result<()> {
+    writeln!(out, "store           {}", v.store)?;
+    writeln!(out, "segments        {} checked", v.segments)?;
+    writeln!(out, "compact copies  {} checked", v.compact_files)?;
+    writeln!(
+        out,
+        "bytes           {} in {:.2} s",
+        v.bytes_checked, v.seconds
+    )?;
+    let verdict = if v.intact {
+        "intact".to_string()
+    } else {
+        format!("{} compact copies damaged", v.damaged_compact.len())
+    };
+    writeln!(out, "result          {verdict}")
+}
+
 pub fn info(out: &mut impl Write, info: &InfoResult) -> Result<()> {
     let m = &info.model;
     writeln!(out, "store       {}", info.store)?;

@@ -469,6 +469,19 @@ pub struct InfoResult {
     pub committed_unix: Option<u64>,
 }
 
+/// What `likewise verify` checked: every byte of the store against its CRCs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyResult {
+    pub store: String,
+    pub segments: usize,
+    pub compact_files: usize,
+    pub bytes_checked: u64,
+    /// Compact copies that failed a check, each naming its file.
+    pub damaged_compact: Vec<String>,
+    pub intact: bool,
+    pub seconds: f64,
+}
+
 /// A point of the map: one article.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MapPoint {

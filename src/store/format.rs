@@ -299,15 +299,16 @@ const SECTION_NAMES: [&str; SECTIONS] = [
 
 /// Verifies the CRC of every section of a buffer whose layout was decoded.
 pub fn verify_sections(buf: &[u8], layout: &SegmentLayout) -> Result<(), FormatError> {
-    verify_sections_up_to(buf, layout, usize::MAX)
+    let mut everything = usize::MAX;
+    verify_sections_within(buf, layout, &mut everything)
 }
 
-/// Verifies the CRC of the table and text sections, and of the vector sections no larger than
-/// `max_vector_bytes`.
-pub fn verify_sections_up_to(
+/// Verifies the CRC of the article and chunk tables, and of the text and vector sections that
+/// fit in what is left of `budget` bytes (each one checked is taken from it).
+pub fn verify_sections_within(
     buf: &[u8],
     layout: &SegmentLayout,
-    max_vector_bytes: usize,
+    budget: &mut usize,
 ) -> Result<(), FormatError> {
     let ranges = [
         &layout.articles,
@@ -317,8 +318,12 @@ pub fn verify_sections_up_to(
         &layout.article_vectors,
     ];
     for (i, r) in ranges.iter().enumerate() {
-        if i >= 3 && r.len() > max_vector_bytes {
-            continue;
+        // The article and chunk tables are decoded whatever happens: always checked.
+        if i >= 2 {
+            if r.len() > *budget {
+                continue;
+            }
+            *budget -= r.len();
         }
         let stored = section_crc(buf, i);
         if crc32(&buf[(*r).clone()]) != stored {
@@ -570,7 +575,7 @@ pub fn encode_compact(
 
 /// Checks a compact file's header, section table and sizes, and the CRC of sections no larger
 /// than `verify_up_to` bytes.
-pub fn decode_compact(buf: &[u8], verify_up_to: usize) -> Result<CompactLayout, FormatError> {
+pub fn decode_compact(buf: &[u8], budget: &mut usize) -> Result<CompactLayout, FormatError> {
     use crate::compact::{words_per_row, Compact};
     let len = buf.len() as u64;
     if buf.len() < COMPACT_HEADER_LEN {
@@ -621,7 +626,11 @@ pub fn decode_compact(buf: &[u8], verify_up_to: usize) -> Result<CompactLayout, 
     }
     const NAMES: [&str; COMPACT_SECTIONS] = ["the int8 vectors", "the scales", "the sign bits"];
     for (i, r) in ranges.iter().enumerate() {
-        if r.len() <= verify_up_to && crc32(&buf[r.clone()]) != section_crc(buf, i) {
+        if r.len() > *budget {
+            continue;
+        }
+        *budget -= r.len();
+        if crc32(&buf[r.clone()]) != section_crc(buf, i) {
             return Err(FormatError::Checksum(NAMES[i]));
         }
     }
@@ -742,7 +751,7 @@ mod tests {
     #[test]
     fn compact_file_round_trips() {
         let (bytes, data) = compact_sample();
-        let layout = decode_compact(&bytes, usize::MAX).unwrap();
+        let layout = decode_compact(&bytes, &mut { usize::MAX }).unwrap();
         assert_eq!(
             (layout.kind, layout.dim, layout.n_chunks, layout.source_crc),
             (crate::compact::Compact::Binary, 8, 5, 0xDEAD_BEEF)
@@ -757,10 +766,10 @@ mod tests {
     #[test]
     fn every_damage_to_a_compact_file_is_detected() {
         let (bytes, _) = compact_sample();
-        let layout = decode_compact(&bytes, usize::MAX).unwrap();
+        let layout = decode_compact(&bytes, &mut { usize::MAX }).unwrap();
         for cut in 0..bytes.len() {
             assert!(
-                decode_compact(&bytes[..cut], usize::MAX).is_err(),
+                decode_compact(&bytes[..cut], &mut { usize::MAX }).is_err(),
                 "cut at {cut}"
             );
         }
@@ -773,7 +782,10 @@ mod tests {
         for i in (0..bytes.len()).filter(|&i| covered(i)) {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
-            assert!(decode_compact(&bad, usize::MAX).is_err(), "flip at {i}");
+            assert!(
+                decode_compact(&bad, &mut { usize::MAX }).is_err(),
+                "flip at {i}"
+            );
         }
     }
 }

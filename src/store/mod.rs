@@ -148,10 +148,12 @@ pub struct CompactFile {
     pub bytes: u64,
 }
 
-/// Vector sections up to this size are checked against their CRC each time a store is opened.
-/// Larger ones are checked when written and by `likewise verify`, not on every query: reading
-/// gigabytes before answering would defeat a memory-mapped store.
-pub const VERIFY_VECTORS_UP_TO: usize = 64 << 20;
+/// Text and vector bytes checked against their CRC each time a store is opened, in manifest
+/// order, section by section while they fit (the article and chunk tables are always checked).
+/// The rest is checked when written, when committed and by `likewise verify`, not on every
+/// query: reading a 10M-article archive (tens of gigabytes) before answering would defeat a
+/// memory-mapped store.
+pub const VERIFY_ON_OPEN_BYTES: usize = 256 << 20;
 
 /// A segment opened for reading: the file is memory-mapped, and vectors and text are read in
 /// place; only the article table is decoded.
@@ -273,10 +275,11 @@ impl Store {
     fn load(dir: &Path, manifest: Manifest) -> Result<Store, StoreError> {
         let mut segments = Vec::with_capacity(manifest.segments.len());
         let mut warnings = Vec::new();
+        let mut budget = VERIFY_ON_OPEN_BYTES;
         for entry in &manifest.segments {
-            let mut seg = load_segment(dir, entry, manifest.model.dim)?;
+            let mut seg = load_segment(dir, entry, manifest.model.dim, &mut budget)?;
             if let (Some(kind), Some(file)) = (manifest.compact, &entry.compact) {
-                match load_compact(dir, file, &seg, kind) {
+                match load_compact(dir, file, &seg, kind, &mut budget) {
                     Ok(view) => seg.compact = Some(view),
                     Err(reason) => warnings.push(format!(
                         "{}: {reason}; the paragraphs of {} are scanned with their exact vectors instead (slower, same results). `likewise index --compact {kind}` rebuilds it",
@@ -421,6 +424,45 @@ fn check_model(
     })))
 }
 
+/// What [`verify_all`] checked.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Verified {
+    pub segments: usize,
+    pub compact_files: usize,
+    pub bytes_checked: u64,
+    /// Compact copies that failed a check, each naming its file (the store still answers,
+    /// scanning those segments' exact vectors).
+    pub damaged_compact: Vec<String>,
+}
+
+/// Checks every byte of the store against its CRCs: each segment's every section (a damaged
+/// one is the error, naming its file) and each compact copy (a damaged one is listed).
+pub fn verify_all(dir: &Path) -> Result<Verified, StoreError> {
+    let manifest = read_manifest(dir)?.ok_or_else(|| StoreError::NotFound {
+        dir: dir.to_path_buf(),
+    })?;
+    let mut done = Verified::default();
+    for entry in &manifest.segments {
+        let mut everything = usize::MAX;
+        let seg = load_segment(dir, entry, manifest.model.dim, &mut everything)?;
+        done.segments += 1;
+        done.bytes_checked += entry.bytes;
+        if let (Some(kind), Some(file)) = (manifest.compact, &entry.compact) {
+            let mut everything = usize::MAX;
+            match load_compact(dir, file, &seg, kind, &mut everything) {
+                Ok(_) => {
+                    done.compact_files += 1;
+                    done.bytes_checked += file.bytes;
+                }
+                Err(reason) => done
+                    .damaged_compact
+                    .push(format!("{}: {reason}", dir.join(&file.file).display())),
+            }
+        }
+    }
+    Ok(done)
+}
+
 /// Reads the manifest; `None` when the folder holds no store.
 pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>, StoreError> {
     let path = dir.join(MANIFEST);
@@ -462,7 +504,14 @@ fn format_error(path: &Path, e: FormatError) -> StoreError {
     }
 }
 
-fn load_segment(dir: &Path, entry: &SegmentEntry, dim: usize) -> Result<Segment, StoreError> {
+/// Opens a segment file and checks it against its manifest entry, verifying the sections that
+/// fit in `budget` bytes (see [`format::verify_sections_within`]).
+fn load_segment(
+    dir: &Path,
+    entry: &SegmentEntry,
+    dim: usize,
+    budget: &mut usize,
+) -> Result<Segment, StoreError> {
     let path = dir.join(&entry.file);
     let map = map_segment(&path)?;
     if map.len() as u64 != entry.bytes {
@@ -476,8 +525,7 @@ fn load_segment(dir: &Path, entry: &SegmentEntry, dim: usize) -> Result<Segment,
         });
     }
     let layout = format::decode_layout(&map).map_err(|e| format_error(&path, e))?;
-    format::verify_sections_up_to(&map, &layout, VERIFY_VECTORS_UP_TO)
-        .map_err(|e| format_error(&path, e))?;
+    format::verify_sections_within(&map, &layout, budget).map_err(|e| format_error(&path, e))?;
     let articles = format::decode_articles(&map, &layout).map_err(|e| format_error(&path, e))?;
     if layout.dim != dim
         || articles.len() as u64 != entry.articles
@@ -509,6 +557,7 @@ fn load_compact(
     file: &CompactFile,
     seg: &Segment,
     kind: Compact,
+    budget: &mut usize,
 ) -> Result<CompactView, String> {
     let path = dir.join(&file.file);
     let map = map_segment(&path).map_err(|e| match e {
@@ -522,7 +571,7 @@ fn load_compact(
             file.bytes
         ));
     }
-    let layout = format::decode_compact(&map, VERIFY_VECTORS_UP_TO)
+    let layout = format::decode_compact(&map, budget)
         .map_err(|e| format!("damaged compact vectors ({e})"))?;
     if layout.dim != seg.dim
         || layout.n_chunks != seg.chunk_count()
@@ -630,13 +679,15 @@ impl Writer {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
+        let named_files: HashSet<String> = self
+            .manifest
+            .segments
+            .iter()
+            .flat_map(SegmentEntry::files)
+            .collect();
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let named = self
-                .manifest
-                .segments
-                .iter()
-                .any(|s| s.file == name || s.compact.as_ref().is_some_and(|c| c.file == name));
+            let named = named_files.contains(&name);
             let debris = (name.starts_with("seg-") && !named) || name.ends_with(".tmp");
             if debris {
                 let _ = std::fs::remove_file(entry.path());
@@ -653,13 +704,26 @@ impl Writer {
     ) -> Result<(), StoreError> {
         let mut next = self.manifest.clone();
         next.generation += 1;
+        // Gathered, then sorted once per segment: a commit that replaces many articles stays
+        // O(n log n), not quadratic.
+        let position: HashMap<&str, usize> = self
+            .manifest
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.file.as_str(), i))
+            .collect();
+        let mut touched = HashSet::new();
         for (file, article) in deletions {
-            if let Some(entry) = next.segments.iter_mut().find(|s| &s.file == file) {
-                if !entry.deleted.contains(article) {
-                    entry.deleted.push(*article);
-                    entry.deleted.sort_unstable();
-                }
+            if let Some(&i) = position.get(file.as_str()) {
+                next.segments[i].deleted.push(*article);
+                touched.insert(i);
             }
+        }
+        for i in touched {
+            let deleted = &mut next.segments[i].deleted;
+            deleted.sort_unstable();
+            deleted.dedup();
         }
         if let Some(seg) = new_segment.filter(|s| !s.articles.is_empty()) {
             next.segments
@@ -743,55 +807,46 @@ impl Writer {
     }
 
     /// Commits segments written apart from this writer (by [`write_segment_file`], e.g. one per
-    /// Spark task) as one new generation, with `deletions` of the articles they replace. Every
-    /// file is opened and checked first (size, checksums, article count), and no article may end
-    /// up live twice: a file that fails a check, or a key in two places, fails the commit and
-    /// leaves the store as it was. Files of the folder no manifest names are removed afterwards
-    /// (the segments of failed or retried tasks).
-    pub fn commit_segments(
-        &mut self,
-        entries: &[SegmentEntry],
-        deletions: &[(String, u32)],
-    ) -> Result<(), StoreError> {
+    /// Spark task) as one new generation. Each of their articles replaces the live copy the store
+    /// holds under its key, if any. Every file is opened and checked first (name, size,
+    /// checksums, article count), and no key may be in two of them: a file that fails a check, or
+    /// a key written twice, fails the commit and leaves the store as it was. The store's article
+    /// tables are read once, and a deletion costs O(log n), so a commit stays linear in the
+    /// articles it names. Files of the folder no manifest names are removed afterwards (the
+    /// segments of failed or retried tasks).
+    pub fn commit_segments(&mut self, entries: &[SegmentEntry]) -> Result<(), StoreError> {
         let mut next = self.manifest.clone();
         next.generation += 1;
-        for (file, article) in deletions {
-            let entry = next
-                .segments
-                .iter_mut()
-                .find(|s| &s.file == file)
-                .ok_or_else(|| StoreError::Rejected {
-                    path: self.dir.join(file),
-                    reason: "a deletion names a segment the manifest does not".into(),
-                })?;
-            if !entry.deleted.contains(article) {
-                entry.deleted.push(*article);
-                entry.deleted.sort_unstable();
-            }
-        }
-        let mut keys: HashSet<String> = HashSet::new();
-        let current = self.snapshot()?;
-        for (s, seg) in current.segments.iter().enumerate() {
-            let deleted = &next.segments[s].deleted;
-            for (a, rec) in seg.articles.iter().enumerate() {
-                if !deleted.contains(&(a as u32)) {
-                    keys.insert(rec.key.clone());
-                }
-            }
-        }
-        drop(current);
+        let named: HashSet<&str> = next.segments.iter().map(|s| s.file.as_str()).collect();
+        let mut fresh: HashSet<&str> = HashSet::new();
         for entry in entries {
             let valid_name = entry.file.starts_with("seg-")
                 && entry.file.ends_with(".lkw")
                 && !entry.file.contains(['/', '\\'])
-                && !next.segments.iter().any(|s| s.file == entry.file);
+                && !named.contains(entry.file.as_str())
+                && fresh.insert(entry.file.as_str());
             if !valid_name {
                 return Err(StoreError::Rejected {
                     path: self.dir.join(&entry.file),
-                    reason: "not a new segment file name (seg-*.lkw, in the store's folder, not already named)".into(),
+                    reason: "not a new segment file name (seg-*.lkw, in the store's folder, named once, not already in the store)".into(),
                 });
             }
-            let seg = load_segment(&self.dir, entry, next.model.dim)?;
+        }
+        let current = self.snapshot()?;
+        // Snapshot segment index → manifest index (the same order, looked up by name to be sure).
+        let position: HashMap<&str, usize> = next
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.file.as_str(), i))
+            .collect();
+        let mut deletions: Vec<Vec<u32>> = vec![Vec::new(); next.segments.len()];
+        let mut written: HashSet<String> = HashSet::new();
+        let mut added = Vec::with_capacity(entries.len());
+        for entry in entries {
+            // Written on other machines: every byte checked before the store names it.
+            let mut everything = usize::MAX;
+            let seg = load_segment(&self.dir, entry, next.model.dim, &mut everything)?;
             if seg.articles.len() as u64 != entry.articles
                 || seg.chunk_count() as u64 != entry.chunks
             {
@@ -807,20 +862,36 @@ impl Writer {
                 });
             }
             for rec in &seg.articles {
-                if !keys.insert(rec.key.clone()) {
+                if !written.insert(rec.key.clone()) {
                     return Err(StoreError::Rejected {
                         path: self.dir.join(&entry.file),
                         reason: format!(
-                            "article `{}` would be live twice (it is in another segment of this commit, or in the store and not replaced)",
+                            "article `{}` is in another segment of this commit too",
                             rec.key
                         ),
                     });
                 }
+                if let Some(loc) = current.find_key(&rec.key) {
+                    let file = current.segments[loc.segment].file.as_str();
+                    if let Some(&i) = position.get(file) {
+                        deletions[i].push(loc.article as u32);
+                    }
+                }
             }
             let mut entry = entry.clone();
             entry.deleted.clear();
-            next.segments.push(entry);
+            added.push(entry);
         }
+        drop(current);
+        for (entry, mut gone) in next.segments.iter_mut().zip(deletions) {
+            if !gone.is_empty() {
+                gone.extend_from_slice(&entry.deleted);
+                gone.sort_unstable();
+                gone.dedup();
+                entry.deleted = gone;
+            }
+        }
+        next.segments.extend(added);
         self.publish(next)?;
         self.remove_debris();
         Ok(())
@@ -934,11 +1005,21 @@ fn write_compact(
 /// Segments a store keeps before small ones are merged.
 pub const MAX_SEGMENTS: usize = 8;
 
+/// Live bytes from which a segment is settled: never merged for size, and not counted against
+/// [`MAX_SEGMENTS`]. A store of any size then needs no merge bigger than [`MAX_MERGED_BYTES`]:
+/// a commit of thousands of segments from a cluster job is never rewritten into one file on
+/// the machine that commits it.
+pub const SETTLED_BYTES: f64 = (32u64 << 20) as f64;
+
+/// The most live bytes one size merge takes (a merge is built in memory).
+pub const MAX_MERGED_BYTES: f64 = (512u64 << 20) as f64;
+
 /// Which segments to merge next, in store order; empty when none need it.
 ///
 /// - A segment with more than a quarter of its articles deleted is rewritten (space back).
-/// - With more than [`MAX_SEGMENTS`] segments, the smallest merge: taken smallest first, each
-///   next one only while it is at most twice the size of those taken so far. Sizes then grow
+/// - With more than [`MAX_SEGMENTS`] segments smaller than [`SETTLED_BYTES`], the smallest
+///   merge: taken smallest first, each next one only while it is at most twice the size of
+///   those taken so far, and while the merge stays within [`MAX_MERGED_BYTES`]. Sizes then grow
 ///   geometrically, every article is rewritten O(log n) times in its life, and a large segment
 ///   is never rewritten for a small append.
 pub fn compaction_plan(segments: &[SegmentEntry]) -> Vec<usize> {
@@ -956,8 +1037,10 @@ pub fn compaction_plan(segments: &[SegmentEntry]) -> Vec<usize> {
         .filter(|(_, e)| e.articles > 0 && e.deleted.len() as u64 * 4 > e.articles)
         .map(|(i, _)| i)
         .collect();
-    if segments.len() > MAX_SEGMENTS {
-        let mut order: Vec<usize> = (0..segments.len()).collect();
+    let mut order: Vec<usize> = (0..segments.len())
+        .filter(|&i| live(&segments[i]) < SETTLED_BYTES)
+        .collect();
+    if order.len() > MAX_SEGMENTS {
         order.sort_by(|&a, &b| {
             live(&segments[a])
                 .total_cmp(&live(&segments[b]))
@@ -966,7 +1049,7 @@ pub fn compaction_plan(segments: &[SegmentEntry]) -> Vec<usize> {
         let mut taken = 0.0;
         for (n, &i) in order.iter().enumerate() {
             let size = live(&segments[i]);
-            if n >= 2 && size > 2.0 * taken {
+            if n >= 2 && (size > 2.0 * taken || taken + size > MAX_MERGED_BYTES) {
                 break;
             }
             taken += size;
@@ -1104,6 +1187,22 @@ mod compaction_tests {
         let mut segs = segs;
         segs[7] = entry(1 << 30, 100, 30);
         assert_eq!(compaction_plan(&segs), vec![7]);
+    }
+
+    #[test]
+    fn a_cluster_jobs_many_segments_merge_in_bounded_pieces() {
+        // 5,000 segments of 28 MB, as 5,000 Spark tasks write them: each merge takes at most
+        // MAX_MERGED_BYTES, never the whole store; settled segments are left alone.
+        let mut segs: Vec<_> = (0..5000).map(|_| entry(28 << 20, 2000, 0)).collect();
+        let plan = compaction_plan(&segs);
+        let bytes: u64 = plan.iter().map(|&i| segs[i].bytes).sum();
+        assert!(
+            plan.len() >= 2 && bytes as f64 <= MAX_MERGED_BYTES,
+            "{}",
+            plan.len()
+        );
+        segs = (0..5000).map(|_| entry(100 << 20, 7000, 0)).collect();
+        assert!(compaction_plan(&segs).is_empty());
     }
 
     #[test]
