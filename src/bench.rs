@@ -810,6 +810,9 @@ pub fn article_vectors(
     Ok(())
 }
 
+/// Named candidates, each with one vector per article.
+type Candidates = Vec<(&'static str, Vec<Vec<f32>>)>;
+
 /// Each way of making an article's vector that the article-vector benchmarks compare, with the
 /// vectors it gives `articles`. `raw` (the texts as given, before parsing) adds the plain
 /// sentence-transformers embedding of the raw text, truncated at the model's window.
@@ -817,7 +820,7 @@ fn article_vector_candidates(
     encoder: &dyn Embedder,
     articles: &[text::ParsedArticle],
     raw: Option<&[&str]>,
-) -> Result<Vec<(&'static str, Vec<Vec<f32>>)>, EngineError> {
+) -> Result<Candidates, EngineError> {
     let dim = encoder.identity().dim;
     let mut chunk_texts: Vec<String> = Vec::new();
     let mut owners = Vec::new();
