@@ -38,6 +38,9 @@ _MODELS: Dict[tuple, Any] = {}
 
 # Names of bad rows kept in a result (their count is always exact).
 MAX_NAMED = 1000
+# Columns `index` adds to the rows: the stored key and content hash of each row's id.
+STORED_KEY = "__likewise_stored_key"
+STORED_HASH = "__likewise_stored_hash"
 
 
 def _model(name: Optional[str], precision: str) -> Model:
@@ -258,8 +261,11 @@ def index(
     driver_store = Store(store_path, model=model, precision=precision)
     job = driver_store._native.begin_job()
     try:
-        start_json = job.start_json()
+        # The store's content hashes travel with the rows (a join on the id), not to every task:
+        # at 10M articles they are ~1 GB, which each task would otherwise receive and parse.
+        start_json = job.start_json(False)
         start = json.loads(start_json)
+        stored_keys, stored_hashes = job.known()
         precision_used = start["precision"]
         # Repeated ids: counted and named here; one row of each goes on.
         sc = df.sparkSession.sparkContext
@@ -274,7 +280,19 @@ def index(
         # had, or as asked, so every core embeds. Four tasks per core: the last task, running
         # alone at the end, is then a small share of the job.
         parts_wanted = partitions if partitions is not None else max(df.rdd.getNumPartitions(), 4 * sc.defaultParallelism)
-        rows = with_ids.unionByName(null_ids).select(*[c for c in cols.values() if c is not None]).repartition(parts_wanted)
+        rows = with_ids.unionByName(null_ids).select(*[c for c in cols.values() if c is not None])
+        if stored_keys:
+            import pyarrow as pa
+
+            stored = df.sparkSession.createDataFrame(pa.table({
+                STORED_KEY: pa.array(stored_keys, type=pa.string()),
+                STORED_HASH: pa.array(stored_hashes, type=pa.string())}))
+            del stored_keys, stored_hashes
+            rows = (rows.join(stored, F.col(id_col).cast("string") == F.col(STORED_KEY), "left")
+                    .drop(STORED_KEY))
+        else:
+            rows = rows.withColumn(STORED_HASH, F.lit(None).cast("string"))
+        rows = rows.repartition(parts_wanted)
 
         start_b = sc.broadcast(start_json)
         token = secrets.token_hex(4)
@@ -290,13 +308,20 @@ def index(
             where = f"partition {part}"
             m = _model(model, precision_used)
             store = _likewise.StoreEngine(store_path, m._native, None, None)
+            base = json.loads(start_b.value)
             for b, batch in enumerate(batches):
                 lines, ids, problems, converted = _rows_to_lines(batch, cols, where)
                 origin = f"{where} batch {b}"
                 if lines:
+                    # The stored hashes of this batch's ids: an article stored with the same
+                    # content is skipped.
+                    raw_ids = batch.column(cols["id"]).to_pylist()
+                    known = {str(r): h for r, h in zip(raw_ids, batch.column(STORED_HASH).to_pylist())
+                             if h is not None and r is not None}
+                    part_start = json.dumps(dict(base, known=known))
                     stem = f"seg-{generation:08}-spark-{token}-p{part:05}-a{attempt}-b{b:04}"
                     written = json.loads(store.write_part_json(
-                        start_b.value, stem, origin, "\n".join(lines) + "\n", threads, articles_per_segment))
+                        part_start, stem, origin, "\n".join(lines) + "\n", threads, articles_per_segment))
                     problems += _line_problems(written["skipped"], origin, ids)
                 else:
                     written = None

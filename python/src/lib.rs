@@ -223,13 +223,40 @@ struct Job {
 
 #[pymethods]
 impl Job {
-    /// What the parts need: the store's model, layout, next generation and live content hashes.
-    fn start_json(&self) -> PyResult<String> {
+    /// What the parts need: the store's model, layout, next generation and (with `known`) the
+    /// live articles' content hashes. Without them the document stays small at any store size;
+    /// the hashes then travel with the rows (see [`Job::known`]).
+    #[pyo3(signature = (known=true))]
+    fn start_json(&self, known: bool) -> PyResult<String> {
         let slot = self.job.lock().unwrap_or_else(|p| p.into_inner());
         let job = slot
             .as_ref()
             .ok_or_else(|| StoreError::new_err("this job is closed"))?;
-        Ok(to_json(job.start()))
+        let start = job.start();
+        if known {
+            return Ok(to_json(start));
+        }
+        Ok(to_json(&serde_json::json!({
+            "model": start.model,
+            "precision": start.precision,
+            "compact": start.compact,
+            "generation": start.generation,
+            "known": {},
+        })))
+    }
+
+    /// The store's live articles as two lists: keys, and their content hashes.
+    fn known(&self) -> PyResult<(Vec<String>, Vec<String>)> {
+        let slot = self.job.lock().unwrap_or_else(|p| p.into_inner());
+        let job = slot
+            .as_ref()
+            .ok_or_else(|| StoreError::new_err("this job is closed"))?;
+        Ok(job
+            .start()
+            .known
+            .iter()
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .unzip())
     }
 
     /// Commits the parts (a JSON list of what each `write_part_json` returned) as one generation,
