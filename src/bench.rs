@@ -885,8 +885,73 @@ fn article_vector_candidates(
         crate::model::bert::normalize_in_place(&mut sum);
         sum
     };
+    // Windows weighted by their place, `rate`^k for the k-th: the lead says what the story is,
+    // the tail adds background that other stories share.
+    let by_place = |i: usize, rate: f32| {
+        let mut sum = vec![0f32; dim];
+        let mut weight = 1.0f32;
+        for (v, _) in &per_article[i] {
+            sum.iter_mut().zip(*v).for_each(|(s, x)| *s += x * weight);
+            weight *= rate;
+        }
+        if !per_article[i].is_empty() {
+            crate::model::bert::normalize_in_place(&mut sum);
+        }
+        sum
+    };
     let n = articles.len();
     let mut modes: Vec<(&'static str, Vec<Vec<f32>>)> = vec![
+        (
+            "first window and headline",
+            (0..n)
+                .map(|i| mean_vector(dim, [lead_vecs[i].as_slice(), title_vecs[i].as_slice()].into_iter()))
+                .collect(),
+        ),
+        (
+            "first window twice and headline",
+            (0..n)
+                .map(|i| {
+                    let mut sum: Vec<f32> = lead_vecs[i]
+                        .iter()
+                        .zip(&title_vecs[i])
+                        .map(|(l, t)| 2.0 * l + t)
+                        .collect();
+                    crate::model::bert::normalize_in_place(&mut sum);
+                    sum
+                })
+                .collect(),
+        ),
+        (
+            "first window, headline and mean of paragraphs",
+            (0..n)
+                .map(|i| {
+                    let p = paragraphs(i);
+                    mean_vector(
+                        dim,
+                        [lead_vecs[i].as_slice(), title_vecs[i].as_slice(), p.as_slice()]
+                            .into_iter(),
+                    )
+                })
+                .collect(),
+        ),
+        (
+            "paragraphs weighted by place (0.8^k)",
+            (0..n).map(|i| by_place(i, 0.8)).collect(),
+        ),
+        (
+            "paragraphs weighted by place (0.8^k), and first window",
+            (0..n).map(|i| with_lead(by_place(i, 0.8), i)).collect(),
+        ),
+        (
+            "paragraphs weighted by place (0.6^k), and first window",
+            (0..n).map(|i| with_lead(by_place(i, 0.6), i)).collect(),
+        ),
+        (
+            "paragraphs weighted by place (0.9^k), and first window twice",
+            (0..n)
+                .map(|i| lead_weighted(by_place(i, 0.9), i, 2.0))
+                .collect(),
+        ),
         (
             "mean of headline and paragraphs",
             (0..n)
