@@ -904,7 +904,12 @@ fn article_vector_candidates(
         (
             "first window and headline",
             (0..n)
-                .map(|i| mean_vector(dim, [lead_vecs[i].as_slice(), title_vecs[i].as_slice()].into_iter()))
+                .map(|i| {
+                    mean_vector(
+                        dim,
+                        [lead_vecs[i].as_slice(), title_vecs[i].as_slice()].into_iter(),
+                    )
+                })
                 .collect(),
         ),
         (
@@ -928,8 +933,12 @@ fn article_vector_candidates(
                     let p = paragraphs(i);
                     mean_vector(
                         dim,
-                        [lead_vecs[i].as_slice(), title_vecs[i].as_slice(), p.as_slice()]
-                            .into_iter(),
+                        [
+                            lead_vecs[i].as_slice(),
+                            title_vecs[i].as_slice(),
+                            p.as_slice(),
+                        ]
+                        .into_iter(),
                     )
                 })
                 .collect(),
