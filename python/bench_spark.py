@@ -17,21 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# Run as `python python/bench_spark.py`, this folder comes first on the path and its `likewise` is
-# the source tree without the built extension: use the installed module instead.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-BIN = ROOT / "target" / "release" / "likewise"
+from benchlib import BIN, cpu, use_installed_module
 
-
-def cpu():
-    fields = {}
-    for line in open("/proc/cpuinfo"):
-        k, _, v = line.partition(":")
-        k = k.strip()
-        if k in ("model name", "cpu family", "model") and k not in fields:
-            fields[k] = v.strip()
-    return f"{fields.get('model name')} (family {fields.get('cpu family')}, model {fields.get('model')})"
+use_installed_module(__file__)
 
 
 def main():

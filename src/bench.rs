@@ -248,18 +248,7 @@ pub fn commit(
     use rayon::prelude::*;
     let parts = parts.clamp(1, articles.max(1));
     let dir = match dir {
-        Some(d) => {
-            if std::fs::read_dir(d)
-                .map(|mut e| e.next().is_some())
-                .unwrap_or(false)
-            {
-                return Err(EngineError::Input(format!(
-                    "{}: not empty; give --dir a new or empty folder",
-                    d.display()
-                )));
-            }
-            d.to_path_buf()
-        }
+        Some(d) => empty_folder(d)?,
         None => std::env::temp_dir().join(format!("likewise-bench-commit-{}", std::process::id())),
     };
     let identity = synthetic_identity(dim);
@@ -381,6 +370,21 @@ pub fn commit(
     Ok(())
 }
 
+/// `dir` when it is missing or empty (a benchmark builds its store there); an error otherwise.
+fn empty_folder(dir: &Path) -> Result<std::path::PathBuf, EngineError> {
+    let holds_files = dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut e| e.next().is_some())
+            .unwrap_or(true);
+    if holds_files {
+        return Err(EngineError::Input(format!(
+            "{}: not empty; give --dir a new or empty folder",
+            dir.display()
+        )));
+    }
+    Ok(dir.to_path_buf())
+}
+
 /// This process's resident anonymous memory in bytes (Linux, from /proc): its heap, without
 /// the pages of the memory-mapped store files that resident counts include.
 fn anonymous_resident_bytes() -> Option<u64> {
@@ -416,20 +420,9 @@ pub fn search(
     use crate::store::{Store, Writer};
     let dim = 384;
     let queries = queries.max(1);
-    if let Some(d) = dir.filter(|d| d.exists()) {
-        if std::fs::read_dir(d)
-            .map(|mut e| e.next().is_some())
-            .unwrap_or(true)
-        {
-            return Err(EngineError::Input(format!(
-                "{}: not empty; give --dir a new or empty folder",
-                d.display()
-            )));
-        }
-    }
     let temporary = dir.is_none();
     let dir = match dir {
-        Some(d) => d.to_path_buf(),
+        Some(d) => empty_folder(d)?,
         None => std::env::temp_dir().join(format!("likewise-bench-{}", std::process::id())),
     };
     // Synthetic vectors are made and written a segment at a time (one seed each), so a store
