@@ -303,12 +303,18 @@ pub fn commit(
     })?;
     let write_s = t.elapsed().as_secs_f64();
     let bytes_first: u64 = first.iter().map(|e| e.bytes).sum();
-    let t = Instant::now();
-    writer.commit_segments(&first)?;
-    let commit_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    writer.compact_if_needed()?;
-    let merge_s = t.elapsed().as_secs_f64();
+    // A job's commit, then the merges it calls for: seconds of each.
+    let commit_and_merge = |writer: &mut Writer,
+                            entries: &[crate::store::SegmentEntry]|
+     -> Result<(f64, f64), EngineError> {
+        let t = Instant::now();
+        writer.commit_segments(entries)?;
+        let commit_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        writer.compact_if_needed()?;
+        Ok((commit_s, t.elapsed().as_secs_f64()))
+    };
+    let (commit_s, merge_s) = commit_and_merge(&mut writer, &first)?;
     let manifest_bytes = std::fs::metadata(dir.join(MANIFEST))
         .map(|m| m.len())
         .unwrap_or(0);
@@ -323,12 +329,7 @@ pub fn commit(
             .collect()
     })?;
     let bytes_second: u64 = second.iter().map(|e| e.bytes).sum();
-    let t = Instant::now();
-    writer.commit_segments(&second)?;
-    let second_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    writer.compact_if_needed()?;
-    let second_merge_s = t.elapsed().as_secs_f64();
+    let (second_s, second_merge_s) = commit_and_merge(&mut writer, &second)?;
     let segments = writer.manifest().segments.len();
     drop(writer);
     let t = Instant::now();

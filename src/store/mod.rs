@@ -706,13 +706,7 @@ impl Writer {
         next.generation += 1;
         // Gathered, then sorted once per segment: a commit that replaces many articles stays
         // O(n log n), not quadratic.
-        let position: HashMap<&str, usize> = self
-            .manifest
-            .segments
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.file.as_str(), i))
-            .collect();
+        let position = positions(&self.manifest.segments);
         let mut touched = HashSet::new();
         for (file, article) in deletions {
             if let Some(&i) = position.get(file.as_str()) {
@@ -834,12 +828,7 @@ impl Writer {
         }
         let current = self.snapshot()?;
         // Snapshot segment index → manifest index (the same order, looked up by name to be sure).
-        let position: HashMap<&str, usize> = next
-            .segments
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.file.as_str(), i))
-            .collect();
+        let position = positions(&next.segments);
         let mut deletions: Vec<Vec<u32>> = vec![Vec::new(); next.segments.len()];
         let mut written: HashSet<String> = HashSet::new();
         let mut added = Vec::with_capacity(entries.len());
@@ -1000,6 +989,15 @@ fn write_compact(
         file,
         bytes: bytes.len() as u64,
     })
+}
+
+/// Each segment's place in `segments`, by file name.
+fn positions(segments: &[SegmentEntry]) -> HashMap<&str, usize> {
+    segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.file.as_str(), i))
+        .collect()
 }
 
 /// Segments a store keeps before small ones are merged.
