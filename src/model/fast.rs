@@ -415,7 +415,9 @@ impl AttentionRows<'_> {
             std::array::from_fn(|r| &self.qkv[(first + r) * self.stride + self.q_at..][..d]);
         let mut block = 0;
         while block < kp {
-            if kp - block >= 64 {
+            // 64 keys × R rows of sums fill 16 of AVX-512's 32 registers; on AVX2's 16 they
+            // would spill, so that copy takes 16 keys at a time.
+            if self.wide && kp - block >= 64 {
                 self.score_block::<R, 64>(&queries, block, scores);
                 block += 64;
             } else {
@@ -545,8 +547,28 @@ unsafe fn context_rows_256<const R: usize>(
     inv: [f32; R],
 ) {
     use std::arch::x86_64::*;
+    // Sixteen dimensions at a time where the head has them: 2R running sums, enough to cover
+    // the multiply-add's latency (with R alone, each waited on its previous sum).
+    let pairs = d - d % 16;
+    for c0 in (0..pairs).step_by(16) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for j in 0..len {
+            let v0 = _mm256_loadu_ps(values.add(j * stride + c0));
+            let v1 = _mm256_loadu_ps(values.add(j * stride + c0 + 8));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let p = _mm256_set1_ps(*scores.add(r * kp + j));
+                acc[0] = _mm256_fmadd_ps(p, v0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(p, v1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let inv = _mm256_set1_ps(inv[r]);
+            _mm256_storeu_ps(out[r].add(c0), _mm256_mul_ps(acc[0], inv));
+            _mm256_storeu_ps(out[r].add(c0 + 8), _mm256_mul_ps(acc[1], inv));
+        }
+    }
     let whole = d - d % 8;
-    for c0 in (0..whole).step_by(8) {
+    for c0 in (pairs..whole).step_by(8) {
         let mut acc = [_mm256_setzero_ps(); R];
         for j in 0..len {
             let v = _mm256_loadu_ps(values.add(j * stride + c0));
