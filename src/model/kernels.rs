@@ -676,7 +676,7 @@ impl Dense {
                     // SAFETY: the kernel was detected on this CPU when packed; the tile reads
                     // `tile_rows` rows of `a` (full tiles from the input, the last from the
                     // padded copy), one panel of weights, and writes `tile_rows` rows from `out_at`.
-                    unsafe { self.tile(a, panel, out_at, tile_rows, cols, ahead, gelu_in_store) };
+                    unsafe { self.tile(a, panel, out_at, (tile_rows, cols), ahead, gelu_in_store) };
                     if gelu_in_store {
                         continue;
                     }
@@ -696,16 +696,15 @@ impl Dense {
     ///
     /// # Safety
     /// The kernel's instructions are present; `a` holds `rows` rows (a whole tile for the kernels
-    /// without exact-row variants); `out` is writable
-    /// for `rows` rows of `self.outputs` from it.
+    /// without exact-row variants); `out` is writable for `rows` rows of `self.outputs` from it.
+    /// `shape` is (rows, columns) of the tile.
     #[inline(always)]
     unsafe fn tile(
         &self,
         a: TileInput,
         panel: usize,
         out: *mut f32,
-        rows: usize,
-        cols: usize,
+        (rows, cols): (usize, usize),
         ahead: (*const u8, usize),
         gelu_in_store: bool,
     ) {
