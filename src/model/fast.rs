@@ -420,6 +420,17 @@ impl AttentionRows<'_> {
             if self.wide && kp - block >= 64 {
                 self.score_block::<R, 64>(&queries, block, scores);
                 block += 64;
+            } else if !self.wide {
+                let rows: [*const f32; R] = std::array::from_fn(|r| queries[r].as_ptr());
+                assert!(scores.len() >= (R - 1) * kp + block + 16);
+                assert!(self.keys_t.len() >= (d - 1) * kp + block + 16);
+                // SAFETY: the AVX2 copy runs only where AVX2 was detected (at packing); the keys
+                // and scores read and written are within the slices (asserted just above), each
+                // query row holds `d` values.
+                unsafe {
+                    score_block_256(rows, self.keys_t.as_ptr(), kp, block, d, scores.as_mut_ptr())
+                };
+                block += 16;
             } else {
                 self.score_block::<R, 16>(&queries, block, scores);
                 block += 16;
@@ -429,8 +440,13 @@ impl AttentionRows<'_> {
         for (r, inv_sum) in inv_sums.iter_mut().enumerate() {
             let row = &mut scores[r * kp..r * kp + len];
             let max = max16(row);
-            for v in row.iter_mut() {
-                *v = exp_nonpositive((*v - max) * self.scale);
+            if self.wide {
+                for v in row.iter_mut() {
+                    *v = exp_nonpositive((*v - max) * self.scale);
+                }
+            } else {
+                // SAFETY: the AVX2 copy runs only where AVX2 was detected (at packing).
+                unsafe { kernels::exp_shifted_256(row, max, self.scale) };
             }
             *inv_sum = 1.0 / sum16(row);
         }
@@ -487,6 +503,41 @@ impl AttentionRows<'_> {
         for (r, acc_row) in acc.iter().enumerate() {
             scores[r * kp + block..][..W].copy_from_slice(acc_row);
         }
+    }
+}
+
+/// Raw scores of R query rows against the 16 keys from `block`, on 256-bit registers: 2R running
+/// sums, two key loads and R broadcasts per dimension (as plain loops the compiler kept the sums
+/// and the query pointers partly in memory).
+///
+/// # Safety
+/// AVX2 and FMA present; each `queries[r]` readable for `d` values, `keys_t` for `d` rows of `kp`
+/// from `block` (16 values each), `scores` writable for R rows of `kp` at `block..block + 16`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn score_block_256<const R: usize>(
+    queries: [*const f32; R],
+    keys_t: *const f32,
+    kp: usize,
+    block: usize,
+    d: usize,
+    scores: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for c in 0..d {
+        let keys = keys_t.add(c * kp + block);
+        let k0 = _mm256_loadu_ps(keys);
+        let k1 = _mm256_loadu_ps(keys.add(8));
+        for (acc, query) in acc.iter_mut().zip(&queries) {
+            let q = _mm256_broadcast_ss(&*query.add(c));
+            acc[0] = _mm256_fmadd_ps(q, k0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(q, k1, acc[1]);
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let out = scores.add(r * kp + block);
+        _mm256_storeu_ps(out, acc[0]);
+        _mm256_storeu_ps(out.add(8), acc[1]);
     }
 }
 

@@ -1056,6 +1056,24 @@ unsafe fn gelu_erf_256(x: __m256) -> __m256 {
     )
 }
 
+/// `v = e^((v − max)·scale)` over a row of attention scores (max its largest, scale > 0), eight at
+/// a time with [`exp_nonpositive_256`], the rest one by one.
+///
+/// # Safety
+/// AVX2 and FMA present.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn exp_shifted_256(row: &mut [f32], max: f32, scale: f32) {
+    let (max_v, scale_v) = (_mm256_set1_ps(max), _mm256_set1_ps(scale));
+    let mut chunks = row.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let x = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(chunk.as_ptr()), max_v), scale_v);
+        _mm256_storeu_ps(chunk.as_mut_ptr(), exp_nonpositive_256(x));
+    }
+    for v in chunks.into_remainder() {
+        *v = super::bert::exp_nonpositive((*v - max) * scale);
+    }
+}
+
 /// [`exp_nonpositive`](super::bert) on 256-bit registers, the same steps and constants.
 ///
 /// # Safety
