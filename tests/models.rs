@@ -6,7 +6,7 @@
 
 mod common;
 
-use likewise::model::{Embedder, ModelFolder, SentenceEncoder};
+use likewise::model::{Embedder, ModelFolder, Precision, SentenceEncoder};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -211,7 +211,6 @@ fn mpnet_matches_sentence_transformers_on_every_golden_line() {
         (folder.identity.dim, folder.identity.max_seq_length),
         (768, 384)
     );
-    let encoder = SentenceEncoder::load(&folder).unwrap_or_else(|e| panic!("{e}"));
 
     #[derive(Deserialize)]
     struct Line {
@@ -228,20 +227,54 @@ fn mpnet_matches_sentence_transformers_on_every_golden_line() {
     .collect();
     assert!(golden.len() > 100);
     let texts: Vec<&str> = golden.iter().map(|g| g.text.as_str()).collect();
-    let got = encoder.embed(&texts, &|_| {}).unwrap();
-    let mut worst = (1.0f64, "");
-    for (g, v) in golden.iter().zip(&got) {
-        let c = common::cosine(&g.embedding, v);
-        if c < worst.0 {
-            worst = (c, &g.id);
+    // The worst cosine of `encoder`'s vectors to `reference`'s, and where.
+    let worst_against = |got: &[Vec<f32>], reference: &dyn Fn(usize) -> Vec<f32>| {
+        let mut worst = (1.0f64, "");
+        for (i, (g, v)) in golden.iter().zip(got).enumerate() {
+            let c = common::cosine(&reference(i), v);
+            if c < worst.0 {
+                worst = (c, g.id.as_str());
+            }
         }
+        worst
+    };
+    // The fast encoder (relative attention bias in its own attention) where this CPU runs it,
+    // and candle's MPNet forward (`mpnet.rs`), its reference.
+    let mut exact = Vec::new();
+    for kernels in [None, Some("candle")] {
+        let encoder = SentenceEncoder::load_with_kernels(&folder, Precision::F32, kernels)
+            .unwrap_or_else(|e| panic!("{e}"));
+        if kernels.is_none() && likewise::model::fast_encoder_runs_here() {
+            assert_ne!(
+                encoder.kernels(),
+                "candle-transformers",
+                "MPNet runs on the fast encoder"
+            );
+        }
+        let got = encoder.embed(&texts, &|_| {}).unwrap();
+        let worst = worst_against(&got, &|i| golden[i].embedding.clone());
+        assert!(
+            worst.0 >= 0.99999,
+            "{}: worst cosine {} on {}",
+            encoder.kernels(),
+            worst.0,
+            worst.1
+        );
+        exact = got;
     }
-    assert!(
-        worst.0 >= 0.99999,
-        "worst cosine {} on {}",
-        worst.0,
-        worst.1
-    );
+    // bf16 stays as close to f32 as MiniLM's does.
+    if likewise::model::fast_encoder_runs_here() {
+        let bf16 =
+            SentenceEncoder::load_with(&folder, Precision::Bf16).unwrap_or_else(|e| panic!("{e}"));
+        let got = bf16.embed(&texts, &|_| {}).unwrap();
+        let worst = worst_against(&got, &|i| exact[i].clone());
+        assert!(
+            worst.0 >= 0.999,
+            "bf16: worst cosine {} on {}",
+            worst.0,
+            worst.1
+        );
+    }
 }
 
 #[test]

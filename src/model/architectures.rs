@@ -235,6 +235,17 @@ pub struct CandleEncoder {
 }
 
 impl CandleEncoder {
+    /// The weights for the fast encoder, for the architectures it runs besides BERT (MPNet);
+    /// `None` for the others.
+    pub(crate) fn fast_parts(&self) -> Result<Option<super::bert::BertParts>, String> {
+        match &self.net {
+            Net::MpNet(m) => m
+                .parts()
+                .map_err(|e| format!("model.safetensors (mpnet): {e}")),
+            _ => Ok(None),
+        }
+    }
+
     /// Builds the encoder of `arch` from `config.json` and the weights' tensors. Checkpoints saved
     /// with or without their task model's prefix (`bert.`, `roberta.`, `model.`…) both load.
     pub fn load(

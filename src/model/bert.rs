@@ -336,9 +336,12 @@ pub(crate) struct BertParts {
     pub intermediate: usize,
     pub max_positions: usize,
     pub activation: Activation,
+    /// MPNet's learned attention bias, `(buckets, heads)` row-major, and its bucket count; BERT
+    /// has none.
+    pub relative_bias: Option<(Vec<f32>, usize)>,
 }
 
-fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+pub(crate) fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
@@ -388,6 +391,7 @@ impl Bert {
             intermediate,
             max_positions: self.max_positions,
             activation: self.activation,
+            relative_bias: None,
         })
     }
 }

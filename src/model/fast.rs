@@ -18,7 +18,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use super::bert::{exp_nonpositive, Bert};
+use super::bert::{exp_nonpositive, Bert, BertParts};
 use super::kernels::{self, Dense, Finish, Isa, Kernel, KernelRequest, Stage};
 use super::Precision;
 use std::cell::RefCell;
@@ -89,6 +89,9 @@ pub struct FastBert {
     intermediate: usize,
     max_positions: usize,
     activation: super::bert::Activation,
+    /// MPNet's attention bias by relative position, per head: `heads` rows of
+    /// `2 · max_positions − 1` values, the bias of key − query = k at `max_positions − 1 + k`.
+    relative_bias: Option<Vec<f32>>,
 }
 
 /// Buffers reused from one chunk to the next on each thread (no page faults in the hot loop).
@@ -150,7 +153,11 @@ impl FastBert {
     /// Packs the weights of the candle encoder for `kernel`. Fails only if the tensors cannot be
     /// read or the model's shape is outside what the fast forward handles.
     pub fn from_bert(bert: &Bert, kernel: Kernel) -> candle_core::Result<Self> {
-        let parts = bert.parts()?;
+        Self::from_parts(bert.parts()?, kernel)
+    }
+
+    /// Packs an encoder's weights (BERT's, or MPNet's with its relative attention bias).
+    pub(crate) fn from_parts(parts: BertParts, kernel: Kernel) -> candle_core::Result<Self> {
         if parts.hidden / parts.heads > MAX_HEAD_DIM {
             candle_core::bail!(
                 "the fast encoder handles heads of at most {MAX_HEAD_DIM} dimensions, this model has {}",
@@ -158,6 +165,20 @@ impl FastBert {
             );
         }
         let norm = |(weight, bias, eps): (Vec<f32>, Vec<f32>, f32)| Norm { weight, bias, eps };
+        // The bias of every relative position a sequence can hold, looked up once here rather
+        // than bucketed per pair and layer.
+        let relative_bias = parts.relative_bias.as_ref().map(|(table, buckets)| {
+            let span = 2 * parts.max_positions - 1;
+            let mut by_head = vec![0f32; parts.heads * span];
+            for at in 0..span {
+                let relative = at as i64 - (parts.max_positions as i64 - 1);
+                let bucket = super::mpnet::relative_bucket(relative, *buckets);
+                for head in 0..parts.heads {
+                    by_head[head * span + at] = table[bucket * parts.heads + head];
+                }
+            }
+            by_head
+        });
         let hidden = parts.hidden;
         let intermediate = parts.intermediate;
         let layers = parts
@@ -185,6 +206,7 @@ impl FastBert {
             intermediate,
             max_positions: parts.max_positions,
             activation: parts.activation,
+            relative_bias,
         })
     }
 
@@ -367,6 +389,11 @@ impl FastBert {
                 head_dim: d,
                 scale: 1.0 / (d as f32).sqrt(),
                 wide: self.kernel.isa() == Isa::Avx512,
+                relative_bias: self.relative_bias.as_ref().map(|all| {
+                    let span = 2 * self.max_positions - 1;
+                    &all[head * span..(head + 1) * span]
+                }),
+                max_positions: self.max_positions,
             };
             let mut i = 0;
             while i + QUERY_ROWS <= len {
@@ -398,6 +425,9 @@ struct AttentionRows<'a> {
     scale: f32,
     /// Whether the forward runs its AVX-512 copy.
     wide: bool,
+    /// This head's bias by relative position (MPNet), as [`FastBert::relative_bias`].
+    relative_bias: Option<&'a [f32]>,
+    max_positions: usize,
 }
 
 impl AttentionRows<'_> {
@@ -428,7 +458,14 @@ impl AttentionRows<'_> {
                 // and scores read and written are within the slices (asserted just above), each
                 // query row holds `d` values.
                 unsafe {
-                    score_block_256(rows, self.keys_t.as_ptr(), kp, block, d, scores.as_mut_ptr())
+                    score_block_256(
+                        rows,
+                        self.keys_t.as_ptr(),
+                        kp,
+                        block,
+                        d,
+                        scores.as_mut_ptr(),
+                    )
                 };
                 block += 16;
             } else {
@@ -439,14 +476,26 @@ impl AttentionRows<'_> {
         let mut inv_sums = [0f32; R];
         for (r, inv_sum) in inv_sums.iter_mut().enumerate() {
             let row = &mut scores[r * kp..r * kp + len];
+            // With a relative bias (MPNet), scores are scaled and biased first, then shifted.
+            let scale = match self.relative_bias {
+                Some(bias) => {
+                    let query = first + r;
+                    let bias = &bias[self.max_positions - 1 - query..][..len];
+                    for (v, &b) in row.iter_mut().zip(bias) {
+                        *v = v.mul_add(self.scale, b);
+                    }
+                    1.0
+                }
+                None => self.scale,
+            };
             let max = max16(row);
             if self.wide {
                 for v in row.iter_mut() {
-                    *v = exp_nonpositive((*v - max) * self.scale);
+                    *v = exp_nonpositive((*v - max) * scale);
                 }
             } else {
                 // SAFETY: the AVX2 copy runs only where AVX2 was detected (at packing).
-                unsafe { kernels::exp_shifted_256(row, max, self.scale) };
+                unsafe { kernels::exp_shifted_256(row, max, scale) };
             }
             *inv_sum = 1.0 / sum16(row);
         }

@@ -1066,7 +1066,10 @@ pub(crate) unsafe fn exp_shifted_256(row: &mut [f32], max: f32, scale: f32) {
     let (max_v, scale_v) = (_mm256_set1_ps(max), _mm256_set1_ps(scale));
     let mut chunks = row.chunks_exact_mut(8);
     for chunk in &mut chunks {
-        let x = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(chunk.as_ptr()), max_v), scale_v);
+        let x = _mm256_mul_ps(
+            _mm256_sub_ps(_mm256_loadu_ps(chunk.as_ptr()), max_v),
+            scale_v,
+        );
         _mm256_storeu_ps(chunk.as_mut_ptr(), exp_nonpositive_256(x));
     }
     for v in chunks.into_remainder() {

@@ -251,21 +251,25 @@ impl SentenceEncoder {
                 Self::engine_for(bert, precision, config, kernels)?
             }
             _ => {
-                if precision != Precision::F32 {
+                let fast_runs_it = folder.architecture == architectures::Architecture::MpNet;
+                if precision != Precision::F32 && (reference || !fast_runs_it) {
                     return Err(ModelError::Kernels(format!(
-                        "--precision {precision} runs on BERT models only; this model is {}: use --precision f32",
+                        "--precision {precision} runs on BERT and MPNet models only; this model is {}: use --precision f32",
                         folder.architecture.name()
                     )));
                 }
-                Engine::Candle(
-                    architectures::CandleEncoder::load(
-                        folder.architecture,
-                        &folder.config_json,
-                        tensors,
-                        &device,
-                    )
-                    .map_err(problem)?,
+                let encoder = architectures::CandleEncoder::load(
+                    folder.architecture,
+                    &folder.config_json,
+                    tensors,
+                    &device,
                 )
+                .map_err(problem)?;
+                if reference || !fast_runs_it {
+                    Engine::Candle(encoder)
+                } else {
+                    Self::candle_engine_for(encoder, precision, kernels, folder.architecture)?
+                }
             }
         };
         let specials = tokenizer
@@ -460,34 +464,13 @@ impl SentenceEncoder {
         kernels_named: Option<&str>,
     ) -> Result<Engine, ModelError> {
         #[cfg(target_arch = "x86_64")]
-        {
-            let request = match kernels_named {
-                Some(name) => kernels::KernelRequest::from_name(name).ok_or_else(|| {
-                    ModelError::Kernels(format!(
-                        "kernels {name:?}: use {}",
-                        kernels::KernelRequest::NAMES
-                    ))
-                })?,
-                None => kernels_request()?,
-            };
-            if request != kernels::KernelRequest::Candle || precision != Precision::F32 {
-                let kernel = fast::FastBert::kernel_for(
-                    precision,
-                    request,
-                    config.hidden_size,
-                    config.intermediate_size,
-                );
-                match kernel {
-                    Ok(kernel) => {
-                        return Ok(Engine::Fast(fast::FastBert::from_bert(&bert, kernel)?))
-                    }
-                    // No AVX2 at all and nothing forced: candle's portable f32 path.
-                    Err(_)
-                        if precision == Precision::F32
-                            && request == kernels::KernelRequest::Auto => {}
-                    Err(why) => return Err(ModelError::Kernels(why)),
-                }
-            }
+        if let Some(kernel) = Self::fast_kernel(
+            precision,
+            config.hidden_size,
+            config.intermediate_size,
+            kernels_named,
+        )? {
+            return Ok(Engine::Fast(fast::FastBert::from_bert(&bert, kernel)?));
         }
         let _ = (config, kernels_named);
         match precision {
@@ -496,6 +479,79 @@ impl SentenceEncoder {
                 "--precision {other} needs the fast encoder's x86-64 kernels, which this build or CPU lacks; use --precision f32"
             ))),
         }
+    }
+
+    /// The encoder for an architecture candle-transformers (or `mpnet.rs`) runs: the fast
+    /// encoder where it handles the architecture (MPNet) and the kernels allow it, else candle's
+    /// f32 forward.
+    fn candle_engine_for(
+        encoder: architectures::CandleEncoder,
+        precision: Precision,
+        kernels_named: Option<&str>,
+        architecture: architectures::Architecture,
+    ) -> Result<Engine, ModelError> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(parts) = encoder.fast_parts().map_err(ModelError::Kernels)? {
+            let intermediate = parts.intermediate;
+            if let Some(kernel) =
+                Self::fast_kernel(precision, parts.hidden, intermediate, kernels_named)?
+            {
+                return Ok(Engine::Fast(fast::FastBert::from_parts(parts, kernel)?));
+            }
+        }
+        let _ = kernels_named;
+        match precision {
+            Precision::F32 => Ok(Engine::Candle(encoder)),
+            other => Err(ModelError::Kernels(format!(
+                "--precision {other} runs on the fast encoder only (BERT and MPNet models, x86-64 with AVX2); this model is {}: use --precision f32",
+                architecture.name()
+            ))),
+        }
+    }
+
+    /// The fast encoder's kernel for `precision` under the kernel request (named, or the
+    /// process's): `None` when candle's f32 forward runs instead (asked for with `candle`, or no
+    /// AVX2 on this CPU and nothing forced), an error when nothing can run what was asked.
+    #[cfg(target_arch = "x86_64")]
+    fn fast_kernel(
+        precision: Precision,
+        hidden: usize,
+        intermediate: usize,
+        kernels_named: Option<&str>,
+    ) -> Result<Option<kernels::Kernel>, ModelError> {
+        let request = match kernels_named {
+            Some(name) => kernels::KernelRequest::from_name(name).ok_or_else(|| {
+                ModelError::Kernels(format!(
+                    "kernels {name:?}: use {}",
+                    kernels::KernelRequest::NAMES
+                ))
+            })?,
+            None => kernels_request()?,
+        };
+        if request == kernels::KernelRequest::Candle && precision == Precision::F32 {
+            return Ok(None);
+        }
+        match fast::FastBert::kernel_for(precision, request, hidden, intermediate) {
+            Ok(kernel) => Ok(Some(kernel)),
+            // No AVX2 at all and nothing forced: candle's portable f32 path.
+            Err(_) if precision == Precision::F32 && request == kernels::KernelRequest::Auto => {
+                Ok(None)
+            }
+            Err(why) => Err(ModelError::Kernels(why)),
+        }
+    }
+}
+
+/// True when this CPU runs the fast encoder (x86-64 with AVX2 and FMA): elsewhere BERT runs on
+/// candle's f32 forward and the other architectures on theirs.
+pub fn fast_encoder_runs_here() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        kernels::Isa::Avx2.available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 

@@ -7,6 +7,7 @@
 //! Invariant (as for every encoder of `architectures.rs`): called on batches of one length, no
 //! padding, so positions run 2, 3, … for every row.
 
+use super::bert::{flat, Activation, BertParts, DenseParts, LayerParts, NormParts};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
@@ -163,6 +164,77 @@ impl MpNet {
         Ok(x)
     }
 
+    /// Every weight as plain f32 arrays, in the fast encoder's layout: Q, K and V as one
+    /// multiply, positions from the padding id + 1 as the first row, no token types. `None` when
+    /// the activation is one the fast encoder does not have.
+    pub(crate) fn parts(&self) -> Result<Option<BertParts>> {
+        let activation = match self.activation {
+            candle_nn::Activation::Gelu => Activation::GeluErf,
+            candle_nn::Activation::NewGelu | candle_nn::Activation::GeluPytorchTanh => {
+                Activation::GeluTanh
+            }
+            candle_nn::Activation::Relu => Activation::Relu,
+            _ => return Ok(None),
+        };
+        let hidden = self.heads * self.head_dim;
+        // candle's Linear keeps (outputs, inputs); the fast encoder packs (inputs, outputs).
+        let dense = |layers: &[&Linear]| -> Result<DenseParts> {
+            let weight = Tensor::cat(&layers.iter().map(|l| l.weight()).collect::<Vec<_>>(), 0)?;
+            let bias = match layers
+                .iter()
+                .map(|l| l.bias().cloned())
+                .collect::<Option<Vec<_>>>()
+            {
+                Some(biases) => flat(&Tensor::cat(&biases, 0)?)?,
+                None => vec![0.0; weight.dim(0)?],
+            };
+            Ok((flat(&weight.t()?.contiguous()?)?, bias))
+        };
+        let norm = |n: &LayerNorm| -> Result<NormParts> {
+            let bias = match n.bias() {
+                Some(b) => flat(b)?,
+                None => vec![0.0; hidden],
+            };
+            Ok((flat(n.weight())?, bias, n.eps() as f32))
+        };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerParts {
+                    qkv: dense(&[&l.q, &l.k, &l.v])?,
+                    attn_out: dense(&[&l.o])?,
+                    attn_norm: norm(&l.attention_norm)?,
+                    ffn_in: dense(&[&l.intermediate])?,
+                    ffn_out: dense(&[&l.output])?,
+                    ffn_norm: norm(&l.output_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let positions = self.position_embeddings.embeddings();
+        let first = self.pad + 1;
+        let max_positions = positions.dim(0)?.saturating_sub(first);
+        Ok(Some(BertParts {
+            word_embeddings: flat(self.word_embeddings.embeddings())?,
+            position_embeddings: flat(&positions.narrow(0, first, max_positions)?)?,
+            token_type_row: vec![0.0; hidden],
+            embed_norm: norm(&self.embedding_norm)?,
+            intermediate: self
+                .layers
+                .first()
+                .map_or(Ok(0), |l| l.intermediate.weight().dim(0))?,
+            layers,
+            heads: self.heads,
+            hidden,
+            max_positions,
+            activation,
+            relative_bias: Some((
+                flat(&self.relative_bias.embeddings().to_dtype(DType::F32)?)?,
+                self.buckets,
+            )),
+        }))
+    }
+
     /// The learned bias of each head for each (query, key) pair's relative-position bucket.
     fn position_bias(&self, len: usize) -> Result<Tensor> {
         let mut buckets = Vec::with_capacity(len * len);
@@ -184,7 +256,7 @@ impl MpNet {
 /// T5's bidirectional bucket of a relative position (key − query): half the buckets for keys
 /// before the query, half for keys after; within each half, exact distances up to a quarter of the
 /// buckets, then logarithmically wider ones up to [`MAX_DISTANCE`].
-fn relative_bucket(relative: i64, buckets: usize) -> usize {
+pub(crate) fn relative_bucket(relative: i64, buckets: usize) -> usize {
     let half = buckets / 2;
     let n = -relative;
     let mut bucket = if n < 0 { half } else { 0 };
