@@ -253,6 +253,12 @@ fn mpnet_matches_sentence_transformers_on_every_golden_line() {
         }
         let got = encoder.embed(&texts, &|_| {}).unwrap();
         let worst = worst_against(&got, &|i| golden[i].embedding.clone());
+        eprintln!(
+            "{}: worst cosine {} ({})",
+            encoder.kernels(),
+            worst.0,
+            worst.1
+        );
         assert!(
             worst.0 >= 0.99999,
             "{}: worst cosine {} on {}",
@@ -268,6 +274,12 @@ fn mpnet_matches_sentence_transformers_on_every_golden_line() {
             SentenceEncoder::load_with(&folder, Precision::Bf16).unwrap_or_else(|e| panic!("{e}"));
         let got = bf16.embed(&texts, &|_| {}).unwrap();
         let worst = worst_against(&got, &|i| exact[i].clone());
+        eprintln!(
+            "{}: worst cosine {} to f32 ({})",
+            bf16.kernels(),
+            worst.0,
+            worst.1
+        );
         assert!(
             worst.0 >= 0.999,
             "bf16: worst cosine {} on {}",
