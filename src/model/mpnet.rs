@@ -176,6 +176,11 @@ impl MpNet {
             candle_nn::Activation::Relu => Activation::Relu,
             _ => return Ok(None),
         };
+        // The folder's length limit assumes positions from 2 (padding id 1, as every published
+        // MPNet has); another numbering stays on candle's forward, which checks each position.
+        if self.pad != 1 {
+            return Ok(None);
+        }
         let hidden = self.heads * self.head_dim;
         // candle's Linear keeps (outputs, inputs); the fast encoder packs (inputs, outputs).
         let dense = |layers: &[&Linear]| -> Result<DenseParts> {
