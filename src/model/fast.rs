@@ -1,4 +1,5 @@
-//! The fast encoder: the same BERT forward as [`super::bert`] in plain f32 slices, with every dense
+//! The fast encoder: the same BERT forward as [`super::bert`] (and MPNet's, whose relative-position
+//! bias is added to the attention scores) in plain f32 slices, with every dense
 //! layer's multiply done by one of [`super::kernels`] (f32 on 512- or 256-bit registers, bf16 through
 //! AVX512-BF16, AMX or widened to f32 on AVX2). Embeddings, attention, softmax, layer norms and GELU
 //! stay in f32.
