@@ -1,7 +1,7 @@
 //! The fast encoder: the same BERT forward as [`super::bert`] (and MPNet's, whose relative-position
 //! bias is added to the attention scores) in plain f32 slices, with every dense
 //! layer's multiply done by one of [`super::kernels`] (f32 on 512- or 256-bit registers, bf16 through
-//! AVX512-BF16, AMX or widened to f32 on AVX2). Embeddings, attention, softmax, layer norms and GELU
+//! AVX512-BF16, AMX or widened to f32 on AVX-512F or AVX2). Embeddings, attention, softmax, layer norms and GELU
 //! stay in f32.
 //!
 //! Why our own forward: candle allocates and walks a tensor per operation, pads every sequence of a
@@ -135,8 +135,7 @@ impl FastBert {
         }
         kernels::choose(family, request, inputs, outputs).ok_or_else(|| {
             let needs = match (request, precision) {
-                (KernelRequest::Avx512, Precision::F32) => "AVX-512 (F, BW and VL)",
-                (KernelRequest::Avx512, Precision::Bf16) => "AVX-512 with AVX512-BF16",
+                (KernelRequest::Avx512, _) => "AVX-512 (F, BW and VL)",
                 _ => "AVX2 and FMA",
             };
             format!(
