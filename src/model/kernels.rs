@@ -879,7 +879,7 @@ fn mask16(cols: usize, v: usize) -> u16 {
 /// multiply-adds. Written as one step per loop with all the rows' broadcasts first, the
 /// compiler held 8 broadcasts, 3 weights and 24 sums (35 of 32 registers) and spilled three
 /// sums every step: the 8 × 48 tile ran at ~136 GFLOP/s of the core's ~165 (Intel Xeon, family
-/// 6 model 207); two steps per turn run it at 164–168. Four steps per turn spill again (the
+/// 6 model 207, 2026-12-02); two steps per turn run it at 164–168. Four steps per turn spill again (the
 /// compiler loads the later steps' weights early) and fall to 81–103.
 ///
 /// # Safety
@@ -963,7 +963,8 @@ unsafe fn store_tile_512<const R: usize, const V: usize>(acc: &[[__m512; V]; R],
 ///
 /// The reduction runs four steps per loop turn, with one prefetch decision per turn: with a
 /// branch and a prefetch every step, the loop's bookkeeping outnumbered its multiply-adds and
-/// the tile ran at under half of the CPU's FMA rate (38 of ~90 GFLOP/s on a Zen 3 core).
+/// the tile ran at under half of the CPU's FMA rate (38 of ~90 GFLOP/s on an AMD EPYC
+/// of family 25 model 1, Zen 3, 2026-12-02).
 ///
 /// # Safety
 /// AVX2 and FMA present; `a` readable for `R` rows of `a_stride` (≥ steps), `b` for steps × 8V.
@@ -1062,9 +1063,10 @@ unsafe fn bf16_tile_256(a: *const f32, a_stride: usize, b: *const u32, t: &TileA
 
 /// bf16 tile on 512-bit registers without bf16 instructions: `R` rows × 32 columns, the
 /// arithmetic of [`bf16_tile_256`] (weights' bf16 pairs widened exactly to f32, inputs already
-/// rounded to bf16, f32 fused multiply-adds) on AVX-512F alone. Where `vdpbf16ps` runs at half the
-/// FMA rate (an Intel Xeon of family 6 model 207: 78–80 GFLOP/s against 153–169), this runs bf16
-/// at f32's speed and keeps half of f32's weight traffic; the load-time timing picks it there.
+/// rounded to bf16, f32 fused multiply-adds) on AVX-512F alone. Where `vdpbf16ps` runs at half
+/// the FMA rate (an Intel Xeon of family 6 model 207, 2026-12-02: 78–80 GFLOP/s against
+/// 153–169), this runs bf16 at f32's speed and keeps half of f32's weight traffic; the load-time
+/// timing picks it there.
 ///
 /// # Safety
 /// AVX-512F present; `a` readable for `R` rows of `a_stride` (≥ 2 × steps), `b` for steps × 32.
