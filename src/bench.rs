@@ -894,7 +894,61 @@ fn article_vector_candidates(
         sum
     };
     let n = articles.len();
+    // The whole text window by window, each window counted by its word pieces.
+    let mut window_texts = Vec::new();
+    let mut window_owners = Vec::new();
+    for (i, lead) in leads.iter().enumerate() {
+        for r in encoder.windows(lead)? {
+            window_texts.push(lead[r].trim());
+            window_owners.push(i);
+        }
+    }
+    let window_pieces: Vec<usize> = window_texts
+        .iter()
+        .map(|t| encoder.count_tokens(&[t]))
+        .collect::<Result<_, _>>()?;
+    let mut whole_text = vec![vec![0f32; dim]; n];
+    for ((v, &o), &pieces) in embed_all(window_texts)?
+        .iter()
+        .zip(&window_owners)
+        .zip(&window_pieces)
+    {
+        whole_text[o]
+            .iter_mut()
+            .zip(v)
+            .for_each(|(s, x)| *s += x * pieces as f32);
+    }
+    whole_text
+        .iter_mut()
+        .for_each(|v| crate::model::bert::normalize_in_place(v));
+    // What `index` stores, made by its own code.
+    let sources: Vec<crate::index::SourceArticle> = articles
+        .iter()
+        .enumerate()
+        .map(|(i, a)| crate::index::SourceArticle {
+            key: i.to_string(),
+            file: None,
+            parsed: a.clone(),
+            content_hash: String::new(),
+            given: None,
+        })
+        .collect();
+    let stored = crate::index::embed_group(
+        encoder,
+        &sources,
+        crate::store::ArticleVectorMode::default(),
+        &mut |_| {},
+    )?;
     let mut modes: Vec<(&'static str, Vec<Vec<f32>>)> = vec![
+        (
+            "whole text window by window, and a quarter of the lede (stored)",
+            stored
+                .article_vectors
+                .chunks(dim)
+                .map(<[f32]>::to_vec)
+                .collect(),
+        ),
+        ("whole text, window by window", whole_text),
         (
             "first window and headline",
             (0..n)
@@ -976,7 +1030,7 @@ fn article_vector_candidates(
         ),
         ("headline + body, first window", lead_vecs.clone()),
         (
-            "mean of paragraphs, and first window",
+            "mean of paragraphs, and first window (stored before)",
             (0..n).map(|i| with_lead(paragraphs(i), i)).collect(),
         ),
         (

@@ -11,7 +11,7 @@
 
 use crate::model::{Embedder, ModelError};
 use crate::store::format::{ArticleRecord, ChunkRecord, SegmentData};
-use crate::store::{file_key, resolve_file, store_base, StoreError, Writer};
+use crate::store::{file_key, resolve_file, store_base, ArticleVectorMode, StoreError, Writer};
 use crate::text::{self, ParsedArticle};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -65,20 +65,6 @@ pub struct GivenVectors {
     pub article: Option<Vec<f32>>,
 }
 
-/// How each article's own vector is made from its parts (see README, "Article vectors").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArticleVectorMode {
-    /// Mean of the headline's and every paragraph chunk's vectors, renormalised.
-    MeanOfParts,
-    /// Mean of the paragraph chunks' vectors only.
-    MeanOfParagraphs,
-    /// One embedding of headline and body together, truncated at the model's window.
-    LeadText,
-    /// The mean of two unit vectors: the paragraphs' mean, and the headline-and-body window. It
-    /// finds related coverage best on the seeds and on BBC (README, "Article vectors").
-    ParagraphsAndLead,
-}
-
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
     /// When set (by Ctrl-C), indexing stops after the group being embedded is committed.
@@ -89,7 +75,6 @@ pub struct IndexOptions {
     pub group_articles: usize,
     /// Articles with more text than this are skipped with a warning.
     pub max_article_bytes: usize,
-    pub article_vectors: ArticleVectorMode,
 }
 
 impl Default for IndexOptions {
@@ -99,7 +84,6 @@ impl Default for IndexOptions {
             prune: false,
             group_articles: 64,
             max_article_bytes: 4 << 20,
-            article_vectors: ArticleVectorMode::ParagraphsAndLead,
         }
     }
 }
@@ -689,7 +673,8 @@ fn index_articles(
             .as_ref()
             .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::SeqCst))
     };
-    let mode = opts.article_vectors;
+    // The store says how its articles are made, so articles added later agree with the rest.
+    let mode = writer.manifest().article_vectors;
     let embed_started = std::time::Instant::now();
     let (to_embed, prepared) = std::sync::mpsc::sync_channel::<(usize, PreparedGroup)>(1);
     let (to_commit, finished) =
@@ -738,7 +723,7 @@ fn index_articles(
         scope.spawn(move || {
             for (g, p) in prepared {
                 let tokens = p.tokens;
-                match finish_group(embedder, p, mode) {
+                match finish_group(embedder, p) {
                     Ok(segment) => {
                         let _ = embed_events.send(Stage::Embedded {
                             paragraphs: segment
@@ -834,6 +819,9 @@ fn index_articles(
 /// Windows embedded per paragraph at most: a paragraph of 100,000 words would otherwise hold up
 /// indexing for minutes. What is left out is reported, never dropped silently.
 pub const MAX_WINDOWS_PER_PARAGRAPH: usize = 64;
+/// Windows of an article's whole text embedded for its own vector, at most (the first ones: the
+/// rest of a very long text adds little to what the article is about).
+const MAX_WINDOWS_PER_ARTICLE: usize = 64;
 
 pub fn embed_group(
     embedder: &dyn Embedder,
@@ -842,7 +830,7 @@ pub fn embed_group(
     warn: &mut dyn FnMut(Warning),
 ) -> Result<SegmentData, ModelError> {
     let prepared = prepare_group(embedder, group, mode, warn)?;
-    finish_group(embedder, prepared, mode)
+    finish_group(embedder, prepared)
 }
 
 /// Makes a given vector unit length, leaving one that already is (to f32 rounding) bit for bit
@@ -862,6 +850,39 @@ enum ChunkSource {
     Given(Vec<f32>),
 }
 
+/// The texts embedded for an article's own vector, beside its paragraphs (indices in the
+/// group's texts).
+enum OwnTexts {
+    /// None: the input gave the article's vector.
+    Given,
+    /// The headline and body, the first window (`paragraphs-and-lead`).
+    Lead(usize),
+    /// Every window of headline and body with its word pieces, and the lede
+    /// (`whole-text-and-lede`).
+    WholeAndLede {
+        windows: Vec<(usize, usize)>,
+        lede: usize,
+    },
+}
+
+/// Weight of the lede against the whole text's unit vector: on the story pairs and on BBC a
+/// quarter added the lede's signal without losing the whole text's topic (README, "Article
+/// vectors").
+const LEDE_WEIGHT: f32 = 0.25;
+
+/// The headline and the first paragraph: what the story is, in the order news writes it.
+fn lede_text(a: &ParsedArticle) -> String {
+    [
+        Some(a.title.as_str()),
+        a.paragraphs.first().map(String::as_str),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|t| !t.is_empty())
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
 /// A group of articles cut into the texts to embed, before the model runs.
 pub struct PreparedGroup {
     seg: SegmentData,
@@ -869,8 +890,8 @@ pub struct PreparedGroup {
     texts: Vec<String>,
     /// Where each chunk's vector comes from.
     sources: Vec<ChunkSource>,
-    /// Per article, the index in `texts` of its own text, when it is embedded.
-    extra: Vec<Option<usize>>,
+    /// Per article, its own texts in `texts`, when they are embedded.
+    extra: Vec<OwnTexts>,
     /// Per article, its vector when the input gave it.
     given_articles: Vec<Option<Vec<f32>>>,
     /// Word pieces the model will see (after truncation, special tokens included).
@@ -959,26 +980,41 @@ pub fn prepare_group(
         }
         seg.articles.push(record);
     }
-    let extra: Vec<Option<usize>> = group
-        .iter()
-        .map(|a| {
-            if a.given.as_ref().is_some_and(|g| g.article.is_some()) {
-                return None;
+    let mut extra = Vec::with_capacity(group.len());
+    for a in group {
+        if a.given.as_ref().is_some_and(|g| g.article.is_some()) {
+            extra.push(OwnTexts::Given);
+            continue;
+        }
+        let whole = lead_text(&a.parsed);
+        match mode {
+            ArticleVectorMode::ParagraphsAndLead => {
+                texts.push(whole);
+                extra.push(OwnTexts::Lead(texts.len() - 1));
             }
-            let text = match mode {
-                ArticleVectorMode::MeanOfParagraphs if !a.parsed.paragraphs.is_empty() => {
-                    return None
+            ArticleVectorMode::WholeTextAndLede => {
+                let mut windows = Vec::new();
+                for range in embedder
+                    .windows(&whole)?
+                    .into_iter()
+                    .take(MAX_WINDOWS_PER_ARTICLE)
+                {
+                    let piece = whole[range].trim();
+                    if piece.is_empty() {
+                        continue;
+                    }
+                    let pieces = embedder.count_tokens(&[piece])?;
+                    texts.push(piece.to_string());
+                    windows.push((texts.len() - 1, pieces));
                 }
-                ArticleVectorMode::LeadText | ArticleVectorMode::ParagraphsAndLead => {
-                    lead_text(&a.parsed)
-                }
-                _ if a.parsed.title.is_empty() => return None,
-                _ => a.parsed.title.clone(),
-            };
-            texts.push(text);
-            Some(texts.len() - 1)
-        })
-        .collect();
+                texts.push(lede_text(&a.parsed));
+                extra.push(OwnTexts::WholeAndLede {
+                    windows,
+                    lede: texts.len() - 1,
+                });
+            }
+        }
+    }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let tokens = embedder.count_tokens(&refs)?;
     let given_articles = group
@@ -1000,7 +1036,6 @@ pub fn prepare_group(
 pub fn finish_group(
     embedder: &dyn Embedder,
     prepared: PreparedGroup,
-    mode: ArticleVectorMode,
 ) -> Result<SegmentData, ModelError> {
     let PreparedGroup {
         mut seg,
@@ -1041,14 +1076,31 @@ pub fn finish_group(
             continue;
         }
         let chunks = rec.chunk_start as usize..(rec.chunk_start + rec.chunk_count as u64) as usize;
-        let own = extra[i].map(|e| vectors[e].as_slice());
-        let v = match mode {
-            ArticleVectorMode::LeadText => own.expect("lead text is always embedded").to_vec(),
-            ArticleVectorMode::ParagraphsAndLead if !chunks.is_empty() => {
-                let paragraphs = mean_vector(dim, chunks.map(|c| chunk_vectors[c].as_slice()));
-                mean_vector(dim, [paragraphs.as_slice()].into_iter().chain(own))
+        let v = match &extra[i] {
+            OwnTexts::Given => unreachable!("a given article vector is taken above"),
+            OwnTexts::Lead(lead) => {
+                let lead = vectors[*lead].as_slice();
+                if chunks.is_empty() {
+                    lead.to_vec()
+                } else {
+                    let paragraphs = mean_vector(dim, chunks.map(|c| chunk_vectors[c].as_slice()));
+                    mean_vector(dim, [paragraphs.as_slice(), lead].into_iter())
+                }
             }
-            _ => mean_vector(dim, chunks.map(|c| chunk_vectors[c].as_slice()).chain(own)),
+            OwnTexts::WholeAndLede { windows, lede } => {
+                let mut sum = vec![0f32; dim];
+                for &(w, pieces) in windows {
+                    for (s, x) in sum.iter_mut().zip(&vectors[w]) {
+                        *s += x * pieces as f32;
+                    }
+                }
+                crate::model::bert::normalize_in_place(&mut sum);
+                for (s, x) in sum.iter_mut().zip(&vectors[*lede]) {
+                    *s += LEDE_WEIGHT * x;
+                }
+                crate::model::bert::normalize_in_place(&mut sum);
+                sum
+            }
         };
         seg.article_vectors.extend_from_slice(&v);
     }
@@ -1111,6 +1163,8 @@ pub struct PartTarget<'a> {
     pub generation: u64,
     /// Articles per segment file (bounds the memory one part holds).
     pub articles_per_segment: usize,
+    /// How the store makes its article vectors.
+    pub article_vectors: ArticleVectorMode,
 }
 
 /// Indexes one part of a larger job without the store's lock: reads `lines` (JSON lines, the
@@ -1164,7 +1218,8 @@ pub fn write_part(
         .max(1);
     let per_segment = todo.len().div_ceil(segments).max(1);
     for (n, part) in todo.chunks(per_segment).enumerate() {
-        let (seg, tokens) = embed_articles(embedder, part, opts, &mut skipped)?;
+        let (seg, tokens) =
+            embed_articles(embedder, part, opts, target.article_vectors, &mut skipped)?;
         written.tokens_embedded += tokens;
         written.paragraphs_embedded += seg
             .articles
@@ -1205,7 +1260,13 @@ pub fn embed_json_lines(
         opts,
         &mut |w| skipped.push(w.to_string()),
     );
-    let (seg, tokens) = embed_articles(embedder, &articles, opts, &mut skipped)?;
+    let (seg, tokens) = embed_articles(
+        embedder,
+        &articles,
+        opts,
+        ArticleVectorMode::default(),
+        &mut skipped,
+    )?;
     Ok((seg, skipped, tokens))
 }
 
@@ -1214,6 +1275,7 @@ fn embed_articles(
     embedder: &dyn Embedder,
     articles: &[SourceArticle],
     opts: &IndexOptions,
+    mode: ArticleVectorMode,
     skipped: &mut Vec<String>,
 ) -> Result<(SegmentData, usize), IndexError> {
     let mut seg = SegmentData {
@@ -1222,14 +1284,9 @@ fn embed_articles(
     };
     let mut tokens = 0;
     for group in articles.chunks(opts.group_articles.max(1)) {
-        let prepared = prepare_group(embedder, group, opts.article_vectors, &mut |w| {
-            skipped.push(w.to_string())
-        })?;
+        let prepared = prepare_group(embedder, group, mode, &mut |w| skipped.push(w.to_string()))?;
         tokens += prepared.tokens;
-        append_segment(
-            &mut seg,
-            finish_group(embedder, prepared, opts.article_vectors)?,
-        );
+        append_segment(&mut seg, finish_group(embedder, prepared)?);
     }
     Ok((seg, tokens))
 }

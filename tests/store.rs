@@ -382,3 +382,100 @@ fn compact_copies_find_the_exact_top_ten_and_follow_appends_and_merges() {
         .count();
     assert_eq!(leftover, 0, "no compact files once the store keeps none");
 }
+
+/// The vector `index` makes for the article in `file` in the given way, made apart from any store.
+fn article_vector_made(
+    fake: &FakeEmbedder,
+    file: &Path,
+    mode: likewise::store::ArticleVectorMode,
+) -> Vec<f32> {
+    let parsed = likewise::text::parse_article_text(&std::fs::read_to_string(file).unwrap());
+    let source = index::SourceArticle {
+        key: "k".into(),
+        file: None,
+        parsed,
+        content_hash: String::new(),
+        given: None,
+    };
+    index::embed_group(fake, &[source], mode, &mut |_| {})
+        .unwrap()
+        .article_vectors
+}
+
+fn stored_article_vector(store: &Store, key: &str) -> Vec<f32> {
+    let loc = store.find_key(key).unwrap();
+    store.segments[loc.segment]
+        .article_vector(loc.article)
+        .to_vec()
+}
+
+/// A new store records how it makes article vectors; a store made before the method was recorded
+/// keeps making its new articles the old way, so all its articles stay comparable.
+#[test]
+fn a_store_keeps_the_article_vector_method_it_was_made_with() {
+    use likewise::store::{read_manifest, ArticleVectorMode, MANIFEST};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    write_articles(&input, 3);
+    let fake = FakeEmbedder::new(24, 50);
+    let (fresh, legacy) = (dir.path().join("fresh"), dir.path().join("legacy"));
+    run_index(&fresh, &fake, &input, &IndexOptions::default());
+    run_index(&legacy, &fake, &input, &IndexOptions::default());
+    assert_eq!(
+        read_manifest(&fresh).unwrap().unwrap().article_vectors,
+        ArticleVectorMode::WholeTextAndLede
+    );
+
+    // The legacy store's manifest as written before the field existed.
+    let path = legacy.join(MANIFEST);
+    let bytes = std::fs::read(&path).unwrap();
+    let json = likewise::store::format::decode_manifest(&bytes).unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(json).unwrap();
+    assert!(value
+        .as_object_mut()
+        .unwrap()
+        .remove("article_vectors")
+        .is_some());
+    let old = serde_json::to_vec(&value).unwrap();
+    std::fs::write(&path, likewise::store::format::encode_manifest(&old)).unwrap();
+
+    std::fs::write(
+        input.join("new.txt"),
+        "A new headline\nA first paragraph about topic7.\nA second one, on subject9 and more.\n",
+    )
+    .unwrap();
+    for store in [&fresh, &legacy] {
+        let report = run_index(store, &fake, &input, &IndexOptions::default());
+        assert_eq!(report.articles_new, 1);
+    }
+    assert_eq!(
+        read_manifest(&legacy).unwrap().unwrap().article_vectors,
+        ArticleVectorMode::ParagraphsAndLead
+    );
+    let file = input.join("new.txt");
+    let (whole, old_way) = (
+        article_vector_made(&fake, &file, ArticleVectorMode::WholeTextAndLede),
+        article_vector_made(&fake, &file, ArticleVectorMode::ParagraphsAndLead),
+    );
+    assert!(
+        whole
+            .iter()
+            .zip(&old_way)
+            .any(|(a, b)| (a - b).abs() > 1e-3),
+        "the two ways must differ for this test to mean anything"
+    );
+    let key = Store::open(&fresh)
+        .unwrap()
+        .live_articles()
+        .find(|(_, r)| r.key.contains("new"))
+        .map(|(_, r)| r.key.clone())
+        .unwrap();
+    assert_eq!(
+        stored_article_vector(&Store::open(&fresh).unwrap(), &key),
+        whole
+    );
+    assert_eq!(
+        stored_article_vector(&Store::open(&legacy).unwrap(), &key),
+        old_way
+    );
+}

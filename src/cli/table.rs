@@ -313,6 +313,11 @@ pub fn info(out: &mut impl Write, info: &InfoResult) -> Result<()> {
     )?;
     writeln!(out, "weights     sha256 {}", m.weights_sha256)?;
     writeln!(out, "precision   {}", info.precision)?;
+    writeln!(
+        out,
+        "method      article vectors: {}",
+        info.article_vectors.name()
+    )?;
     if let Some(kind) = info.compact {
         writeln!(
             out,

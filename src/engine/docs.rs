@@ -462,6 +462,9 @@ pub struct InfoResult {
     pub bytes_on_disk: u64,
     pub model: crate::model::ModelIdentity,
     pub precision: String,
+    /// How the article vectors are made (`whole-text-and-lede`, or `paragraphs-and-lead` in
+    /// stores made before that).
+    pub article_vectors: crate::store::ArticleVectorMode,
     pub compact: Option<crate::compact::Compact>,
     pub compact_bytes: u64,
     /// When the current generation was committed (seconds since 1970, UTC), when known.

@@ -670,6 +670,7 @@ impl Engine {
             bytes_on_disk: store.disk_bytes(),
             model: m.model.clone(),
             precision: m.precision.clone(),
+            article_vectors: m.article_vectors,
             compact: m.compact,
             compact_bytes: store.compact_bytes(),
             committed_unix,
@@ -746,6 +747,7 @@ impl Engine {
             model: m.model.clone(),
             precision: m.precision.clone(),
             compact: m.compact,
+            article_vectors: m.article_vectors,
             generation: m.generation + 1,
             known,
         };
@@ -782,6 +784,7 @@ impl Engine {
             compact: start.compact,
             generation: start.generation,
             articles_per_segment,
+            article_vectors: start.article_vectors,
         };
         Ok(index::write_part(
             &target,
@@ -825,6 +828,9 @@ pub struct JobStart {
     pub model: crate::model::ModelIdentity,
     pub precision: String,
     pub compact: Option<Compact>,
+    /// How the store makes its article vectors (every part makes them the same way).
+    #[serde(default)]
+    pub article_vectors: crate::store::ArticleVectorMode,
     pub generation: u64,
     pub known: std::collections::HashMap<String, String>,
 }

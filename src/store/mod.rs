@@ -94,6 +94,36 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
+/// How each article's own vector is made from its parts (README, "Article vectors"). A store
+/// records the way its articles were made, and every article added later is made the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArticleVectorMode {
+    /// The mean of two unit vectors: the paragraphs' mean, and the headline-and-body window.
+    /// Stores made before the method was recorded hold these.
+    ParagraphsAndLead,
+    /// The whole text (headline and body) embedded window by window, the windows weighted by
+    /// their word pieces, plus a quarter of the lede (headline and first paragraph, one
+    /// embedding). It judges "same story?" better than sentence-transformers' first window, and
+    /// "same topic?" as well as the paragraphs' mean does (README, "Article vectors").
+    #[default]
+    WholeTextAndLede,
+}
+
+impl ArticleVectorMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ArticleVectorMode::ParagraphsAndLead => "paragraphs-and-lead",
+            ArticleVectorMode::WholeTextAndLede => "whole-text-and-lede",
+        }
+    }
+
+    /// What a manifest without the field holds.
+    fn unrecorded() -> Self {
+        ArticleVectorMode::ParagraphsAndLead
+    }
+}
+
 /// The manifest: what the store is and which segments hold it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -105,6 +135,9 @@ pub struct Manifest {
     /// Compact copies of the paragraph vectors every segment keeps (see `compact`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compact: Option<Compact>,
+    /// How the article vectors were made.
+    #[serde(default = "ArticleVectorMode::unrecorded")]
+    pub article_vectors: ArticleVectorMode,
     pub segments: Vec<SegmentEntry>,
 }
 
@@ -649,6 +682,7 @@ impl Writer {
                 precision: precision.to_string(),
                 generation: 0,
                 compact: None,
+                article_vectors: ArticleVectorMode::default(),
                 segments: Vec::new(),
             },
         };

@@ -430,7 +430,7 @@ async function infoView() {
   const rows = [
     ["store", doc.store], ["articles", doc.articles], ["paragraphs", `${doc.paragraphs} (${doc.chunks} chunks)`],
     ["model", `${doc.model.name} (dim ${doc.model.dim}, ${doc.model.pooling} pooling, max_seq_length ${doc.model.max_seq_length})`],
-    ["precision", doc.precision], ["compact copies", doc.compact || "none"],
+    ["precision", doc.precision], ["article vectors", doc.article_vectors], ["compact copies", doc.compact || "none"],
     ["on disk", `${mb(doc.bytes_on_disk)} in ${doc.segments} segments`], ["generation", doc.generation],
     ["last commit", doc.committed_unix ? new Date(doc.committed_unix * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "unknown"],
   ];
