@@ -1118,14 +1118,42 @@ pub fn story_pairs(encoder: &dyn Embedder, file: &Path) -> Result<(), EngineErro
     let started = Instant::now();
     let modes = article_vector_candidates(encoder, &articles, Some(&raw_refs))?;
     let round = |x: f64| (x * 10000.0).round() / 10000.0;
+    let cosines_of = |vecs: &[Vec<f32>]| -> Vec<f64> {
+        vecs.chunks(2)
+            .map(|ab| dot(&ab[0], &ab[1]) as f64)
+            .collect()
+    };
+    // How sure a difference from the plain embedding is: the same resamples of the pairs (with
+    // replacement) for every candidate, and the share in which the candidate correlates better.
+    let plain = cosines_of(&modes.last().expect("the plain embedding is a candidate").1);
+    let resamples: Vec<Vec<usize>> = {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2022);
+        (0..BOOTSTRAP_RESAMPLES)
+            .map(|_| {
+                (0..judged.len())
+                    .map(|_| rng.random_range(0..judged.len()))
+                    .collect()
+            })
+            .collect()
+    };
+    let pick = |xs: &[f64], idx: &[usize]| idx.iter().map(|&i| xs[i]).collect::<Vec<f64>>();
     let results: Vec<serde_json::Value> = modes
         .iter()
         .map(|(name, vecs)| {
-            let cosines: Vec<f64> = vecs
-                .chunks(2)
-                .map(|ab| dot(&ab[0], &ab[1]) as f64)
-                .collect();
-            json!({"article_vector": name, "pearson": round(pearson(&cosines, &judged))})
+            let cosines = cosines_of(vecs);
+            let better = resamples
+                .iter()
+                .filter(|idx| {
+                    let y = pick(&judged, idx);
+                    pearson(&pick(&cosines, idx), &y) > pearson(&pick(&plain, idx), &y)
+                })
+                .count();
+            json!({
+                "article_vector": name,
+                "pearson": round(pearson(&cosines, &judged)),
+                "beats_plain_in_resamples": round(better as f64 / resamples.len() as f64),
+            })
         })
         .collect();
     println!(
@@ -1141,6 +1169,9 @@ pub fn story_pairs(encoder: &dyn Embedder, file: &Path) -> Result<(), EngineErro
     );
     Ok(())
 }
+
+/// Resamples of the story pairs for the bootstrap of `bench story-pairs`.
+const BOOTSTRAP_RESAMPLES: usize = 2000;
 
 /// Pearson's correlation of two equally long series.
 fn pearson(x: &[f64], y: &[f64]) -> f64 {
