@@ -88,6 +88,41 @@ fn one_text_at_a_time_gives_the_same_vectors_as_a_batch() {
     }
 }
 
+/// Lone texts from several threads while a batch runs on every core: a lone text's multiplies
+/// are shared among rayon's threads, which take up the batch's chunks while they wait, so one
+/// thread runs a second forward pass inside the first. Every vector stays the golden one.
+#[test]
+fn lone_texts_beside_a_batch_on_other_threads_keep_parity() {
+    let golden = golden();
+    let enc = common::encoder();
+    let texts: Vec<&str> = golden.iter().map(|g| g.text.as_str()).collect();
+    std::thread::scope(|scope| {
+        let batch = scope.spawn(|| {
+            for _ in 0..3 {
+                let vectors = enc.embed(&texts, &|_| {}).unwrap();
+                let (worst, id) = worst_cosine(&golden, &vectors);
+                assert!(worst >= 0.99999, "batch, {id}: {worst}");
+            }
+        });
+        let lone: Vec<_> = (0..3)
+            .map(|t| {
+                let golden = &golden;
+                scope.spawn(move || {
+                    for g in golden.iter().skip(t).step_by(5) {
+                        let v = enc.embed(&[g.text.as_str()], &|_| {}).unwrap();
+                        let c = common::cosine(&g.embedding, &v[0]);
+                        assert!(c >= 0.99999, "alone, {}: {c}", g.id);
+                    }
+                })
+            })
+            .collect();
+        batch.join().unwrap();
+        for t in lone {
+            t.join().unwrap();
+        }
+    });
+}
+
 #[test]
 fn long_texts_are_truncated_like_sentence_transformers() {
     // The whole-article lines are longer than 256 word pieces: truncation must match.

@@ -20,6 +20,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::bert::{exp_nonpositive, Bert, BertParts};
+use super::helper::Lease;
 use super::kernels::{self, Dense, Finish, Isa, Kernel, KernelRequest, Stage};
 use super::Precision;
 use std::cell::RefCell;
@@ -222,7 +223,8 @@ impl FastBert {
     /// Runs the encoder on sequences packed one after another (`lengths` sums to `ids.len()`, each
     /// length ≥ 1 and ≤ the model's positions) and returns `pool` of each sequence's last hidden
     /// states, `(length, hidden)` row-major. The states stay in this thread's buffers: no copy.
-    /// With `parallel`, each multiply is shared among rayon's threads (for a lone chunk).
+    /// With `parallel`, each multiply is shared with the helper thread when it is free (for a lone
+    /// chunk, see `helper`).
     pub fn forward_pooled<T>(
         &self,
         ids: &[u32],
@@ -232,13 +234,27 @@ impl FastBert {
     ) -> Vec<T> {
         assert_eq!(lengths.iter().sum::<usize>(), ids.len());
         assert!(lengths.iter().all(|&l| l >= 1 && l <= self.max_positions));
-        SCRATCH.with(|scratch| {
-            let scratch = &mut *scratch.borrow_mut();
+        SCRATCH.with(|cell| {
+            // A rayon thread waiting inside a shared multiply may take up another forward pass
+            // (another caller's chunk) while this thread's buffers are in use: that pass gets
+            // buffers of its own.
+            let mut own = None;
+            let mut borrowed = cell.try_borrow_mut().ok();
+            let scratch: &mut Scratch = match borrowed.as_deref_mut() {
+                Some(s) => s,
+                None => own.insert(Scratch::default()),
+            };
             // SAFETY: the kernel was detected on this CPU when the weights were packed
             // (`Dense::pack` asserts it), and its instruction set is the one the copy is built for.
+            let lease = if parallel {
+                super::helper::lease()
+            } else {
+                None
+            };
+            let helper = lease.as_ref();
             match self.kernel.isa() {
-                Isa::Avx512 => unsafe { self.forward_avx512(ids, lengths, parallel, scratch) },
-                Isa::Avx2 => unsafe { self.forward_avx2(ids, lengths, parallel, scratch) },
+                Isa::Avx512 => unsafe { self.forward_avx512(ids, lengths, helper, scratch) },
+                Isa::Avx2 => unsafe { self.forward_avx2(ids, lengths, helper, scratch) },
             }
             let mut at = 0;
             lengths
@@ -258,20 +274,26 @@ impl FastBert {
         &self,
         ids: &[u32],
         lengths: &[usize],
-        parallel: bool,
+        helper: Option<&Lease>,
         s: &mut Scratch,
     ) {
-        self.forward(ids, lengths, parallel, s)
+        self.forward(ids, lengths, helper, s)
     }
 
     /// The same forward compiled for AVX2 and FMA only.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_avx2(&self, ids: &[u32], lengths: &[usize], parallel: bool, s: &mut Scratch) {
-        self.forward(ids, lengths, parallel, s)
+    unsafe fn forward_avx2(
+        &self,
+        ids: &[u32],
+        lengths: &[usize],
+        helper: Option<&Lease>,
+        s: &mut Scratch,
+    ) {
+        self.forward(ids, lengths, helper, s)
     }
 
     #[inline(always)]
-    fn forward(&self, ids: &[u32], lengths: &[usize], parallel: bool, s: &mut Scratch) {
+    fn forward(&self, ids: &[u32], lengths: &[usize], helper: Option<&Lease>, s: &mut Scratch) {
         let h = self.hidden;
         let rows = ids.len();
         let vocab = self.word_embeddings.len() / h;
@@ -307,7 +329,7 @@ impl FastBert {
                 &mut s.qkv,
                 Finish::Nothing,
                 &mut s.stage,
-                parallel,
+                helper,
             );
             let mut start = 0;
             for &len in lengths {
@@ -320,7 +342,7 @@ impl FastBert {
                 &mut s.dense,
                 Finish::Nothing,
                 &mut s.stage,
-                parallel,
+                helper,
             );
             add_into(&mut s.x, &s.dense);
             layer.attn_norm.apply_rows(&mut s.x);
@@ -330,7 +352,7 @@ impl FastBert {
                 &mut s.inner,
                 Finish::Activate(self.activation),
                 &mut s.stage,
-                parallel,
+                helper,
             );
             layer.ffn_out.multiply(
                 &s.inner,
@@ -338,7 +360,7 @@ impl FastBert {
                 &mut s.dense,
                 Finish::Nothing,
                 &mut s.stage,
-                parallel,
+                helper,
             );
             add_into(&mut s.x, &s.dense);
             layer.ffn_norm.apply_rows(&mut s.x);

@@ -34,6 +34,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::bert::{gelu_erf, gelu_tanh, Activation};
+use super::helper::Lease;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
@@ -336,7 +337,7 @@ fn fastest(candidates: &[Kernel], inputs: usize, outputs: usize) -> Kernel {
     for _round in 0..4 {
         for (layer, best) in layers.iter().zip(&mut best) {
             let start = std::time::Instant::now();
-            layer.multiply(&x, rows, &mut out, Finish::Nothing, &mut stage, false);
+            layer.multiply(&x, rows, &mut out, Finish::Nothing, &mut stage, None);
             *best = best.min(start.elapsed().as_secs_f64());
         }
     }
@@ -363,7 +364,7 @@ pub fn gflops(kernel: Kernel, rows: usize, inputs: usize, outputs: usize, rounds
     let mut best = f64::INFINITY;
     for _ in 0..rounds.max(1) {
         let start = std::time::Instant::now();
-        layer.multiply(&x, rows, &mut out, Finish::Nothing, &mut stage, false);
+        layer.multiply(&x, rows, &mut out, Finish::Nothing, &mut stage, None);
         best = best.min(start.elapsed().as_secs_f64());
     }
     2.0 * (rows * inputs * outputs) as f64 / best / 1e9
@@ -517,9 +518,9 @@ impl Dense {
         dense
     }
 
-    /// `out (rows, outputs) = input (rows, inputs) · W + b`, then `finish` on every value. With
-    /// `parallel`, the panels are shared among rayon's threads (for a lone short sequence, which
-    /// would otherwise keep one core busy); a value never depends on how the work was split.
+    /// `out (rows, outputs) = input (rows, inputs) · W + b`, then `finish` on every value. With a
+    /// `helper`, the helper thread takes half the panels (for a lone short sequence, which would
+    /// otherwise keep one core busy); a value never depends on how the work was split.
     pub fn multiply(
         &self,
         input: &[f32],
@@ -527,7 +528,7 @@ impl Dense {
         out: &mut [f32],
         finish: Finish,
         stage: &mut Stage,
-        parallel: bool,
+        helper: Option<&Lease>,
     ) {
         assert!(input.len() >= rows * self.inputs);
         assert!(out.len() >= rows * self.outputs);
@@ -585,21 +586,15 @@ impl Dense {
             finish,
         };
         let panel_count = self.outputs.div_ceil(self.kernel.panel());
-        if parallel && panel_count > 1 && rayon::current_num_threads() > 1 {
-            let threads = rayon::current_num_threads().min(panel_count);
-            let per = panel_count.div_ceil(threads);
-            // The calling thread takes the first share itself rather than only waiting: a lone
-            // query makes two dozen of these calls, and each hand-off costs a wake-up.
-            rayon::scope(|scope| {
-                for t in 1..threads {
-                    let range = (t * per)..((t + 1) * per).min(panel_count);
-                    let job = &job;
-                    scope.spawn(move |_| self.run_panels(job, range));
-                }
-                self.run_panels(&job, 0..per.min(panel_count));
-            });
-        } else {
-            self.run_panels(&job, 0..panel_count);
+        match helper {
+            Some(lease) if panel_count > 1 => {
+                let half = panel_count.div_ceil(2);
+                let job = &job;
+                lease.share(&|| self.run_panels(job, half..panel_count), || {
+                    self.run_panels(job, 0..half)
+                });
+            }
+            _ => self.run_panels(&job, 0..panel_count),
         }
     }
 
@@ -1468,10 +1463,11 @@ mod tests {
                 continue;
             }
             let layer = Dense::pack(kernel, &w, &bias, inputs, outputs);
-            for parallel in [false, true] {
+            let lease = helper_lease();
+            for helper in [None, lease.as_ref()] {
                 let mut out = vec![f32::NAN; rows * outputs + 5];
                 let mut stage = Stage::default();
-                layer.multiply(&x, rows, &mut out, Finish::Nothing, &mut stage, parallel);
+                layer.multiply(&x, rows, &mut out, Finish::Nothing, &mut stage, helper);
                 for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
                     assert!(
                         got == want,
@@ -1525,6 +1521,23 @@ mod tests {
         }
     }
 
+    /// The helper thread, once other tests have let it go (none where rayon runs one thread:
+    /// there is no helper to test).
+    fn helper_lease() -> Option<super::super::helper::Lease> {
+        if rayon::current_num_threads() < 2 {
+            return None;
+        }
+        let lease = (0..5000)
+            .find_map(|_| {
+                super::super::helper::lease().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    None
+                })
+            })
+            .expect("the helper thread, held too long by other tests");
+        Some(lease)
+    }
+
     /// With the GELU finish (applied in registers by some kernels, after the store by others),
     /// every kernel gives the plain product's GELU.
     #[test]
@@ -1540,7 +1553,15 @@ mod tests {
             let layer = Dense::pack(kernel, &w, &bias, inputs, outputs);
             let mut out = vec![f32::NAN; rows * outputs];
             let finish = Finish::Activate(Activation::GeluErf);
-            layer.multiply(&x, rows, &mut out, finish, &mut Stage::default(), true);
+            let lease = helper_lease();
+            layer.multiply(
+                &x,
+                rows,
+                &mut out,
+                finish,
+                &mut Stage::default(),
+                Some(&lease),
+            );
             for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
                 assert!(
                     (got - want).abs() <= 1e-6 + 1e-5 * want.abs(),

@@ -17,6 +17,8 @@ pub mod fast;
 pub mod fetch;
 mod folder;
 #[cfg(target_arch = "x86_64")]
+mod helper;
+#[cfg(target_arch = "x86_64")]
 pub mod kernels;
 pub mod mpnet;
 pub mod static_table;
