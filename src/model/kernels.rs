@@ -1560,7 +1560,7 @@ mod tests {
                 &mut out,
                 finish,
                 &mut Stage::default(),
-                Some(&lease),
+                lease.as_ref(),
             );
             for (i, (&got, &want)) in out.iter().zip(&want).enumerate() {
                 assert!(
