@@ -102,7 +102,8 @@ test("the Rafah passage lists 002–004 first, with the words it shares marked",
   await search(p, RAFAH);
   const keys = await hitKeys(p);
   assert.equal(keys.length, 5);
-  for (const [i, id] of ["004", "003", "002"].entries()) assert.match(keys[i], new RegExp(`/${id}_`));
+  const top3 = keys.slice(0, 3).map((k) => k.split("/").pop().slice(0, 3)).sort();
+  assert.deepEqual(top3, ["002", "003", "004"], `order: ${keys}`);
   const first = await p.$("#results li.hit .evidence");
   const marks = await first.$$eval("mark", (ms) => ms.map((m) => m.textContent.toLowerCase()));
   assert.ok(marks.includes("rafah") && marks.includes("ground"), `marked: ${marks}`);
