@@ -235,9 +235,9 @@ impl FastBert {
         assert_eq!(lengths.iter().sum::<usize>(), ids.len());
         assert!(lengths.iter().all(|&l| l >= 1 && l <= self.max_positions));
         SCRATCH.with(|cell| {
-            // A rayon thread waiting inside a shared multiply may take up another forward pass
-            // (another caller's chunk) while this thread's buffers are in use: that pass gets
-            // buffers of its own.
+            // A pass that starts on this thread while its buffers are in use (a thread that
+            // waited inside a pass and took up other work, as rayon's threads do when a multiply
+            // is shared through rayon) gets buffers of its own instead of a double borrow.
             let mut own = None;
             let mut borrowed = cell.try_borrow_mut().ok();
             let scratch: &mut Scratch = match borrowed.as_deref_mut() {

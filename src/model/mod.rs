@@ -618,7 +618,7 @@ impl SentenceEncoder {
             chunks.push(&order[start..]);
         }
         // Fewer chunks than threads (a query, a short batch): the chunks run one after another, each
-        // multiply shared among the threads; otherwise one chunk per thread.
+        // multiply shared with the helper thread (`helper`); otherwise one chunk per thread.
         let parallel = chunks.len() < rayon::current_num_threads();
         let run = |chunk: &&[usize]| {
             let lengths: Vec<usize> = chunk.iter().map(|&i| ids[i].len()).collect();
