@@ -91,12 +91,14 @@ fn serve(shared: &Shared) {
         while !shared.leased.load(Ordering::Acquire) {
             std::thread::park();
         }
+        let mut idle = 0u32;
         while shared.leased.load(Ordering::Acquire) {
             let done = shared.finished.load(Ordering::Relaxed);
             if shared.posted.load(Ordering::Acquire) == done {
-                std::hint::spin_loop();
+                pause(&mut idle);
                 continue;
             }
+            idle = 0;
             // SAFETY: posted > finished: the leaseholder wrote `work` before moving `posted`
             // (Release, seen above with Acquire) and waits for `finished` before the closure's
             // borrow ends.
@@ -144,9 +146,25 @@ struct Wait {
 
 impl Drop for Wait {
     fn drop(&mut self) {
+        let mut idle = 0u32;
         while self.shared.finished.load(Ordering::Acquire) < self.until {
-            std::hint::spin_loop();
+            pause(&mut idle);
         }
+    }
+}
+
+/// Spins of a waiting thread before it starts offering its core to others on every turn: about
+/// a tenth of a millisecond, longer than the gap between two multiplies of one pass.
+const SPINS_BEFORE_YIELDING: u32 = 2000;
+
+/// One turn of waiting: a spin, or, once the wait has run long (more threads than cores, the
+/// other side not running), a yield, so a waiting thread does not hold a core the other needs.
+fn pause(idle: &mut u32) {
+    if *idle < SPINS_BEFORE_YIELDING {
+        *idle += 1;
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
     }
 }
 
