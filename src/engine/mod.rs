@@ -25,8 +25,9 @@ use crate::search::{self, ArticleHit, ChunkHit, SearchOptions};
 use crate::store::{read_manifest, ArticleLoc, Store, StoreError, Writer};
 use docs::*;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What can go wrong, sorted by who must act: the caller (bad request, unknown article), the
 /// model, or the store. Front ends map these to exit codes and HTTP statuses.
@@ -152,6 +153,36 @@ struct Batcher {
     /// Held while a batch runs: the model uses every core already, so batches run one at a time,
     /// and callers that arrive meanwhile join the next one.
     running: Mutex<()>,
+    /// Callers in the last batch, and how long it took (µs): what the next batch may wait for.
+    last_callers: AtomicUsize,
+    last_micros: AtomicU64,
+}
+
+/// Longest a batch waits for callers to come back, however long the last batch took.
+const MOST_LINGER: Duration = Duration::from_millis(4);
+
+impl Batcher {
+    /// Waits, briefly, until as many callers wait as the last batch answered. Callers who were
+    /// answered together come back together, but not at the same instant: without this wait the
+    /// first one back would run alone and the rest would wait for it, then for their own batch,
+    /// and every other answer would take two batches. The wait is at most a twentieth of the
+    /// last batch's time (and `MOST_LINGER`), and none for a lone caller.
+    fn gather(&self) {
+        let expected = self.last_callers.load(Ordering::Relaxed);
+        if expected <= 1 {
+            return;
+        }
+        let linger =
+            Duration::from_micros(self.last_micros.load(Ordering::Relaxed) / 20).min(MOST_LINGER);
+        let until = Instant::now() + linger;
+        while Instant::now() < until {
+            let callers = self.waiting.lock().unwrap_or_else(|p| p.into_inner()).len();
+            if callers >= expected {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
 }
 
 /// One store, one model, every operation.
@@ -316,9 +347,12 @@ impl Engine {
         answer: std::sync::mpsc::Receiver<Result<Vec<Vec<f32>>, String>>,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         let turn = batcher.running.lock().unwrap_or_else(|p| p.into_inner());
+        batcher.gather();
         let batch: Vec<Pending> =
             std::mem::take(&mut *batcher.waiting.lock().unwrap_or_else(|p| p.into_inner()));
         if !batch.is_empty() {
+            let started = Instant::now();
+            let callers = batch.len();
             let texts: Vec<&str> = batch
                 .iter()
                 .flat_map(|p| p.texts.iter().map(String::as_str))
@@ -337,6 +371,10 @@ impl Engine {
                     }
                 }
             }
+            batcher.last_callers.store(callers, Ordering::Relaxed);
+            batcher
+                .last_micros
+                .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
         drop(turn);
         match answer.try_recv() {
