@@ -616,8 +616,8 @@ unsafe fn score_block_256<const R: usize>(
 type ContextRows<const R: usize> =
     unsafe fn(*const f32, usize, usize, *const f32, usize, usize, [*mut f32; R], [f32; R]);
 
-/// `out[r] = inv[r] · Σ_j scores[r][j] · values[j]` for R query rows of one head, 16 dimensions
-/// at a time on 512-bit registers.
+/// `out[r] = inv[r] · Σ_j scores[r][j] · values[j]` for R query rows of one head, 32 dimensions
+/// at a time on 512-bit registers (what is left, 16 at a time under a mask).
 ///
 /// # Safety
 /// AVX-512F present; `scores` readable for R rows of `kp` ≥ `len`, `values` for `len` rows of
@@ -635,7 +635,28 @@ unsafe fn context_rows_512<const R: usize>(
     inv: [f32; R],
 ) {
     use std::arch::x86_64::*;
-    for c0 in (0..d).step_by(16) {
+    // Thirty-two dimensions at a time where the head has them (MiniLM's heads are 32 wide): one
+    // broadcast of a score serves both halves, and 2R running sums keep a CPU that issues two
+    // 512-bit multiply-adds per cycle busy (with R, each waited on its previous sum).
+    let pairs = d - d % 32;
+    for c0 in (0..pairs).step_by(32) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for j in 0..len {
+            let v0 = _mm512_loadu_ps(values.add(j * stride + c0));
+            let v1 = _mm512_loadu_ps(values.add(j * stride + c0 + 16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let p = _mm512_set1_ps(*scores.add(r * kp + j));
+                acc[0] = _mm512_fmadd_ps(p, v0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(p, v1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let inv = _mm512_set1_ps(inv[r]);
+            _mm512_storeu_ps(out[r].add(c0), _mm512_mul_ps(acc[0], inv));
+            _mm512_storeu_ps(out[r].add(c0 + 16), _mm512_mul_ps(acc[1], inv));
+        }
+    }
+    for c0 in (pairs..d).step_by(16) {
         let mask = (((1u32 << 16.min(d - c0)) - 1) & 0xFFFF) as u16;
         let mut acc = [_mm512_setzero_ps(); R];
         for j in 0..len {
