@@ -23,7 +23,8 @@
 //! and moved sentence vectors to cosine 0.993, below its 0.995 bar, so it was dropped.
 //!
 //! Which f32 kernel runs is chosen at load by timing the candidates on a layer of the model's shape
-//! ([`choose`]), never by a build flag; `LIKEWISE_KERNELS` (or `--kernels`) narrows the choice:
+//! ([`choose`]; the 256-bit code only when clearly faster than the 512-bit code, so that processes
+//! on one CPU give the same vectors), never by a build flag; `LIKEWISE_KERNELS` (or `--kernels`) narrows the choice:
 //! `avx2` forces the 256-bit code everywhere (also the rest of the forward), `avx512` the 512-bit
 //! code, `candle` candle's own matrix multiply (the reference path), `auto` (default) times them.
 //!
@@ -341,11 +342,25 @@ fn fastest(candidates: &[Kernel], inputs: usize, outputs: usize) -> Kernel {
             *best = best.min(start.elapsed().as_secs_f64());
         }
     }
-    let at = (0..layers.len())
-        .min_by(|&a, &b| best[a].total_cmp(&best[b]))
-        .expect("at least two candidates");
-    candidates[at]
+    let fastest_of = |isa: Option<Isa>| {
+        (0..layers.len())
+            .filter(|&i| isa.is_none_or(|isa| candidates[i].isa() == isa))
+            .min_by(|&a, &b| best[a].total_cmp(&best[b]))
+    };
+    let at = fastest_of(None).expect("at least two candidates");
+    // The instruction set decides a vector's last bits (the two copies of the forward compute
+    // attention and GELU in their own register widths), so the 256-bit code is taken over the
+    // 512-bit one only when it is clearly faster. Where the two are close (AMD Zen 4), timing
+    // noise would otherwise let two processes on one CPU give different last bits, and a store
+    // made by one process would not match, bit for bit, the queries of another.
+    match fastest_of(Some(Isa::Avx512)) {
+        Some(wide) if best[wide] <= best[at] * WIDER_UNLESS_FASTER => candidates[wide],
+        _ => candidates[at],
+    }
 }
+
+/// How much faster (in time) a 256-bit kernel must be than the fastest 512-bit one to be chosen.
+const WIDER_UNLESS_FASTER: f64 = 1.15;
 
 /// Every kernel this CPU can run, for `bench kernels`.
 pub fn all_available() -> Vec<Kernel> {
