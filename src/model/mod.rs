@@ -151,6 +151,53 @@ const REFERENCE: &str = "reference";
 /// that each weight panel loaded is used for many rows.
 const FAST_CHUNK_TOKENS: usize = 2048;
 
+/// Fewest tokens a chunk is cut to when there is little work: below this a chunk's multiplies
+/// reuse each weight panel for too few rows.
+const FAST_CHUNK_FLOOR: usize = 256;
+
+/// Cuts sequences (`order`, longest first; `len` gives each one's tokens) into the chunks of the
+/// fast encoder, for `threads` threads.
+///
+/// Much work: chunks of consecutive sequences, at least four per thread (so no thread waits long
+/// at the end) and at most [`FAST_CHUNK_TOKENS`]. Little work (a server's batch of a few
+/// passages): a multiple of `threads` chunks of near-equal tokens, each sequence put in the
+/// lightest so far. Cut in order instead, four 80-token passages made chunks of 240 and 80: one
+/// thread idled two thirds of the batch. A lone chunk runs with the helper thread instead.
+/// Which chunk a sequence lands in never changes its vector.
+fn fast_chunks(order: &[usize], len: impl Fn(usize) -> usize, threads: usize) -> Vec<Vec<usize>> {
+    let threads = threads.max(1);
+    let total: usize = order.iter().map(|&i| len(i)).sum();
+    if total < 4 * threads * FAST_CHUNK_FLOOR {
+        let wanted = threads * (total / (threads * FAST_CHUNK_FLOOR)).max(1);
+        let mut bins: Vec<(usize, Vec<usize>)> = vec![(0, Vec::new()); wanted.min(order.len())];
+        for &i in order {
+            let lightest = bins
+                .iter_mut()
+                .min_by_key(|(tokens, _)| *tokens)
+                .expect("at least one bin");
+            lightest.0 += len(i);
+            lightest.1.push(i);
+        }
+        return bins.into_iter().map(|(_, chunk)| chunk).collect();
+    }
+    let budget = (total / (4 * threads)).clamp(FAST_CHUNK_FLOOR, FAST_CHUNK_TOKENS);
+    let mut chunks = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut tokens = 0;
+    for &i in order {
+        if !current.is_empty() && tokens + len(i) > budget {
+            chunks.push(std::mem::take(&mut current));
+            tokens = 0;
+        }
+        tokens += len(i);
+        current.push(i);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
 /// The forward pass in use.
 enum Engine {
     /// Our BERT forward on candle, f32: the exact vectors.
@@ -601,26 +648,11 @@ impl SentenceEncoder {
         // Longest first, so chunks hold similar lengths and the longest work starts first.
         let mut order: Vec<usize> = (0..ids.len()).filter(|&i| !ids[i].is_empty()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
-        // At least four chunks per thread when there is enough work, so no thread waits long at the end.
-        let total: usize = order.iter().map(|&i| ids[i].len()).sum();
-        let budget =
-            (total / (4 * rayon::current_num_threads()).max(1)).clamp(256, FAST_CHUNK_TOKENS);
-        let mut chunks: Vec<&[usize]> = Vec::new();
-        let (mut start, mut tokens) = (0, 0);
-        for (n, &i) in order.iter().enumerate() {
-            if n > start && tokens + ids[i].len() > budget {
-                chunks.push(&order[start..n]);
-                (start, tokens) = (n, 0);
-            }
-            tokens += ids[i].len();
-        }
-        if start < order.len() {
-            chunks.push(&order[start..]);
-        }
+        let chunks = fast_chunks(&order, |i| ids[i].len(), rayon::current_num_threads());
         // Fewer chunks than threads (a query, a short batch): the chunks run one after another, each
         // multiply shared with the helper thread (`helper`); otherwise one chunk per thread.
         let parallel = chunks.len() < rayon::current_num_threads();
-        let run = |chunk: &&[usize]| {
+        let run = |chunk: &Vec<usize>| {
             let lengths: Vec<usize> = chunk.iter().map(|&i| ids[i].len()).collect();
             let packed: Vec<u32> = chunk.iter().flat_map(|&i| ids[i].iter().copied()).collect();
             let vectors = fast.forward_pooled(&packed, &lengths, parallel, |states| {
@@ -782,6 +814,53 @@ pub fn split_offsets(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every sequence lands in exactly one chunk.
+    fn assert_partition(chunks: &[Vec<usize>], n: usize) {
+        let mut seen: Vec<usize> = chunks.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..n).collect::<Vec<_>>());
+        assert!(chunks.iter().all(|c| !c.is_empty()));
+    }
+
+    #[test]
+    fn a_few_passages_are_shared_evenly_between_the_threads() {
+        // Four passages of 80 word pieces, two threads: two chunks of 160, not 240 and 80.
+        let lens = [80, 80, 80, 80];
+        let chunks = fast_chunks(&[0, 1, 2, 3], |i| lens[i], 2);
+        assert_partition(&chunks, 4);
+        let tokens: Vec<usize> = chunks
+            .iter()
+            .map(|c| c.iter().map(|&i| lens[i]).sum())
+            .collect();
+        assert_eq!(tokens, vec![160, 160]);
+        // Seven of uneven length (longest first): a multiple of the threads, none far from even.
+        let lens = [120, 100, 90, 80, 60, 40, 30];
+        let chunks = fast_chunks(&(0..7).collect::<Vec<_>>(), |i| lens[i], 2);
+        assert_partition(&chunks, 7);
+        assert_eq!(chunks.len() % 2, 0);
+        let tokens: Vec<usize> = chunks
+            .iter()
+            .map(|c| c.iter().map(|&i| lens[i]).sum())
+            .collect();
+        assert!(
+            tokens.iter().max().unwrap() - tokens.iter().min().unwrap() <= 40,
+            "{tokens:?}"
+        );
+    }
+
+    #[test]
+    fn a_lone_passage_is_one_chunk_and_much_work_is_cut_in_order() {
+        assert_eq!(fast_chunks(&[0], |_| 33, 2), vec![vec![0]]);
+        // 1,000 sequences of 60: chunks of consecutive sequences, at least four per thread, none
+        // past the most tokens of a chunk.
+        let order: Vec<usize> = (0..1000).collect();
+        let chunks = fast_chunks(&order, |_| 60, 2);
+        assert_partition(&chunks, 1000);
+        assert!(chunks.len() >= 8);
+        assert!(chunks.iter().all(|c| c.len() * 60 <= FAST_CHUNK_TOKENS));
+        assert!(chunks.concat() == order);
+    }
 
     fn word_offsets(text: &str) -> Vec<(usize, usize)> {
         whitespace_words(text)
