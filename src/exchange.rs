@@ -2,9 +2,9 @@
 //! (with a JSON of ids) or JSON lines, and Parquet files of articles — with or without vectors —
 //! read back for indexing.
 //!
-//! A Parquet file of ours carries the model's identity, the precision and the level in its
-//! key-value metadata (`likewise.model`, `likewise.precision`, `likewise.level`); its vectors are
-//! fixed-size lists of float32. Readers also take the plain lists of float (or double) that
+//! A Parquet file of ours carries the model's identity, the precision, the level and how the
+//! article vectors were made in its key-value metadata (`likewise.model`, `likewise.precision`,
+//! `likewise.level`, `likewise.article_vectors`); its vectors are fixed-size lists of float32. Readers also take the plain lists of float (or double) that
 //! Spark, pandas and DuckDB write.
 //!
 //! Columns: `id` (the article's key, always), `file` (the stored file name, when it came from a
@@ -168,7 +168,8 @@ pub fn export(
                 .collect();
             let doc = serde_json::json!({
                 "model": store.manifest.model, "precision": store.manifest.precision,
-                "level": level.name(), "ids": ids,
+                "level": level.name(), "article_vectors": store.manifest.article_vectors.name(),
+                "ids": ids,
             });
             std::fs::write(&ids_path, doc.to_string()).map_err(|e| err(&ids_path, e))?;
             vec![out.display().to_string(), ids_path.display().to_string()]
@@ -219,6 +220,7 @@ fn write_parquet(
         fields.push(Field::new("article_vector", vector_type(dim), true));
     }
     let identity = serde_json::to_string(&store.manifest.model).expect("identity serializes");
+    let article_vectors = store.manifest.article_vectors.name().to_string();
     // In the Arrow schema too: pyarrow, pandas and polars show a file's metadata from there.
     let schema = Arc::new(Schema::new_with_metadata(
         fields,
@@ -229,6 +231,10 @@ fn write_parquet(
                 store.manifest.precision.clone(),
             ),
             ("likewise.level".to_string(), level.name().to_string()),
+            (
+                "likewise.article_vectors".to_string(),
+                article_vectors.clone(),
+            ),
         ]
         .into_iter()
         .collect::<std::collections::HashMap<String, String>>(),
@@ -244,6 +250,10 @@ fn write_parquet(
             parquet::file::metadata::KeyValue::new(
                 "likewise.level".into(),
                 level.name().to_string(),
+            ),
+            parquet::file::metadata::KeyValue::new(
+                "likewise.article_vectors".into(),
+                article_vectors,
             ),
         ]))
         .build();
@@ -347,6 +357,9 @@ pub struct ImportedArticle {
 pub struct Imported {
     /// The model the vectors were made with, and their precision, when the file says.
     pub model: Option<(ModelIdentity, String)>,
+    /// How its article vectors were made (`whole-text-and-lede`, …), when the file says: its
+    /// `likewise.article_vectors` metadata, or an `article_vectors` column.
+    pub article_vectors: Option<String>,
     pub articles: Vec<ImportedArticle>,
     /// Rows that could not be used, each with its reason (never dropped silently).
     pub problems: Vec<String>,
@@ -474,6 +487,7 @@ pub fn read_parquet(path: &Path) -> Result<Imported, ExchangeError> {
         )),
         None => None,
     };
+    let mut article_vectors = kv.get("likewise.article_vectors").cloned();
     let schema = builder.schema().clone();
     let has = |name: &str| schema.field_with_name(name).is_ok();
     if !has("id") && !has("key") {
@@ -514,6 +528,25 @@ pub fn read_parquet(path: &Path) -> Result<Imported, ExchangeError> {
                         return Err(err(
                             path,
                             format!("row {}: its `model` or `precision` differs from an earlier row's; one file holds the vectors of one model", row_base + i + 1),
+                        ))
+                    }
+                }
+            }
+        }
+        if !kv.contains_key("likewise.article_vectors") {
+            for i in 0..batch.num_rows() {
+                let Some(m) =
+                    string_at(column(&batch, "article_vectors"), i).map_err(|e| err(path, e))?
+                else {
+                    continue;
+                };
+                match &article_vectors {
+                    None => article_vectors = Some(m),
+                    Some(first) if *first == m => {}
+                    Some(first) => {
+                        return Err(err(
+                            path,
+                            format!("row {}: its `article_vectors` is `{m}`, an earlier row's `{first}`; one file holds article vectors made one way", row_base + i + 1),
                         ))
                     }
                 }
@@ -609,6 +642,7 @@ pub fn read_parquet(path: &Path) -> Result<Imported, ExchangeError> {
     }
     Ok(Imported {
         model,
+        article_vectors,
         articles,
         problems,
         has_vectors,

@@ -125,6 +125,11 @@ pub trait Progress {
     fn start(&self, articles: usize);
     fn advance(&self, articles: usize);
     fn warn(&self, warning: &Warning);
+    /// Something to know that skipped nothing (article vectors made again, …); by default told
+    /// as a warning.
+    fn notice(&self, note: &Warning) {
+        self.warn(note)
+    }
     fn finish(&self);
 }
 
@@ -412,7 +417,7 @@ pub fn index(
         report.files += 1;
         read_files.insert(file_key(path, &base));
         let articles = if has_extension(path, PARQUET_EXTENSIONS) {
-            read_parquet(path, writer, embedder, &mut warn)?
+            read_parquet(path, writer, embedder, progress, &mut warn)?
         } else {
             read_file(path, &base, opts, &mut warn)
         };
@@ -434,11 +439,14 @@ pub fn index(
 
 /// Reads the articles of a Parquet file (`likewise export`, Spark, pandas…). Rows with vectors
 /// keep them, when the file's model is the store's (otherwise the file is refused, naming both);
-/// what is missing is embedded. Unusable rows are warnings.
+/// its article vectors, only when the file says they were made the store's way (otherwise they
+/// are made again, with a notice on `progress`, so a store never mixes two kinds). What is
+/// missing is embedded. Unusable rows are warnings.
 fn read_parquet(
     path: &Path,
     writer: &Writer,
     embedder: &dyn Embedder,
+    progress: &dyn Progress,
     warn: &mut dyn FnMut(Warning),
 ) -> Result<Vec<SourceArticle>, IndexError> {
     let input = |reason: String| IndexError::Input {
@@ -477,6 +485,22 @@ fn read_parquet(
             true
         }
     };
+    let store_method = writer.manifest().article_vectors.name();
+    let article_vectors_usable =
+        vectors_usable && imported.article_vectors.as_deref() == Some(store_method);
+    if vectors_usable
+        && !article_vectors_usable
+        && imported.articles.iter().any(|a| a.vector.is_some())
+    {
+        let why = match &imported.article_vectors {
+            Some(method) => format!("its article vectors were made as `{method}`"),
+            None => "it does not say how its article vectors were made (no likewise.article_vectors metadata, no article_vectors column)".into(),
+        };
+        progress.notice(&Warning {
+            path: path.to_path_buf(),
+            reason: format!("{why}; this store makes them as `{store_method}`, so they are made again from the text (the paragraph vectors are kept)"),
+        });
+    }
     let dim = embedder.identity().dim;
     let mut out = Vec::new();
     for a in imported.articles {
@@ -549,7 +573,7 @@ fn read_parquet(
             });
             continue;
         }
-        let article_vector = if vectors_usable {
+        let article_vector = if article_vectors_usable {
             a.vector.clone()
         } else {
             None

@@ -133,12 +133,14 @@ def embed(
 ):
     """The vectors of `df`'s articles as a DataFrame, computed where the rows are.
 
-    `level="article"`: one row per article — `id`, `title`, `text` (its paragraphs as stored,
-    blank lines between), `vector` (array<float>).
+    `level="article"`: one row per article — `id`, `title`, `date`, `source`, `url`, `text` (its
+    paragraphs as stored, blank lines between), `vector` (array<float>).
     `level="paragraph"`: one row per paragraph window, cut exactly as `likewise index` cuts them —
-    `id`, `paragraph`, `window`, `text`, `vector`, and the article's `article_vector`.
-    Both carry `model` (the model's identity, JSON) and `precision`, so the DataFrame written as
-    Parquet is read back by `likewise index part-*.parquet` without embedding anything. A row that
+    `id`, `title`, `date`, `source`, `url`, `paragraph`, `window`, `text`, `vector`, and the
+    article's `article_vector`.
+    Both carry `model` (the model's identity, JSON), `precision` and `article_vectors` (how the
+    article vectors were made), so the DataFrame written as Parquet is read back by `likewise index
+    part-*.parquet` without embedding anything (article vectors made another way are made again). A row that
     cannot be embedded comes out once with a null vector and the reason in `problem` (null on
     every good row). `threads` bounds the cores each task uses (default: all of the worker's).
     """
@@ -150,10 +152,13 @@ def embed(
     _check_columns(df, cols)
     vec = "array<float>"
     if level == "article":
-        schema = f"id string, title string, text string, vector {vec}, model string, precision string, problem string"
+        schema = (f"id string, title string, date string, source string, url string, text string, vector {vec}, "
+                  "model string, precision string, "
+                  "article_vectors string, problem string")
     else:
-        schema = (f"id string, paragraph int, window int, text string, vector {vec}, article_vector {vec}, "
-                  "model string, precision string, problem string")
+        schema = (f"id string, title string, date string, source string, url string, paragraph int, window int, "
+                  f"text string, vector {vec}, article_vector {vec}, "
+                  "model string, precision string, article_vectors string, problem string")
     selected = df.select(*[c for c in cols.values() if c is not None])
 
     def run(batches):
@@ -186,6 +191,8 @@ def embed(
                 for a, art in enumerate(arts):
                     rows["id"].append(art["key"])
                     rows["title"].append(art["title"])
+                    for field in ("date", "source", "url"):
+                        rows[field].append(art.get("meta", {}).get(field))
                     rows["text"].append("\n\n".join(paragraphs[a]))
                     rows["vector"].append(article_vectors[a])
                     rows["problem"].append(None)
@@ -193,6 +200,9 @@ def embed(
                 for c, chunk in enumerate(doc["chunks"]):
                     art = arts[chunk["article"]]
                     rows["id"].append(art["key"])
+                    rows["title"].append(art["title"])
+                    for field in ("date", "source", "url"):
+                        rows[field].append(art.get("meta", {}).get(field))
                     rows["paragraph"].append(chunk["paragraph"])
                     rows["window"].append(chunk["window"])
                     rows["text"].append(chunk["text"])
@@ -207,6 +217,7 @@ def embed(
             n = len(rows["id"])
             rows["model"] = [identity] * n
             rows["precision"] = [m.precision] * n
+            rows["article_vectors"] = [doc.get("article_vectors")] * n
             arrays = []
             for name in schema_names:
                 if name in ("vector", "article_vector"):

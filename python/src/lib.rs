@@ -147,6 +147,7 @@ impl Model {
             "chunks": chunks,
             "skipped": skipped,
             "tokens": tokens,
+            "article_vectors": likewise::store::ArticleVectorMode::default().name(),
         });
         let shape = |v: Vec<f32>| {
             let rows = v.len() / dim.max(1);

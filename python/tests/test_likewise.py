@@ -176,6 +176,7 @@ def test_parquet_round_trip(seeds_store, tmp_path):
     meta = table.schema.metadata
     identity = json.loads(meta[b"likewise.model"])
     assert identity["name"] == "sentence-transformers/all-MiniLM-L6-v2" and meta[b"likewise.precision"] == b"f32"
+    assert meta[b"likewise.article_vectors"] == b"whole-text-and-lede"
     assert table.num_rows == 58
     assert {"id", "path", "title", "paragraph", "text", "vector", "article_vector"} <= set(table.column_names)
     assert str(table.schema.field("vector").type) == "fixed_size_list<item: float>[384]"

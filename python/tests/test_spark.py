@@ -220,8 +220,30 @@ def test_embedded_paragraphs_written_as_parquet_index_without_embedding(spark, t
         a, b = vectors_by_key(spark_store, level), vectors_by_key(parquet_store, level)
         assert a.keys() == b.keys()
         assert min(cosine(a[k], b[k]) for k in a) >= 0.99999
+    # Article vectors said to be made another way, or not said at all, are made again from the
+    # text (with a notice), the paragraph vectors kept: a store never mixes two kinds.
+    import pandas as pd
+    table = pd.concat(pd.read_parquet(p) for p in parts)
+    assert set(table["article_vectors"]) == {"whole-text-and-lede"}
+    # Each row names its article's headline, so a store made from the file keeps it.
+    assert table.groupby("id")["title"].first()["mix-0012"] == "Report number 12"
+    for name, frame_out in [("other", table.assign(article_vectors="paragraphs-and-lead")),
+                            ("unsaid", table.drop(columns=["article_vectors"]))]:
+        path = tmp_path / f"{name}.parquet"
+        frame_out.to_parquet(path)
+        redone = cli(tmp_path / f"store-{name}", "index", str(path))
+        assert "are made again from the text" in redone.stderr, redone.stderr
+        assert not re.search(r"chunks, 0 tokens\) embedded", redone.stderr), redone.stderr
+        assert "inputs were skipped" not in redone.stderr, redone.stderr
+        a, b = vectors_by_key(spark_store, "article"), vectors_by_key(tmp_path / f"store-{name}", "article")
+        assert min(cosine(a[k], b[k]) for k in a) >= 0.99999
+        # The paragraph vectors are the file's, bit for bit.
+        _, given = likewise.Store(parquet_store, model=MODEL).vectors("paragraph")
+        _, kept = likewise.Store(tmp_path / f"store-{name}", model=MODEL).vectors("paragraph")
+        assert np.array_equal(given, kept)
     art = lws.embed(frame(spark, rows[:5], 1)).toPandas()
-    assert list(art.columns) == ["id", "title", "text", "vector", "model", "precision", "problem"]
+    assert list(art.columns) == ["id", "title", "date", "source", "url", "text", "vector", "model", "precision",
+                                 "article_vectors", "problem"]
     assert art["problem"].isna().all() and len(art) == 5
     bad = lws.embed(spark.createDataFrame([("x", None), ("y", "Blinken met Netanyahu.")], "id string, text string")).toPandas()
     assert bad.set_index("id").loc["x", "problem"].startswith("article `x`: the text is null")

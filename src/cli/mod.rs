@@ -868,6 +868,14 @@ impl Progress for Bar {
             )
         });
     }
+    fn notice(&self, note: &Warning) {
+        self.bar.suspend(|| {
+            eprintln!(
+                "likewise: note: {}",
+                sanitize_for_terminal(&note.to_string())
+            )
+        });
+    }
     fn finish(&self) {
         self.bar.finish_and_clear();
     }
