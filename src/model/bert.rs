@@ -506,22 +506,47 @@ fn bias_gelu_rows_portable(out: &mut [f32], input: &[f32], bias: &[f32]) {
     }
 }
 
+/// Cephes `expf`'s constants, shared by [`exp_nonpositive`] and its 256- and 512-bit copies in
+/// `kernels` (which must give the same values): arguments are clamped at `EXP_LOWEST`; `ln 2` is
+/// split in a high part exact in few bits and a low correction; `EXP_POLY` is the degree-6
+/// polynomial of `e^r` for |r| ≤ ln 2 / 2, highest power first (after `1 + r`).
+pub(crate) const EXP_LOWEST: f32 = -87.0;
+pub(crate) const LN2_HIGH: f32 = 0.693_359_4;
+pub(crate) const LN2_LOW: f32 = -2.121_944_4e-4;
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_2e-4,
+    1.398_2e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+
+/// Abramowitz & Stegun 7.1.26, shared with the register copies in `kernels`: for a ≥ 0,
+/// `erf(a) ≈ 1 − t·(A₀ + t·(A₁ + …))·e^(−a²)` with `t = 1 / (1 + P·a)`, within 1.5e-7.
+pub(crate) const ERF_P: f32 = 0.327_591_1;
+pub(crate) const ERF_A: [f32; 5] = [
+    0.254_829_6,
+    -0.284_496_74,
+    1.421_413_7,
+    -1.453_152_1,
+    1.061_405_4,
+];
+
 /// `e^x` for x ≤ 0 within about 2 ulp (Cephes `expf`: range reduction by ln 2, a degree-6
 /// polynomial, scaling through the exponent bits), written without branches or calls so that it
 /// vectorises. Arguments below -87 give ~1e-38 instead of 0, which is harmless where it is used.
 #[inline(always)]
 pub(crate) fn exp_nonpositive(x: f32) -> f32 {
-    let x = x.max(-87.0);
+    let x = x.max(EXP_LOWEST);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let r = x - n * LN2_HIGH - n * LN2_LOW;
     let r2 = r * r;
-    let p = (((((1.987_569_2e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 0.166_666_65)
-        * r
-        + 0.5)
-        * r2
-        + r
-        + 1.0;
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
+    let p = p * r2 + r + 1.0;
     // 2^n through the exponent bits. `n as i32` would be a saturating conversion that does not
     // vectorise; adding 1.5·2^23 puts the integer n (|n| < 2^22) in the low mantissa bits instead.
     let k = (n + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
@@ -532,18 +557,14 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
 /// 7.1.26): below f32 rounding of the result for the inputs that matter.
 #[inline(always)]
 pub fn gelu_erf(x: f32) -> f32 {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_74,
-        1.421_413_7,
-        -1.453_152_1,
-        1.061_405_4,
-    ];
     let z = x * std::f32::consts::FRAC_1_SQRT_2;
     let a = z.abs();
-    let t = 1.0 / (1.0 + P * a);
-    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let t = 1.0 / (1.0 + ERF_P * a);
+    let mut poly = ERF_A[4];
+    for c in ERF_A[..4].iter().rev() {
+        poly = c + t * poly;
+    }
+    let poly = t * poly;
     let erf_abs = 1.0 - poly * exp_nonpositive(-a * a);
     let erf = if z < 0.0 { -erf_abs } else { erf_abs };
     0.5 * x * (1.0 + erf)

@@ -34,7 +34,9 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use super::bert::{gelu_erf, gelu_tanh, Activation};
+use super::bert::{
+    gelu_erf, gelu_tanh, Activation, ERF_A, ERF_P, EXP_LOWEST, EXP_POLY, LN2_HIGH, LN2_LOW,
+};
 use super::helper::Lease;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -1163,24 +1165,16 @@ unsafe fn store_tile_256<const R: usize, const V: usize>(acc: &[[__m256; V]; R],
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn gelu_erf_256(x: __m256) -> __m256 {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_74,
-        1.421_413_7,
-        -1.453_152_1,
-        1.061_405_4,
-    ];
     let sign = _mm256_set1_ps(-0.0);
     let one = _mm256_set1_ps(1.0);
     let z = _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
     let a = _mm256_andnot_ps(sign, z);
-    let d = _mm256_fmadd_ps(_mm256_set1_ps(P), a, one);
+    let d = _mm256_fmadd_ps(_mm256_set1_ps(ERF_P), a, one);
     let estimate = _mm256_rcp_ps(d);
     // t = e · (2 − d·e): Newton's step for 1/d.
     let t = _mm256_mul_ps(estimate, _mm256_fnmadd_ps(d, estimate, _mm256_set1_ps(2.0)));
-    let mut poly = _mm256_set1_ps(A[4]);
-    for &c in A[..4].iter().rev() {
+    let mut poly = _mm256_set1_ps(ERF_A[4]);
+    for &c in ERF_A[..4].iter().rev() {
         poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(c));
     }
     poly = _mm256_mul_ps(poly, t);
@@ -1220,23 +1214,15 @@ unsafe fn gelu_erf_rows_512(values: &mut [f32]) {
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 unsafe fn gelu_erf_512(x: __m512) -> __m512 {
-    const P: f32 = 0.327_591_1;
-    const A: [f32; 5] = [
-        0.254_829_6,
-        -0.284_496_74,
-        1.421_413_7,
-        -1.453_152_1,
-        1.061_405_4,
-    ];
     let one = _mm512_set1_ps(1.0);
     let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
     let a = _mm512_abs_ps(z);
-    let d = _mm512_fmadd_ps(_mm512_set1_ps(P), a, one);
+    let d = _mm512_fmadd_ps(_mm512_set1_ps(ERF_P), a, one);
     let estimate = _mm512_rcp14_ps(d);
     // t = e · (2 − d·e): Newton's step for 1/d.
     let t = _mm512_mul_ps(estimate, _mm512_fnmadd_ps(d, estimate, _mm512_set1_ps(2.0)));
-    let mut poly = _mm512_set1_ps(A[4]);
-    for &c in A[..4].iter().rev() {
+    let mut poly = _mm512_set1_ps(ERF_A[4]);
+    for &c in ERF_A[..4].iter().rev() {
         poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(c));
     }
     poly = _mm512_mul_ps(poly, t);
@@ -1258,20 +1244,20 @@ unsafe fn gelu_erf_512(x: __m512) -> __m512 {
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 unsafe fn exp_nonpositive_512(x: __m512) -> __m512 {
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+    let x = _mm512_max_ps(x, _mm512_set1_ps(EXP_LOWEST));
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(_mm512_fmadd_ps(
         x,
         _mm512_set1_ps(std::f32::consts::LOG2_E),
         _mm512_set1_ps(0.5),
     ));
-    let r = _mm512_fmadd_ps(
+    let r = _mm512_fnmadd_ps(
         n,
-        _mm512_set1_ps(2.121_944_4e-4),
-        _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x),
+        _mm512_set1_ps(LN2_LOW),
+        _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HIGH), x),
     );
     let r2 = _mm512_mul_ps(r, r);
-    let mut p = _mm512_set1_ps(1.987_569_2e-4);
-    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+    let mut p = _mm512_set1_ps(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
         p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
     }
     p = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
@@ -1309,20 +1295,20 @@ pub(crate) unsafe fn exp_shifted_256(row: &mut [f32], max: f32, scale: f32) {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn exp_nonpositive_256(x: __m256) -> __m256 {
-    let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+    let x = _mm256_max_ps(x, _mm256_set1_ps(EXP_LOWEST));
     let n = _mm256_floor_ps(_mm256_fmadd_ps(
         x,
         _mm256_set1_ps(std::f32::consts::LOG2_E),
         _mm256_set1_ps(0.5),
     ));
-    let r = _mm256_fmadd_ps(
+    let r = _mm256_fnmadd_ps(
         n,
-        _mm256_set1_ps(2.121_944_4e-4),
-        _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x),
+        _mm256_set1_ps(LN2_LOW),
+        _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HIGH), x),
     );
     let r2 = _mm256_mul_ps(r, r);
-    let mut p = _mm256_set1_ps(1.987_569_2e-4);
-    for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+    let mut p = _mm256_set1_ps(EXP_POLY[0]);
+    for &c in &EXP_POLY[1..] {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
     }
     p = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
