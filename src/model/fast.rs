@@ -333,7 +333,7 @@ impl FastBert {
             );
             let mut start = 0;
             for &len in lengths {
-                self.attend(start, len, s);
+                self.attend(start, len, s, helper);
                 start += len;
             }
             layer.attn_out.multiply(
@@ -368,22 +368,28 @@ impl FastBert {
     }
 
     /// Self-attention of one sequence (rows `start..start + len` of `s.qkv`), every head, into
-    /// the same rows of `s.context`. f32 throughout.
+    /// the same rows of `s.context`. f32 throughout. With `helper`, it takes the later half of
+    /// the query rows.
     #[inline(always)]
-    fn attend(&self, start: usize, len: usize, s: &mut Scratch) {
+    fn attend(&self, start: usize, len: usize, s: &mut Scratch, helper: Option<&Lease>) {
         match self.head_dim {
             // The head width as a constant keeps a row's sums in registers.
-            32 => self.attend_heads::<32>(start, len, s),
-            64 => self.attend_heads::<64>(start, len, s),
-            _ => self.attend_heads::<0>(start, len, s),
+            32 => self.attend_heads::<32>(start, len, s, helper),
+            64 => self.attend_heads::<64>(start, len, s, helper),
+            _ => self.attend_heads::<0>(start, len, s, helper),
         }
     }
 
     /// [`Self::attend`] for heads of `D` dimensions (`D` = 0: any width, slower).
     #[inline(always)]
-    fn attend_heads<const D: usize>(&self, start: usize, len: usize, s: &mut Scratch) {
+    fn attend_heads<const D: usize>(
+        &self,
+        start: usize,
+        len: usize,
+        s: &mut Scratch,
+        helper: Option<&Lease>,
+    ) {
         let h = self.hidden;
-        let d = if D == 0 { self.head_dim } else { D };
         let stride = 3 * h;
         let keys_padded = len.next_multiple_of(16);
         s.keys_t.clear();
@@ -397,17 +403,97 @@ impl FastBert {
                 *slot = row[h + c];
             }
         }
+        let keys_t = &s.keys_t;
+        let span = AttentionSpan {
+            qkv,
+            keys_t,
+            keys_padded,
+            len,
+        };
+        // Query rows `rows` of every head into `context`, whose first row is `rows.start`, in
+        // the copy of the instruction set the forward runs (a closure run by the helper is
+        // compiled on its own, without the forward's target features).
+        let attend_rows =
+            |rows: std::ops::Range<usize>, scores: &mut [f32], context: &mut [f32]| {
+                // SAFETY: the kernel's instruction set was detected on this CPU when the weights
+                // were packed.
+                unsafe {
+                    match self.kernel.isa() {
+                        Isa::Avx512 => self.attend_rows_avx512::<D>(&span, rows, scores, context),
+                        Isa::Avx2 => self.attend_rows_avx2::<D>(&span, rows, scores, context),
+                    }
+                }
+            };
         let context = &mut s.context[start * h..(start + len) * h];
+        match helper {
+            // A lone pass: the helper takes the later query rows (every row's attention is its
+            // own, so the split changes no value). A few rows are not worth the hand-over.
+            Some(lease) if len >= 4 * QUERY_ROWS => {
+                let split = (len / 2).next_multiple_of(QUERY_ROWS);
+                let (mine, theirs) = context.split_at_mut(split * h);
+                // The closure the helper runs is `Fn`: its rows are lent through a lock that
+                // only it takes.
+                let theirs = std::sync::Mutex::new(theirs);
+                lease.share(
+                    &|| {
+                        let mut rows = theirs.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut scores = vec![0f32; QUERY_ROWS * keys_padded];
+                        attend_rows(split..len, &mut scores, &mut rows);
+                    },
+                    || attend_rows(0..split, &mut s.scores, mine),
+                );
+            }
+            _ => attend_rows(0..len, &mut s.scores, context),
+        }
+    }
+
+    /// [`Self::attend_rows`] compiled for AVX-512.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn attend_rows_avx512<const D: usize>(
+        &self,
+        span: &AttentionSpan,
+        rows: std::ops::Range<usize>,
+        scores: &mut [f32],
+        context: &mut [f32],
+    ) {
+        self.attend_rows::<D>(span, rows, scores, context)
+    }
+
+    /// [`Self::attend_rows`] compiled for AVX2 and FMA only.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn attend_rows_avx2<const D: usize>(
+        &self,
+        span: &AttentionSpan,
+        rows: std::ops::Range<usize>,
+        scores: &mut [f32],
+        context: &mut [f32],
+    ) {
+        self.attend_rows::<D>(span, rows, scores, context)
+    }
+
+    /// Attention of query rows `rows` of one sequence, every head, into `context` (whose first
+    /// row is `rows.start`).
+    #[inline(always)]
+    fn attend_rows<const D: usize>(
+        &self,
+        span: &AttentionSpan,
+        rows: std::ops::Range<usize>,
+        scores: &mut [f32],
+        context: &mut [f32],
+    ) {
+        let h = self.hidden;
+        let d = if D == 0 { self.head_dim } else { D };
+        let kp = span.keys_padded;
         for head in 0..self.heads {
-            let rows = AttentionRows {
-                qkv,
-                stride,
+            let attention = AttentionRows {
+                qkv: span.qkv,
+                stride: 3 * h,
                 hidden: h,
                 q_at: head * d,
                 v_at: 2 * h + head * d,
-                keys_t: &s.keys_t[head * d * keys_padded..(head + 1) * d * keys_padded],
-                keys_padded,
-                len,
+                keys_t: &span.keys_t[head * d * kp..(head + 1) * d * kp],
+                keys_padded: kp,
+                len: span.len,
                 head_dim: d,
                 scale: 1.0 / (d as f32).sqrt(),
                 wide: self.kernel.isa() == Isa::Avx512,
@@ -417,17 +503,26 @@ impl FastBert {
                 }),
                 max_positions: self.max_positions,
             };
-            let mut i = 0;
-            while i + QUERY_ROWS <= len {
-                rows.attend::<D, QUERY_ROWS>(i, &mut s.scores, context);
+            let mut i = rows.start;
+            while i + QUERY_ROWS <= rows.end {
+                attention.attend::<D, QUERY_ROWS>(i, scores, context, rows.start);
                 i += QUERY_ROWS;
             }
-            while i < len {
-                rows.attend::<D, 1>(i, &mut s.scores, context);
+            while i < rows.end {
+                attention.attend::<D, 1>(i, scores, context, rows.start);
                 i += 1;
             }
         }
     }
+}
+
+/// One sequence's queries, keys and values for attention: its rows of the fused projection, its
+/// keys transposed (hidden × `keys_padded`), its length.
+struct AttentionSpan<'a> {
+    qkv: &'a [f32],
+    keys_t: &'a [f32],
+    keys_padded: usize,
+    len: usize,
 }
 
 /// Query rows whose attention is computed together: each key and value loaded serves four rows.
@@ -453,13 +548,15 @@ struct AttentionRows<'a> {
 }
 
 impl AttentionRows<'_> {
-    /// Attention of query rows `first..first + R` into their rows of `context`.
+    /// Attention of query rows `first..first + R` into their rows of `context` (whose first row
+    /// is query row `context_row0`).
     #[inline(always)]
     fn attend<const D: usize, const R: usize>(
         &self,
         first: usize,
         scores: &mut [f32],
         context: &mut [f32],
+        context_row0: usize,
     ) {
         let (kp, len) = (self.keys_padded, self.len);
         let d = if D == 0 { self.head_dim } else { D };
@@ -525,7 +622,7 @@ impl AttentionRows<'_> {
         // registers (written as plain loops they were kept in memory, a fifth of the forward).
         let values = self.qkv[self.v_at..].as_ptr();
         let outs: [*mut f32; R] = std::array::from_fn(|r| {
-            context[(first + r) * self.hidden + self.q_at..][..d].as_mut_ptr()
+            context[(first - context_row0 + r) * self.hidden + self.q_at..][..d].as_mut_ptr()
         });
         assert!(
             scores.len() >= R * kp && (len - 1) * self.stride + d <= self.qkv.len() - self.v_at
