@@ -1,8 +1,9 @@
 //! The fast encoder: the same BERT forward as [`super::bert`] (and MPNet's, whose relative-position
 //! bias is added to the attention scores) in plain f32 slices, with every dense
 //! layer's multiply done by one of [`super::kernels`] (f32 on 512- or 256-bit registers, bf16 through
-//! AVX512-BF16, AMX or widened to f32 on AVX-512F or AVX2). Embeddings, attention, softmax, layer norms and GELU
-//! stay in f32.
+//! AVX512-BF16, AMX or widened to f32 on AVX-512F or AVX2). Embeddings, softmax, layer norms and GELU
+//! stay in f32; attention too, but for bf16 precision on a CPU with AVX512-BF16, whose scores take
+//! bf16 queries and keys like the dense layers' inputs (f32 sums).
 //!
 //! Why our own forward: candle allocates and walks a tensor per operation, pads every sequence of a
 //! batch to the longest, and its CPU matmul has no bf16 dot-product path; the four dense
@@ -94,6 +95,9 @@ pub struct FastBert {
     /// MPNet's attention bias by relative position, per head: `heads` rows of
     /// `2 · max_positions − 1` values, the bias of key − query = k at `max_positions − 1 + k`.
     relative_bias: Option<Vec<f32>>,
+    /// Whether attention's scores are taken in bf16 (`vdpbf16ps`) too: with a bf16 kernel on a
+    /// CPU with AVX512-BF16, heads a multiple of 32 wide.
+    attention_bf16: bool,
 }
 
 /// Buffers reused from one chunk to the next on each thread (no page faults in the hot loop).
@@ -107,6 +111,9 @@ struct Scratch {
     stage: Stage,
     keys_t: Vec<f32>,
     scores: Vec<f32>,
+    /// The bf16 attention's inputs (see [`Paired`]).
+    query_pairs: Vec<u32>,
+    key_pairs: Vec<u32>,
 }
 
 thread_local! {
@@ -208,6 +215,12 @@ impl FastBert {
             max_positions: parts.max_positions,
             activation: parts.activation,
             relative_bias,
+            // bf16 precision rounds every dense layer's inputs already; attention's scores (queries
+            // by keys) then take half the instructions too. Softmax and the probabilities by the
+            // values stay f32 (see `Paired`).
+            attention_bf16: matches!(kernel, Kernel::Bf16Avx512 | Kernel::Bf16Amx)
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+                && (hidden / parts.heads).is_multiple_of(32),
         })
     }
 
@@ -392,23 +405,41 @@ impl FastBert {
         let h = self.hidden;
         let stride = 3 * h;
         let keys_padded = len.next_multiple_of(16);
-        s.keys_t.clear();
-        s.keys_t.resize(h * keys_padded, 0.0);
         s.scores.clear();
         s.scores.resize(QUERY_ROWS * keys_padded, 0.0);
         let qkv = &s.qkv[start * stride..(start + len) * stride];
-        // Every head's keys transposed, (hidden, keys_padded), so 16 keys' scores come from one FMA.
-        for (c, column) in s.keys_t.chunks_exact_mut(keys_padded).enumerate() {
-            for (slot, row) in column.iter_mut().zip(qkv.chunks_exact(stride)) {
-                *slot = row[h + c];
+        let pairs = if self.attention_bf16 {
+            s.keys_t.clear();
+            // SAFETY: `attention_bf16` is set only where AVX512-BF16 was detected, with the
+            // AVX-512 kernels (F, BW, VL), and heads (so `hidden`) a multiple of 32 wide.
+            Some(unsafe {
+                Paired::fill(
+                    qkv,
+                    h,
+                    len,
+                    keys_padded,
+                    (&mut s.query_pairs, &mut s.key_pairs),
+                )
+            })
+        } else {
+            s.keys_t.clear();
+            s.keys_t.resize(h * keys_padded, 0.0);
+            // Every head's keys transposed, (hidden, keys_padded), so 16 keys' scores come from
+            // one FMA.
+            for (c, column) in s.keys_t.chunks_exact_mut(keys_padded).enumerate() {
+                for (slot, row) in column.iter_mut().zip(qkv.chunks_exact(stride)) {
+                    *slot = row[h + c];
+                }
             }
-        }
+            None
+        };
         let keys_t = &s.keys_t;
         let span = AttentionSpan {
             qkv,
             keys_t,
             keys_padded,
             len,
+            pairs,
         };
         // Query rows `rows` of every head into `context`, whose first row is `rows.start`, in
         // the copy of the instruction set the forward runs (a closure run by the helper is
@@ -491,7 +522,11 @@ impl FastBert {
                 hidden: h,
                 q_at: head * d,
                 v_at: 2 * h + head * d,
-                keys_t: &span.keys_t[head * d * kp..(head + 1) * d * kp],
+                keys_t: span
+                    .keys_t
+                    .get(head * d * kp..(head + 1) * d * kp)
+                    .unwrap_or_default(),
+                pairs: span.pairs.as_ref().map(|p| p.head(head, d, kp, h)),
                 keys_padded: kp,
                 len: span.len,
                 head_dim: d,
@@ -520,9 +555,93 @@ impl FastBert {
 /// keys transposed (hidden × `keys_padded`), its length.
 struct AttentionSpan<'a> {
     qkv: &'a [f32],
+    /// Empty when scores are taken in bf16.
     keys_t: &'a [f32],
     keys_padded: usize,
     len: usize,
+    /// The sequence's queries and keys in bf16 pairs, when scores are taken in bf16.
+    pairs: Option<Paired<'a>>,
+}
+
+/// One sequence's queries and keys rounded to bf16 and paired the way `vdpbf16ps` multiplies
+/// (two bf16 in each 32-bit word, the lower one first), for attention's scores:
+/// - `queries`: `len` rows of `hidden / 2` words, dimensions 2i and 2i + 1 in word i;
+/// - `keys`: `hidden / 2` rows of `keys_padded` words, row i holding every key's dimensions
+///   2i and 2i + 1 (transposed, so 16 keys' scores come from one instruction).
+///
+/// The probabilities stay f32 and multiply the values in f32: rounded to bf16, a long run of one
+/// word (hundreds of near-equal probabilities, all rounded the same way) moved MPNet's vector to
+/// cosine 0.9987 of f32's.
+struct Paired<'a> {
+    queries: &'a [u32],
+    keys: &'a [u32],
+}
+
+/// One head's part of [`Paired`] (its pairs of dimensions).
+struct HeadPairs<'a> {
+    queries: &'a [u32],
+    keys: &'a [u32],
+    /// Words per query row.
+    query_stride: usize,
+}
+
+impl<'a> Paired<'a> {
+    /// Rounds and pairs the queries and keys of a sequence's rows of the fused projection (`len`
+    /// rows, `hidden` a multiple of 32) into the two buffers.
+    ///
+    /// # Safety
+    /// AVX-512F, BW, VL and AVX512-BF16 present.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl,avx2,fma")]
+    unsafe fn fill(
+        qkv: &[f32],
+        hidden: usize,
+        len: usize,
+        keys_padded: usize,
+        (queries, keys): (&'a mut Vec<u32>, &'a mut Vec<u32>),
+    ) -> Self {
+        use std::arch::x86_64::*;
+        assert!(hidden.is_multiple_of(32) && qkv.len() == len * 3 * hidden);
+        let half = hidden / 2;
+        let stride = 3 * hidden;
+        // Sixteen f32 from `from` as sixteen bf16 (rounded to nearest even), in order: a row of
+        // bf16 is a row of pairs.
+        let round = |from: *const f32| -> __m256i {
+            std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(from)))
+        };
+        queries.clear();
+        queries.resize(len * half, 0);
+        for (row, out) in qkv.chunks_exact(stride).zip(queries.chunks_exact_mut(half)) {
+            for c in (0..hidden).step_by(16) {
+                _mm256_storeu_si256(
+                    out.as_mut_ptr().add(c / 2).cast(),
+                    round(row.as_ptr().add(c)),
+                );
+            }
+        }
+        keys.clear();
+        keys.resize(half * keys_padded, 0);
+        let mut words = [0u32; 16];
+        for (k, row) in qkv.chunks_exact(stride).enumerate() {
+            let key = row[hidden..].as_ptr();
+            for c in (0..hidden).step_by(32) {
+                _mm256_storeu_si256(words.as_mut_ptr().cast(), round(key.add(c)));
+                _mm256_storeu_si256(words.as_mut_ptr().add(8).cast(), round(key.add(c + 16)));
+                for (j, &word) in words.iter().enumerate() {
+                    keys[(c / 2 + j) * keys_padded + k] = word;
+                }
+            }
+        }
+        Paired { queries, keys }
+    }
+
+    /// Head `head`'s part, heads `d` wide.
+    fn head(&self, head: usize, d: usize, keys_padded: usize, hidden: usize) -> HeadPairs<'a> {
+        HeadPairs {
+            queries: &self.queries[head * d / 2..],
+            keys: &self.keys[head * d / 2 * keys_padded..(head + 1) * d / 2 * keys_padded],
+            query_stride: hidden / 2,
+        }
+    }
 }
 
 /// Query rows whose attention is computed together: each key and value loaded serves four rows.
@@ -536,6 +655,9 @@ struct AttentionRows<'a> {
     q_at: usize,
     v_at: usize,
     keys_t: &'a [f32],
+    /// This head's queries and keys in bf16 pairs, when scores are taken in bf16 (`keys_t` is
+    /// then empty).
+    pairs: Option<HeadPairs<'a>>,
     keys_padded: usize,
     len: usize,
     head_dim: usize,
@@ -559,6 +681,48 @@ impl AttentionRows<'_> {
         context_row0: usize,
     ) {
         let (kp, len) = (self.keys_padded, self.len);
+        let d = if D == 0 { self.head_dim } else { D };
+        if let Some(pairs) = &self.pairs {
+            self.scores_bf16::<R>(pairs, first, scores);
+        } else {
+            self.scores_f32::<D, R>(first, scores);
+        }
+        let inv_sums = self.softmax::<R>(first, scores);
+        // Context = probabilities · values, with explicit vector code: the sums of R rows stay in
+        // registers (written as plain loops they were kept in memory, a fifth of the forward).
+        let values = self.qkv[self.v_at..].as_ptr();
+        let outs: [*mut f32; R] = std::array::from_fn(|r| {
+            context[(first - context_row0 + r) * self.hidden + self.q_at..][..d].as_mut_ptr()
+        });
+        assert!(
+            scores.len() >= R * kp && (len - 1) * self.stride + d <= self.qkv.len() - self.v_at
+        );
+        let context_rows: ContextRows<R> = if self.wide {
+            context_rows_512::<R>
+        } else {
+            context_rows_256::<R>
+        };
+        // SAFETY: the reads stay within `scores` and the value rows (asserted just above), the
+        // writes within each row's head of `context`; the copy run is the one the forward is
+        // compiled for, whose instruction set was detected when the kernels were packed.
+        unsafe {
+            context_rows(
+                scores.as_ptr(),
+                kp,
+                len,
+                values,
+                self.stride,
+                d,
+                outs,
+                inv_sums,
+            )
+        }
+    }
+
+    /// Raw scores of R query rows (from `first`) against every key, in f32, into `scores`.
+    #[inline(always)]
+    fn scores_f32<const D: usize, const R: usize>(&self, first: usize, scores: &mut [f32]) {
+        let kp = self.keys_padded;
         let d = if D == 0 { self.head_dim } else { D };
         let queries: [&[f32]; R] =
             std::array::from_fn(|r| &self.qkv[(first + r) * self.stride + self.q_at..][..d]);
@@ -592,6 +756,54 @@ impl AttentionRows<'_> {
                 block += 16;
             }
         }
+    }
+
+    /// Raw scores of R query rows (from `first`) against every key, in bf16, into `scores`.
+    #[inline(always)]
+    fn scores_bf16<const R: usize>(&self, pairs: &HeadPairs, first: usize, scores: &mut [f32]) {
+        let kp = self.keys_padded;
+        let words = self.head_dim / 2;
+        let queries: [&[u32]; R] =
+            std::array::from_fn(|r| &pairs.queries[(first + r) * pairs.query_stride..][..words]);
+        let rows: [*const u32; R] = std::array::from_fn(|r| queries[r].as_ptr());
+        assert!(scores.len() >= R * kp && pairs.keys.len() >= words * kp);
+        let mut block = 0;
+        while block < kp {
+            // SAFETY: AVX512-BF16 was detected when `attention_bf16` was set; each query row
+            // holds `words` words, the head's keys `words` rows of `kp` (asserted above), and
+            // the block's keys and scores are within a row (`block + 64` or `+ 16` ≤ `kp`).
+            unsafe {
+                if kp - block >= 64 {
+                    score_block_bf16::<R, 4>(
+                        rows,
+                        pairs.keys.as_ptr(),
+                        kp,
+                        block,
+                        words,
+                        scores.as_mut_ptr(),
+                    );
+                    block += 64;
+                } else {
+                    score_block_bf16::<R, 1>(
+                        rows,
+                        pairs.keys.as_ptr(),
+                        kp,
+                        block,
+                        words,
+                        scores.as_mut_ptr(),
+                    );
+                    block += 16;
+                }
+            }
+        }
+    }
+
+    /// Softmax of R rows of raw scores in place, without the division: the exponentials of the
+    /// scaled (and, for MPNet, biased) scores less their largest, and the reciprocal of each
+    /// row's sum.
+    #[inline(always)]
+    fn softmax<const R: usize>(&self, first: usize, scores: &mut [f32]) -> [f32; R] {
+        let (kp, len) = (self.keys_padded, self.len);
         let mut inv_sums = [0f32; R];
         for (r, inv_sum) in inv_sums.iter_mut().enumerate() {
             let row = &mut scores[r * kp..r * kp + len];
@@ -618,35 +830,7 @@ impl AttentionRows<'_> {
             }
             *inv_sum = 1.0 / sum16(row);
         }
-        // Context = probabilities · values, with explicit vector code: the sums of R rows stay in
-        // registers (written as plain loops they were kept in memory, a fifth of the forward).
-        let values = self.qkv[self.v_at..].as_ptr();
-        let outs: [*mut f32; R] = std::array::from_fn(|r| {
-            context[(first - context_row0 + r) * self.hidden + self.q_at..][..d].as_mut_ptr()
-        });
-        assert!(
-            scores.len() >= R * kp && (len - 1) * self.stride + d <= self.qkv.len() - self.v_at
-        );
-        let context_rows: ContextRows<R> = if self.wide {
-            context_rows_512::<R>
-        } else {
-            context_rows_256::<R>
-        };
-        // SAFETY: the reads stay within `scores` and the value rows (asserted just above), the
-        // writes within each row's head of `context`; the copy run is the one the forward is
-        // compiled for, whose instruction set was detected when the kernels were packed.
-        unsafe {
-            context_rows(
-                scores.as_ptr(),
-                kp,
-                len,
-                values,
-                self.stride,
-                d,
-                outs,
-                inv_sums,
-            )
-        }
+        inv_sums
     }
 
     /// Raw scores of R query rows against keys `block..block + W`.
@@ -831,6 +1015,43 @@ unsafe fn context_rows_256<const R: usize>(
     }
 }
 
+/// Raw scores of R query rows against the `16 · W` keys from `block`, in bf16: per pair of
+/// dimensions, W key loads, R broadcasts and R · W `vdpbf16ps` (each two multiply-adds per lane).
+///
+/// # Safety
+/// AVX-512F and AVX512-BF16 present; each `queries[r]` readable for `words` words, `keys` for
+/// `words` rows of `kp` from `block` (`16 · W` words each), `scores` writable for R rows of `kp` at
+/// `block..block + 16 · W`.
+#[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl,avx2,fma")]
+unsafe fn score_block_bf16<const R: usize, const W: usize>(
+    queries: [*const u32; R],
+    keys: *const u32,
+    kp: usize,
+    block: usize,
+    words: usize,
+    scores: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); W]; R];
+    for i in 0..words {
+        let row = keys.add(i * kp + block);
+        let k: [__m512bh; W] = std::array::from_fn(|w| {
+            std::mem::transmute(_mm512_loadu_si512(row.add(16 * w).cast()))
+        });
+        for (acc, query) in acc.iter_mut().zip(&queries) {
+            let q: __m512bh = std::mem::transmute(_mm512_set1_epi32(*query.add(i) as i32));
+            for (a, &k) in acc.iter_mut().zip(&k) {
+                *a = _mm512_dpbf16_ps(*a, q, k);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        for (w, &a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(scores.add(r * kp + block + 16 * w), a);
+        }
+    }
+}
+
 /// Largest value, with 16 running lanes so the compiler vectorises it.
 #[inline(always)]
 fn max16(values: &[f32]) -> f32 {
@@ -851,5 +1072,78 @@ fn max16(values: &[f32]) -> f32 {
 fn add_into(x: &mut [f32], y: &[f32]) {
     for (a, &b) in x.iter_mut().zip(y) {
         *a += b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bf16 scores of every head equal the plain dot products of its queries and keys when
+    /// every value is exact in bf16 (multiples of 1/16 below 4) and every sum exact in f32; odd
+    /// lengths and a length past one 64-key block reach the padding and the 16-key blocks.
+    #[test]
+    fn bf16_scores_are_the_dot_products_of_each_heads_queries_and_keys() {
+        if !std::arch::is_x86_feature_detected!("avx512bf16")
+            || !std::arch::is_x86_feature_detected!("avx512bw")
+            || !std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            eprintln!("no AVX512-BF16 here: the bf16 scores are not taken on this CPU");
+            return;
+        }
+        let (hidden, d) = (64, 32);
+        for len in [1usize, 7, 33, 81] {
+            let kp = len.next_multiple_of(16);
+            let value = |i: usize| ((i * 7919 % 113) as f32 - 56.0) / 16.0;
+            let qkv: Vec<f32> = (0..len * 3 * hidden).map(value).collect();
+            let (mut queries, mut keys) = (Vec::new(), Vec::new());
+            // SAFETY: AVX512-BF16, F, BW and VL were detected above; `hidden` is a multiple of 32.
+            let paired = unsafe { Paired::fill(&qkv, hidden, len, kp, (&mut queries, &mut keys)) };
+            for head in 0..hidden / d {
+                let pairs = paired.head(head, d, kp, hidden);
+                let rows = AttentionRows {
+                    qkv: &qkv,
+                    stride: 3 * hidden,
+                    hidden,
+                    q_at: head * d,
+                    v_at: 2 * hidden + head * d,
+                    keys_t: &[],
+                    pairs: Some(pairs),
+                    keys_padded: kp,
+                    len,
+                    head_dim: d,
+                    scale: 1.0,
+                    wide: true,
+                    relative_bias: None,
+                    max_positions: 512,
+                };
+                let check = |first: usize, r: usize, scores: &[f32]| {
+                    let row = &scores[r * kp..(r + 1) * kp];
+                    for (k, &score) in row[..len].iter().enumerate() {
+                        let q = &qkv[(first + r) * 3 * hidden + head * d..][..d];
+                        let key = &qkv[k * 3 * hidden + hidden + head * d..][..d];
+                        let want: f32 = q.iter().zip(key).map(|(a, b)| a * b).sum();
+                        assert_eq!(
+                            score,
+                            want,
+                            "len {len} head {head} query {} key {k}",
+                            first + r
+                        );
+                    }
+                    // Padded keys score zero (their pairs are zero), never garbage.
+                    assert!(row[len..].iter().all(|&s| s == 0.0), "len {len}");
+                };
+                let pairs = rows.pairs.as_ref().unwrap();
+                let mut scores = vec![f32::NAN; QUERY_ROWS * kp];
+                for first in 0..len {
+                    rows.scores_bf16::<1>(pairs, first, &mut scores);
+                    check(first, 0, &scores);
+                }
+                for first in (0..len.saturating_sub(QUERY_ROWS - 1)).step_by(QUERY_ROWS) {
+                    rows.scores_bf16::<QUERY_ROWS>(pairs, first, &mut scores);
+                    (0..QUERY_ROWS).for_each(|r| check(first, r, &scores));
+                }
+            }
+        }
     }
 }
