@@ -20,7 +20,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use super::bert::{exp_nonpositive, Bert, BertParts};
+use super::bert::{Bert, BertParts};
 use super::helper::Lease;
 use super::kernels::{self, Dense, Finish, Isa, Kernel, KernelRequest, Stage};
 use super::Precision;
@@ -819,16 +819,15 @@ impl AttentionRows<'_> {
                 }
                 None => self.scale,
             };
-            let max = max16(row);
-            if self.wide {
-                for v in row.iter_mut() {
-                    *v = exp_nonpositive((*v - max) * scale);
-                }
+            let sum = if self.wide {
+                // SAFETY: the AVX-512 copy runs only where AVX-512F was detected (at packing).
+                unsafe { kernels::exp_shifted_512(row, scale) }
             } else {
                 // SAFETY: the AVX2 copy runs only where AVX2 was detected (at packing).
-                unsafe { kernels::exp_shifted_256(row, max, scale) };
-            }
-            *inv_sum = 1.0 / sum16(row);
+                unsafe { kernels::exp_shifted_256(row, max16(row), scale) };
+                sum16(row)
+            };
+            *inv_sum = 1.0 / sum;
         }
         inv_sums
     }

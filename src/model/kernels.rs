@@ -1345,6 +1345,46 @@ pub(crate) unsafe fn exp_shifted_256(row: &mut [f32], max: f32, scale: f32) {
     }
 }
 
+/// [`exp_shifted_256`] on 512-bit registers, sixteen at a time and the rest under a mask, with
+/// the row's largest value found here: `v = e^((v − max)·scale)`; returns the sum of the new
+/// values. Written out because the plain loop compiles the polynomial to separate multiplies
+/// and adds (Rust does not fuse them) and reduces its lanes one by one.
+///
+/// # Safety
+/// AVX-512F present.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn exp_shifted_512(row: &mut [f32], scale: f32) -> f32 {
+    let tail = row.len() % 16;
+    let tail_mask: __mmask16 = ((1u32 << tail) - 1) as __mmask16;
+    let whole = row.len() - tail;
+    let at = row.as_mut_ptr();
+    let mut max = _mm512_set1_ps(f32::MIN);
+    for c in (0..whole).step_by(16) {
+        max = _mm512_max_ps(max, _mm512_loadu_ps(at.add(c)));
+    }
+    max = _mm512_mask_max_ps(
+        max,
+        tail_mask,
+        max,
+        _mm512_maskz_loadu_ps(tail_mask, at.add(whole)),
+    );
+    let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+    let scale = _mm512_set1_ps(scale);
+    let shifted = |x: __m512| exp_nonpositive_512(_mm512_mul_ps(_mm512_sub_ps(x, max), scale));
+    let mut sum = _mm512_setzero_ps();
+    for c in (0..whole).step_by(16) {
+        let e = shifted(_mm512_loadu_ps(at.add(c)));
+        _mm512_storeu_ps(at.add(c), e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if tail > 0 {
+        let e = shifted(_mm512_maskz_loadu_ps(tail_mask, at.add(whole)));
+        _mm512_mask_storeu_ps(at.add(whole), tail_mask, e);
+        sum = _mm512_mask_add_ps(sum, tail_mask, sum, e);
+    }
+    _mm512_reduce_add_ps(sum)
+}
+
 /// [`exp_nonpositive`](super::bert) on 256-bit registers, the same steps and constants.
 ///
 /// # Safety
