@@ -1644,6 +1644,45 @@ mod tests {
         assert!(worst.0 <= 2e-5, "GELU error {:.2e} at {}", worst.0, worst.1);
     }
 
+    /// The 512-bit softmax step finds each row's largest value whatever its length (the tail
+    /// under a mask) and matches the scalar `exp` to f32 rounding, its sum too.
+    #[test]
+    fn the_512_bit_shifted_exp_matches_the_scalar_one_at_every_length() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512F here: this softmax does not run on this CPU");
+            return;
+        }
+        for len in [1usize, 5, 15, 16, 17, 33, 80, 512] {
+            // The largest value lands in the tail for some lengths, in a whole chunk for others.
+            let row: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let max = row.iter().copied().fold(f32::MIN, f32::max);
+            let want: Vec<f32> = row
+                .iter()
+                .map(|&v| super::super::bert::exp_nonpositive((v - max) * 0.125))
+                .collect();
+            let mut got = row.clone();
+            // SAFETY: AVX-512F was detected above.
+            let sum = unsafe { exp_shifted_512(&mut got, 0.125) };
+            for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 4.0 * f32::EPSILON * w,
+                    "len {len} at {i}: {g} vs {w}"
+                );
+            }
+            let want_sum: f32 = want.iter().sum();
+            assert!(
+                (sum - want_sum).abs() <= 1e-5 * want_sum,
+                "len {len}: {sum} vs {want_sum}"
+            );
+            assert!(
+                got.iter().any(|&g| g == 1.0),
+                "len {len}: the largest gives e^0"
+            );
+        }
+    }
+
     #[test]
     fn bf16_rounds_to_nearest_even() {
         assert_eq!(bf16_bits(1.0), 0x3F80);
