@@ -408,8 +408,8 @@ impl FastBert {
         s.scores.clear();
         s.scores.resize(QUERY_ROWS * keys_padded, 0.0);
         let qkv = &s.qkv[start * stride..(start + len) * stride];
+        s.keys_t.clear();
         let pairs = if self.attention_bf16 {
-            s.keys_t.clear();
             // SAFETY: `attention_bf16` is set only where AVX512-BF16 was detected, with the
             // AVX-512 kernels (F, BW, VL), and heads (so `hidden`) a multiple of 32 wide.
             Some(unsafe {
@@ -422,7 +422,6 @@ impl FastBert {
                 )
             })
         } else {
-            s.keys_t.clear();
             s.keys_t.resize(h * keys_padded, 0.0);
             // Every head's keys transposed, (hidden, keys_padded), so 16 keys' scores come from
             // one FMA.
@@ -769,32 +768,25 @@ impl AttentionRows<'_> {
         assert!(scores.len() >= R * kp && pairs.keys.len() >= words * kp);
         let mut block = 0;
         while block < kp {
+            let (keys, block_fn): (usize, ScoreBlockBf16<R>) = if kp - block >= 64 {
+                (64, score_block_bf16::<R, 4>)
+            } else {
+                (16, score_block_bf16::<R, 1>)
+            };
             // SAFETY: AVX512-BF16 was detected when `attention_bf16` was set; each query row
             // holds `words` words, the head's keys `words` rows of `kp` (asserted above), and
             // the block's keys and scores are within a row (`block + 64` or `+ 16` ≤ `kp`).
             unsafe {
-                if kp - block >= 64 {
-                    score_block_bf16::<R, 4>(
-                        rows,
-                        pairs.keys.as_ptr(),
-                        kp,
-                        block,
-                        words,
-                        scores.as_mut_ptr(),
-                    );
-                    block += 64;
-                } else {
-                    score_block_bf16::<R, 1>(
-                        rows,
-                        pairs.keys.as_ptr(),
-                        kp,
-                        block,
-                        words,
-                        scores.as_mut_ptr(),
-                    );
-                    block += 16;
-                }
-            }
+                block_fn(
+                    rows,
+                    pairs.keys.as_ptr(),
+                    kp,
+                    block,
+                    words,
+                    scores.as_mut_ptr(),
+                )
+            };
+            block += keys;
         }
     }
 
@@ -1013,6 +1005,10 @@ unsafe fn context_rows_256<const R: usize>(
         }
     }
 }
+
+/// The signature of [`score_block_bf16`] for any block width.
+type ScoreBlockBf16<const R: usize> =
+    unsafe fn([*const u32; R], *const u32, usize, usize, usize, *mut f32);
 
 /// Raw scores of R query rows against the `16 · W` keys from `block`, in bf16: per pair of
 /// dimensions, W key loads, R broadcasts and R · W `vdpbf16ps` (each two multiply-adds per lane).

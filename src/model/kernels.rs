@@ -663,7 +663,7 @@ impl Dense {
         let gelu_512 = self.kernel.isa() == Isa::Avx512
             && matches!(job.finish, Finish::Activate(Activation::GeluErf));
         // bf16 rounds the GELU's output to 8 bits of mantissa right after (the next layer's
-        // input): a GELU with a tenth of the division and no `exp` is as good there.
+        // input): a GELU without `exp` or a Newton step for the reciprocal is as good there.
         let gelu_rounded = gelu_512 && self.kernel.family() == Family::Bf16;
         let weights: *const u8 = if self.word_panels.is_empty() {
             self.f32_panels.as_ptr().cast()
@@ -1200,16 +1200,25 @@ unsafe fn gelu_erf_256(x: __m256) -> __m256 {
 /// AVX-512F present.
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn gelu_erf_rows_512(values: &mut [f32]) {
+    map_512(values, |x| gelu_erf_512(x))
+}
+
+/// `v = f(v)` over a row segment, sixteen values at a time, the tail under a mask.
+///
+/// # Safety
+/// AVX-512F present.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn map_512(values: &mut [f32], f: impl Fn(__m512) -> __m512) {
     let mut chunks = values.chunks_exact_mut(16);
     for chunk in &mut chunks {
-        let x = _mm512_loadu_ps(chunk.as_ptr());
-        _mm512_storeu_ps(chunk.as_mut_ptr(), gelu_erf_512(x));
+        _mm512_storeu_ps(chunk.as_mut_ptr(), f(_mm512_loadu_ps(chunk.as_ptr())));
     }
     let tail = chunks.into_remainder();
     if !tail.is_empty() {
         let mask: __mmask16 = (1u32 << tail.len()).wrapping_sub(1) as __mmask16;
         let x = _mm512_maskz_loadu_ps(mask, tail.as_ptr());
-        _mm512_mask_storeu_ps(tail.as_mut_ptr(), mask, gelu_erf_512(x));
+        _mm512_mask_storeu_ps(tail.as_mut_ptr(), mask, f(x));
     }
 }
 
@@ -1231,7 +1240,7 @@ unsafe fn gelu_erf_rows_512_for_bf16(values: &mut [f32]) {
         0.000_276_567_2,
         0.000_043_063_8,
     ];
-    let gelu = |x: __m512| {
+    map_512(values, |x| {
         let one = _mm512_set1_ps(1.0);
         let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
         // erf(4) is 1 within 2·10⁻⁸; the clamp keeps p¹⁶ finite (at most ~6·10⁷).
@@ -1251,17 +1260,7 @@ unsafe fn gelu_erf_rows_512_for_bf16(values: &mut [f32]) {
             _mm512_mul_ps(_mm512_set1_ps(0.5), x),
             _mm512_add_ps(one, erf),
         )
-    };
-    let mut chunks = values.chunks_exact_mut(16);
-    for chunk in &mut chunks {
-        _mm512_storeu_ps(chunk.as_mut_ptr(), gelu(_mm512_loadu_ps(chunk.as_ptr())));
-    }
-    let tail = chunks.into_remainder();
-    if !tail.is_empty() {
-        let mask: __mmask16 = (1u32 << tail.len()).wrapping_sub(1) as __mmask16;
-        let x = _mm512_maskz_loadu_ps(mask, tail.as_ptr());
-        _mm512_mask_storeu_ps(tail.as_mut_ptr(), mask, gelu(x));
-    }
+    })
 }
 
 /// [`gelu_erf_256`] on sixteen values.
