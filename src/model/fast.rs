@@ -218,7 +218,7 @@ impl FastBert {
             // bf16 precision rounds every dense layer's inputs already; attention's scores (queries
             // by keys) then take half the instructions too. Softmax and the probabilities by the
             // values stay f32 (see `Paired`).
-            attention_bf16: matches!(kernel, Kernel::Bf16Avx512 | Kernel::Bf16Amx)
+            attention_bf16: kernel.takes_bf16_pairs()
                 && std::arch::is_x86_feature_detected!("avx512bf16")
                 && (hidden / parts.heads).is_multiple_of(32),
         })

@@ -8,7 +8,8 @@
 //! - `f32-avx2-6x16`, `f32-avx2-4x16`: f32 on 256-bit registers, for CPUs without AVX-512 and for
 //!   those (e.g. AMD Zen 4) that run a 512-bit instruction as two halves, where it may be as fast
 //!   (6 rows use 15 of the 16 registers; where the compiler spills one, 4 rows may be faster);
-//! - `bf16-avx512`: bfloat16 pairs through AVX512-BF16's `vdpbf16ps`, sums in f32;
+//! - `bf16-avx512-10x32`, `bf16-avx512-7x48`: bfloat16 pairs through AVX512-BF16's `vdpbf16ps`,
+//!   sums in f32 (two shapes that fit the 32 registers; the same sums in the same order);
 //! - `bf16-amx`: bfloat16 through AMX's tile multiply `tdpbf16ps` (32 × 32 outputs per tile group),
 //!   where the CPU has AMX and Linux grants the process its tile state;
 //! - `bf16-avx2-6x16`: the same bfloat16 arithmetic on any CPU with AVX2: weights packed as bf16
@@ -22,7 +23,7 @@
 //! with AMX it came within 1.03–1.08× of bf16 (the multiply is no longer what limits the forward)
 //! and moved sentence vectors to cosine 0.993, below its 0.995 bar, so it was dropped.
 //!
-//! Which f32 kernel runs is chosen at load by timing the candidates on a layer of the model's shape
+//! Which kernel runs is chosen at load by timing the candidates on a layer of the model's shape
 //! ([`choose`]; the 256-bit code only when clearly faster than the 512-bit code, so that processes
 //! on one CPU give the same vectors), never by a build flag; `LIKEWISE_KERNELS` (or `--kernels`) narrows the choice:
 //! `avx2` forces the 256-bit code everywhere (also the rest of the forward), `avx512` the 512-bit
@@ -130,7 +131,8 @@ pub enum Kernel {
     F32Avx512x8x48,
     F32Avx2x6x16,
     F32Avx2x4x16,
-    Bf16Avx512,
+    Bf16Avx512x10x32,
+    Bf16Avx512x7x48,
     Bf16Amx,
     Bf16Avx2x6x16,
     Bf16Fma512x12x32,
@@ -138,12 +140,13 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel this build has.
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 9] = [
         Kernel::F32Avx512x12x32,
         Kernel::F32Avx512x8x48,
         Kernel::F32Avx2x6x16,
         Kernel::F32Avx2x4x16,
-        Kernel::Bf16Avx512,
+        Kernel::Bf16Avx512x10x32,
+        Kernel::Bf16Avx512x7x48,
         Kernel::Bf16Amx,
         Kernel::Bf16Avx2x6x16,
         Kernel::Bf16Fma512x12x32,
@@ -155,7 +158,8 @@ impl Kernel {
             Kernel::F32Avx512x8x48 => "f32-avx512-8x48",
             Kernel::F32Avx2x6x16 => "f32-avx2-6x16",
             Kernel::F32Avx2x4x16 => "f32-avx2-4x16",
-            Kernel::Bf16Avx512 => "bf16-avx512",
+            Kernel::Bf16Avx512x10x32 => "bf16-avx512-10x32",
+            Kernel::Bf16Avx512x7x48 => "bf16-avx512-7x48",
             Kernel::Bf16Amx => "bf16-amx",
             Kernel::Bf16Avx2x6x16 => "bf16-avx2-6x16",
             Kernel::Bf16Fma512x12x32 => "bf16-fma512-12x32",
@@ -174,7 +178,9 @@ impl Kernel {
     pub fn available(self) -> bool {
         self.isa().available()
             && match self {
-                Kernel::Bf16Avx512 => std::arch::is_x86_feature_detected!("avx512bf16"),
+                Kernel::Bf16Avx512x10x32 | Kernel::Bf16Avx512x7x48 => {
+                    std::arch::is_x86_feature_detected!("avx512bf16")
+                }
                 Kernel::Bf16Amx => amx_ready(AMX_BF16),
                 _ => true,
             }
@@ -183,7 +189,8 @@ impl Kernel {
     /// The arithmetic the kernel does (which precision it serves).
     pub fn family(self) -> Family {
         match self {
-            Kernel::Bf16Avx512
+            Kernel::Bf16Avx512x10x32
+            | Kernel::Bf16Avx512x7x48
             | Kernel::Bf16Amx
             | Kernel::Bf16Avx2x6x16
             | Kernel::Bf16Fma512x12x32 => Family::Bf16,
@@ -195,12 +202,22 @@ impl Kernel {
         matches!(self, Kernel::Bf16Amx)
     }
 
+    /// True for the kernels that take their inputs as bf16 pairs (`vdpbf16ps`, `tdpbf16ps`).
+    pub(crate) fn takes_bf16_pairs(self) -> bool {
+        matches!(
+            self,
+            Kernel::Bf16Avx512x10x32 | Kernel::Bf16Avx512x7x48 | Kernel::Bf16Amx
+        )
+    }
+
     /// Rows of one register tile.
     fn tile_rows(self) -> usize {
         match self {
             Kernel::Bf16Amx => 32,
-            Kernel::F32Avx512x12x32 | Kernel::Bf16Avx512 | Kernel::Bf16Fma512x12x32 => 12,
+            Kernel::F32Avx512x12x32 | Kernel::Bf16Fma512x12x32 => 12,
+            Kernel::Bf16Avx512x10x32 => 10,
             Kernel::F32Avx512x8x48 => 8,
+            Kernel::Bf16Avx512x7x48 => 7,
             Kernel::F32Avx2x6x16 | Kernel::Bf16Avx2x6x16 => 6,
             Kernel::F32Avx2x4x16 => 4,
         }
@@ -210,22 +227,19 @@ impl Kernel {
     fn panel(self) -> usize {
         match self {
             Kernel::F32Avx512x12x32
-            | Kernel::Bf16Avx512
+            | Kernel::Bf16Avx512x10x32
             | Kernel::Bf16Amx
             | Kernel::Bf16Fma512x12x32 => 32,
-            Kernel::F32Avx512x8x48 => 48,
+            Kernel::F32Avx512x8x48 | Kernel::Bf16Avx512x7x48 => 48,
             Kernel::F32Avx2x6x16 | Kernel::F32Avx2x4x16 | Kernel::Bf16Avx2x6x16 => 16,
         }
     }
 
     /// Inputs packed together along the reduction: bf16 pairs.
     fn group(self) -> usize {
-        match self {
-            Kernel::Bf16Avx512
-            | Kernel::Bf16Amx
-            | Kernel::Bf16Avx2x6x16
-            | Kernel::Bf16Fma512x12x32 => 2,
-            _ => 1,
+        match self.family() {
+            Family::Bf16 => 2,
+            Family::F32 => 1,
         }
     }
 
@@ -515,7 +529,8 @@ impl Dense {
                     }
                 }
             }
-            Kernel::Bf16Avx512
+            Kernel::Bf16Avx512x10x32
+            | Kernel::Bf16Avx512x7x48
             | Kernel::Bf16Amx
             | Kernel::Bf16Avx2x6x16
             | Kernel::Bf16Fma512x12x32 => {
@@ -557,7 +572,7 @@ impl Dense {
         // Inputs in the kernel's format: f32 rows as they are (only the last, partial tile is
         // copied, zero-padded), bf16 pairs converted here, padding rows zero.
         let (f32_input, tail_at): (&[f32], usize) = match self.kernel {
-            Kernel::Bf16Avx512 | Kernel::Bf16Amx => {
+            k if k.takes_bf16_pairs() => {
                 // SAFETY: this kernel's instructions, AVX-512 among them, were detected at packing.
                 unsafe {
                     stage_bf16(
@@ -699,7 +714,7 @@ impl Dense {
                     // this tile writes rows `row..row + tile_rows`, columns of `panel` only.
                     let out_at = unsafe { job.out.0.add(row * self.outputs + panel * width) };
                     let a = match self.kernel {
-                        Kernel::Bf16Avx512 | Kernel::Bf16Amx => {
+                        k if k.takes_bf16_pairs() => {
                             TileInput::Words(&job.stage.words[row * self.steps..], self.steps)
                         }
                         Kernel::Bf16Avx2x6x16 | Kernel::Bf16Fma512x12x32 => TileInput::F32(
@@ -789,10 +804,15 @@ impl Dense {
                 let b = self.f32_panels[panel * self.steps * width..].as_ptr();
                 by_rows!(rows, 4, f32_tile_256, [2], (a.as_ptr(), stride, b, &tile))
             }
-            (Kernel::Bf16Avx512, TileInput::Words(a, stride)) => {
+            (Kernel::Bf16Avx512x10x32, TileInput::Words(a, stride)) => {
                 assert!(a.len() >= rows * stride);
                 let b = self.word_panels[panel * self.steps * width..].as_ptr();
-                by_rows!(rows, 12, bf16_tile, [], (a.as_ptr(), stride, b, &tile))
+                by_rows!(rows, 10, bf16_tile, [2], (a.as_ptr(), stride, b, &tile))
+            }
+            (Kernel::Bf16Avx512x7x48, TileInput::Words(a, stride)) => {
+                assert!(a.len() >= rows * stride);
+                let b = self.word_panels[panel * self.steps * width..].as_ptr();
+                by_rows!(rows, 7, bf16_tile, [3], (a.as_ptr(), stride, b, &tile))
             }
             (Kernel::Bf16Avx2x6x16, TileInput::F32(a, stride)) => {
                 assert!(a.len() >= 6 * stride);
@@ -1535,23 +1555,36 @@ unsafe fn amx_tile(a: *const u32, a_stride: usize, b: *const u32, t: &TileArgs) 
 #[repr(C, align(64))]
 struct Aligned32x32([f32; 32 * 32]);
 
-/// bf16 tile: 12 rows × 32 columns, one `vdpbf16ps` per 16 outputs × 2 inputs.
+/// bf16 tile: `R` rows × `V` registers of 16 columns, one `vdpbf16ps` per 16 outputs × 2 inputs.
+///
+/// The compiler loads every row's broadcast input before the step's multiply-adds, so a tile
+/// needs R·V sums + V weights + R inputs registers: 10 × 2 and 7 × 3 fit in 32. The 12 × 2 tile
+/// this replaced (38) spilled six sums to the stack and back every step and ran 12–15% slower in
+/// the forward (AMD EPYC, family 25 model 17, 2026-12-03). Every output lane sums its pairs in
+/// the same order whatever the shape, so the choice between the two moves no bit.
 ///
 /// # Safety
 /// AVX-512F and AVX512-BF16 present; `a` readable for `R` rows of `a_stride` pairs, `b` for
-/// steps × 32.
+/// steps × 16V.
 #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
-unsafe fn bf16_tile<const R: usize>(a: *const u32, a_stride: usize, b: *const u32, t: &TileArgs) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+unsafe fn bf16_tile<const R: usize, const V: usize>(
+    a: *const u32,
+    a_stride: usize,
+    b: *const u32,
+    t: &TileArgs,
+) {
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
     for p in 0..t.steps {
         prefetch_ahead(t, p);
-        let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * 32) as *const _));
-        let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * 32 + 16) as *const _));
+        let weights: [__m512bh; V] = std::array::from_fn(|v| {
+            std::mem::transmute(_mm512_loadu_si512(b.add((p * V + v) * 16) as *const _))
+        });
         for (r, acc_row) in acc.iter_mut().enumerate() {
             let x: __m512bh =
                 std::mem::transmute(_mm512_set1_epi32(*a.add(r * a_stride + p) as i32));
-            acc_row[0] = _mm512_dpbf16_ps(acc_row[0], x, w0);
-            acc_row[1] = _mm512_dpbf16_ps(acc_row[1], x, w1);
+            for (acc, weight) in acc_row.iter_mut().zip(&weights) {
+                *acc = _mm512_dpbf16_ps(*acc, x, *weight);
+            }
         }
     }
     store_tile_512(&acc, t)
