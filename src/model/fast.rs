@@ -114,6 +114,8 @@ struct Scratch {
     /// The bf16 attention's inputs (see [`Paired`]).
     query_pairs: Vec<u32>,
     key_pairs: Vec<u32>,
+    /// Sixteen keys' pairs on their way into `key_pairs`.
+    key_block: Vec<u32>,
 }
 
 thread_local! {
@@ -418,7 +420,7 @@ impl FastBert {
                     h,
                     len,
                     keys_padded,
-                    (&mut s.query_pairs, &mut s.key_pairs),
+                    (&mut s.query_pairs, &mut s.key_pairs, &mut s.key_block),
                 )
             })
         } else {
@@ -596,7 +598,7 @@ impl<'a> Paired<'a> {
         hidden: usize,
         len: usize,
         keys_padded: usize,
-        (queries, keys): (&'a mut Vec<u32>, &'a mut Vec<u32>),
+        (queries, keys, block): (&'a mut Vec<u32>, &'a mut Vec<u32>, &mut Vec<u32>),
     ) -> Self {
         use std::arch::x86_64::*;
         assert!(hidden.is_multiple_of(32) && qkv.len() == len * 3 * hidden);
@@ -607,8 +609,16 @@ impl<'a> Paired<'a> {
         let round = |from: *const f32| -> __m256i {
             std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(from)))
         };
-        queries.clear();
-        queries.resize(len * half, 0);
+        // The buffers only grow (sequences differ in length), and every word of the part used
+        // is written below: no zeroing.
+        let grow = |buffer: &'a mut Vec<u32>, size: usize| -> &'a mut [u32] {
+            if buffer.len() < size {
+                buffer.resize(size, 0);
+            }
+            &mut buffer[..size]
+        };
+        let queries = grow(queries, len * half);
+        let keys = grow(keys, half * keys_padded);
         for (row, out) in qkv.chunks_exact(stride).zip(queries.chunks_exact_mut(half)) {
             for c in (0..hidden).step_by(16) {
                 _mm256_storeu_si256(
@@ -617,16 +627,30 @@ impl<'a> Paired<'a> {
                 );
             }
         }
-        keys.clear();
-        keys.resize(half * keys_padded, 0);
-        let mut words = [0u32; 16];
-        for (k, row) in qkv.chunks_exact(stride).enumerate() {
-            let key = row[hidden..].as_ptr();
-            for c in (0..hidden).step_by(32) {
-                _mm256_storeu_si256(words.as_mut_ptr().cast(), round(key.add(c)));
-                _mm256_storeu_si256(words.as_mut_ptr().add(8).cast(), round(key.add(c + 16)));
-                for (j, &word) in words.iter().enumerate() {
-                    keys[(c / 2 + j) * keys_padded + k] = word;
+        // Keys 16 at a time: rounded into `block` (16 rows of pairs, in L1), then written out
+        // by pair, 16 keys to a 64-byte line. Scattering each key's pairs straight to their
+        // rows of `keys` touched a line per pair and key.
+        block.resize(16 * half, 0);
+        for first in (0..keys_padded).step_by(16) {
+            let count = len.saturating_sub(first).min(16);
+            for (j, row) in qkv[first * stride..]
+                .chunks_exact(stride)
+                .take(count)
+                .enumerate()
+            {
+                let key = row[hidden..].as_ptr();
+                for c in (0..hidden).step_by(16) {
+                    _mm256_storeu_si256(
+                        block.as_mut_ptr().add(j * half + c / 2).cast(),
+                        round(key.add(c)),
+                    );
+                }
+            }
+            // The padding keys' pairs are zero (their scores are never read, but stay finite).
+            block[count * half..].fill(0);
+            for (i, line) in keys.chunks_exact_mut(keys_padded).enumerate() {
+                for (j, word) in line[first..first + 16].iter_mut().enumerate() {
+                    *word = block[j * half + i];
                 }
             }
         }
@@ -762,10 +786,13 @@ impl AttentionRows<'_> {
     fn scores_bf16<const R: usize>(&self, pairs: &HeadPairs, first: usize, scores: &mut [f32]) {
         let kp = self.keys_padded;
         let words = self.head_dim / 2;
-        let queries: [&[u32]; R] =
-            std::array::from_fn(|r| &pairs.queries[(first + r) * pairs.query_stride..][..words]);
-        let rows: [*const u32; R] = std::array::from_fn(|r| queries[r].as_ptr());
+        assert!((first + R - 1) * pairs.query_stride + words <= pairs.queries.len());
         assert!(scores.len() >= R * kp && pairs.keys.len() >= words * kp);
+        // Plain pointer steps: `array::from_fn` over checked slices stayed a call per block.
+        let mut rows = [pairs.queries.as_ptr(); R];
+        for (r, row) in rows.iter_mut().enumerate() {
+            *row = row.wrapping_add((first + r) * pairs.query_stride);
+        }
         let mut block = 0;
         while block < kp {
             let (keys, block_fn): (usize, ScoreBlockBf16<R>) = if kp - block >= 64 {
@@ -1087,13 +1114,20 @@ mod tests {
             return;
         }
         let (hidden, d) = (64, 32);
-        for len in [1usize, 7, 33, 81] {
+        // The buffers are reused from one length to the next and start full of NaN words, as a
+        // thread's buffers hold the last sequence's pairs: every word must be written.
+        let mut buffers = (
+            vec![u32::MAX; 9000],
+            vec![u32::MAX; 9000],
+            vec![u32::MAX; 99],
+        );
+        for len in [81usize, 1, 33, 7] {
             let kp = len.next_multiple_of(16);
             let value = |i: usize| ((i * 7919 % 113) as f32 - 56.0) / 16.0;
             let qkv: Vec<f32> = (0..len * 3 * hidden).map(value).collect();
-            let (mut queries, mut keys) = (Vec::new(), Vec::new());
+            let (queries, keys, block) = (&mut buffers.0, &mut buffers.1, &mut buffers.2);
             // SAFETY: AVX512-BF16, F, BW and VL were detected above; `hidden` is a multiple of 32.
-            let paired = unsafe { Paired::fill(&qkv, hidden, len, kp, (&mut queries, &mut keys)) };
+            let paired = unsafe { Paired::fill(&qkv, hidden, len, kp, (queries, keys, block)) };
             for head in 0..hidden / d {
                 let pairs = paired.head(head, d, kp, hidden);
                 let rows = AttentionRows {

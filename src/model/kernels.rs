@@ -994,8 +994,9 @@ unsafe fn f32_step_512<const R: usize, const V: usize>(
 /// # Safety
 /// AVX-512F present; `t.out` writable for `t.rows` rows of `t.out_stride` and `t.bias` readable
 /// for 16V values.
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[inline]
+// Always inlined (so without a target feature of its own; its callers have AVX-512F): called
+// out of line, the tile's sums went through a zeroed stack array, a `memset` per tile.
+#[inline(always)]
 unsafe fn store_tile_512<const R: usize, const V: usize>(acc: &[[__m512; V]; R], t: &TileArgs) {
     for (r, acc_row) in acc.iter().enumerate().take(t.rows) {
         let o = t.out.add(r * t.out_stride);
@@ -1576,9 +1577,11 @@ unsafe fn bf16_tile<const R: usize, const V: usize>(
     let mut acc = [[_mm512_setzero_ps(); V]; R];
     for p in 0..t.steps {
         prefetch_ahead(t, p);
-        let weights: [__m512bh; V] = std::array::from_fn(|v| {
-            std::mem::transmute(_mm512_loadu_si512(b.add((p * V + v) * 16) as *const _))
-        });
+        let zero: __m512bh = std::mem::transmute(_mm512_setzero_si512());
+        let mut weights = [zero; V];
+        for (v, weight) in weights.iter_mut().enumerate() {
+            *weight = std::mem::transmute(_mm512_loadu_si512(b.add((p * V + v) * 16) as *const _));
+        }
         for (r, acc_row) in acc.iter_mut().enumerate() {
             let x: __m512bh =
                 std::mem::transmute(_mm512_set1_epi32(*a.add(r * a_stride + p) as i32));
@@ -1618,8 +1621,12 @@ fn to_bf16_pairs(
     out: &mut Vec<u32>,
 ) {
     let pairs = cols.div_ceil(2);
-    out.clear();
-    out.resize(padded * stride, 0);
+    // The buffer only grows (one buffer serves layers of 384 and 1536 inputs: resizing it to
+    // each zeroed its growth every time), and every word used is written below.
+    if out.len() < padded * stride {
+        out.resize(padded * stride, 0);
+    }
+    let out = &mut out[..padded * stride];
     for (src, dst) in values[..rows * cols]
         .chunks_exact(cols)
         .zip(out.chunks_exact_mut(stride))
@@ -1631,7 +1638,9 @@ fn to_bf16_pairs(
         if let Some(&last) = odd.first() {
             dst[pairs - 1] = bf16_bits(last);
         }
+        dst[pairs..].fill(0);
     }
+    out[rows * stride..].fill(0);
 }
 
 #[cfg(test)]
