@@ -1580,7 +1580,9 @@ unsafe fn bf16_tile<const R: usize, const V: usize>(
         let zero: __m512bh = std::mem::transmute(_mm512_setzero_si512());
         let mut weights = [zero; V];
         for (v, weight) in weights.iter_mut().enumerate() {
-            *weight = std::mem::transmute(_mm512_loadu_si512(b.add((p * V + v) * 16) as *const _));
+            *weight = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                b.add((p * V + v) * 16) as *const _,
+            ));
         }
         for (r, acc_row) in acc.iter_mut().enumerate() {
             let x: __m512bh =
