@@ -698,6 +698,8 @@ impl Dense {
                     (block_end < rows).then_some(panels.start)
                 };
                 let share = panel_lines.div_ceil(block_tiles);
+                // Lines per reduction step, divided once per panel rather than in every tile.
+                let share_per_step = share.div_ceil(self.steps.max(1));
                 for row in (block..block_end).step_by(tile) {
                     let tile_rows = tile.min(block_end - row);
                     let nth = (row - block) / tile;
@@ -707,8 +709,9 @@ impl Dense {
                             // share's first line < the panel's lines); only prefetched.
                             unsafe { weights.add((next * panel_lines + nth * share) * 64) },
                             share.min(panel_lines - nth * share),
+                            share_per_step,
                         ),
-                        _ => (std::ptr::null(), 0),
+                        _ => (std::ptr::null(), 0, 0),
                     };
                     // SAFETY: `out` holds `rows` rows of `outputs` (asserted in `multiply`) and
                     // this tile writes rows `row..row + tile_rows`, columns of `panel` only.
@@ -756,7 +759,8 @@ impl Dense {
     /// # Safety
     /// The kernel's instructions are present; `a` holds `rows` rows (a whole tile for the kernels
     /// without exact-row variants); `out` is writable for `rows` rows of `self.outputs` from it.
-    /// `shape` is (rows, columns) of the tile.
+    /// `shape` is (rows, columns) of the tile; `ahead` the lines to prefetch, their count and how
+    /// many per reduction step.
     #[inline(always)]
     unsafe fn tile(
         &self,
@@ -764,7 +768,7 @@ impl Dense {
         panel: usize,
         out: *mut f32,
         (rows, cols): (usize, usize),
-        ahead: (*const u8, usize),
+        ahead: (*const u8, usize, usize),
         gelu_in_store: bool,
     ) {
         let width = self.kernel.panel();
@@ -778,7 +782,7 @@ impl Dense {
             cols,
             ahead: ahead.0,
             ahead_lines: ahead.1,
-            ahead_per_step: ahead.1.div_ceil(self.steps.max(1)),
+            ahead_per_step: ahead.2,
             gelu_in_store,
         };
         match (self.kernel, a) {
