@@ -795,14 +795,18 @@ impl AttentionRows<'_> {
         }
         let mut block = 0;
         while block < kp {
-            let (keys, block_fn): (usize, ScoreBlockBf16<R>) = if kp - block >= 64 {
-                (64, score_block_bf16::<R, 4>)
-            } else {
-                (16, score_block_bf16::<R, 1>)
+            // The keys left after the 64-key blocks in one block too (16, 32 or 48 keys): 16 at a
+            // time, four running sums waited on each other's multiply-adds.
+            let (keys, block_fn): (usize, ScoreBlockBf16<R>) = match kp - block {
+                64.. => (64, score_block_bf16::<R, 4>),
+                48 => (48, score_block_bf16::<R, 3>),
+                32 => (32, score_block_bf16::<R, 2>),
+                _ => (16, score_block_bf16::<R, 1>),
             };
             // SAFETY: AVX512-BF16 was detected when `attention_bf16` was set; each query row
             // holds `words` words, the head's keys `words` rows of `kp` (asserted above), and
-            // the block's keys and scores are within a row (`block + 64` or `+ 16` ≤ `kp`).
+            // the block's keys and scores are within a row (`block + keys` ≤ `kp`, a multiple
+            // of 16).
             unsafe {
                 block_fn(
                     rows,
