@@ -681,8 +681,10 @@ pub fn search(
 }
 
 /// `likewise bench kernels`: GFLOP/s of every multiply kernel this CPU runs on MiniLM's four
-/// layer shapes (384 → 1,152, 384 → 384, 384 → 1,536, 1,536 → 384), one thread, and which f32
-/// kernel the automatic choice takes for each precision. One JSON line per kernel.
+/// layer shapes (384 → 1,152, 384 → 384, 384 → 1,536, 1,536 → 384), one thread (the inputs'
+/// conversion to the kernel's format included), beside the CPU's own rate for the kernel's
+/// multiply-add instruction, and which kernel the automatic choice takes for each precision. One
+/// JSON line per kernel.
 #[cfg(target_arch = "x86_64")]
 pub fn kernels(rows: usize) -> Result<(), EngineError> {
     use crate::model::kernels;
@@ -711,6 +713,8 @@ pub fn kernels(rows: usize) -> Result<(), EngineError> {
                 "rows": rows,
                 "gflops_by_shape": rates,
                 "gflops_layer": ((flops / seconds) * 10.0).round() / 10.0,
+                "instruction_peak_gflops": kernels::instruction_peak_gflops(kernel)
+                    .map(|g| (g * 10.0).round() / 10.0),
                 "chosen": chosen.contains(&kernel),
             })
         );

@@ -609,16 +609,9 @@ impl<'a> Paired<'a> {
         let round = |from: *const f32| -> __m256i {
             std::mem::transmute(_mm512_cvtneps_pbh(_mm512_loadu_ps(from)))
         };
-        // The buffers only grow (sequences differ in length), and every word of the part used
-        // is written below: no zeroing.
-        let grow = |buffer: &'a mut Vec<u32>, size: usize| -> &'a mut [u32] {
-            if buffer.len() < size {
-                buffer.resize(size, 0);
-            }
-            &mut buffer[..size]
-        };
-        let queries = grow(queries, len * half);
-        let keys = grow(keys, half * keys_padded);
+        // Sequences differ in length: every word of the part used is written below.
+        let queries = kernels::grown(queries, len * half);
+        let keys = kernels::grown(keys, half * keys_padded);
         for (row, out) in qkv.chunks_exact(stride).zip(queries.chunks_exact_mut(half)) {
             for c in (0..hidden).step_by(16) {
                 _mm256_storeu_si256(

@@ -401,6 +401,91 @@ pub fn gflops(kernel: Kernel, rows: usize, inputs: usize, outputs: usize, rounds
     2.0 * (rows * inputs * outputs) as f64 / best / 1e9
 }
 
+/// The CPU's own rate, one thread, for the instruction that does `kernel`'s multiply-adds:
+/// GFLOP/s of twelve independent running sums and nothing else (no loads, no stores), the
+/// ceiling a kernel's figure is judged against. `None` for AMX (its tile instructions run
+/// only inside a tile configuration).
+pub fn instruction_peak_gflops(kernel: Kernel) -> Option<f64> {
+    if !kernel.available() || kernel.is_amx() {
+        return None;
+    }
+    // Enough turns for a few milliseconds on any CPU of this kind; best of three.
+    const TURNS: usize = 200_000;
+    let mut best = f64::INFINITY;
+    let mut flops_per_turn = 0.0;
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        // SAFETY: `available` checked every instruction of the kernel, hence of its peak loop.
+        flops_per_turn = unsafe {
+            match (kernel.takes_bf16_pairs(), kernel.isa()) {
+                (true, _) => peak_dpbf16_512(TURNS),
+                (false, Isa::Avx512) => peak_fma_512(TURNS),
+                (false, Isa::Avx2) => peak_fma_256(TURNS),
+            }
+        };
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Some(flops_per_turn * TURNS as f64 / best / 1e9)
+}
+
+/// Independent running sums in [`instruction_peak_gflops`]: more than any of these
+/// instructions' latency times its rate, so none waits on its previous result.
+const PEAK_CHAINS: usize = 12;
+
+/// `turns` × [`PEAK_CHAINS`] `vdpbf16ps`; returns the FLOP of one turn.
+///
+/// # Safety
+/// AVX-512F and AVX512-BF16 present.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn peak_dpbf16_512(turns: usize) -> f64 {
+    let x: __m512bh = std::mem::transmute(std::hint::black_box(_mm512_set1_epi32(0x3F80_3F80)));
+    let y: __m512bh = std::mem::transmute(std::hint::black_box(_mm512_set1_epi32(0x3F00_3F00)));
+    let mut acc = [_mm512_setzero_ps(); PEAK_CHAINS];
+    for _ in 0..turns {
+        for a in acc.iter_mut() {
+            *a = _mm512_dpbf16_ps(*a, x, y);
+        }
+    }
+    std::hint::black_box(acc);
+    (PEAK_CHAINS * 16 * 2 * 2) as f64
+}
+
+/// `turns` × [`PEAK_CHAINS`] 512-bit FMAs; returns the FLOP of one turn.
+///
+/// # Safety
+/// AVX-512F present.
+#[target_feature(enable = "avx512f")]
+unsafe fn peak_fma_512(turns: usize) -> f64 {
+    let x = std::hint::black_box(_mm512_set1_ps(1.0));
+    let y = std::hint::black_box(_mm512_set1_ps(0.5));
+    let mut acc = [_mm512_setzero_ps(); PEAK_CHAINS];
+    for _ in 0..turns {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(x, y, *a);
+        }
+    }
+    std::hint::black_box(acc);
+    (PEAK_CHAINS * 16 * 2) as f64
+}
+
+/// `turns` × [`PEAK_CHAINS`] 256-bit FMAs; returns the FLOP of one turn.
+///
+/// # Safety
+/// AVX2 and FMA present.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn peak_fma_256(turns: usize) -> f64 {
+    let x = std::hint::black_box(_mm256_set1_ps(1.0));
+    let y = std::hint::black_box(_mm256_set1_ps(0.5));
+    let mut acc = [_mm256_setzero_ps(); PEAK_CHAINS];
+    for _ in 0..turns {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(x, y, *a);
+        }
+    }
+    std::hint::black_box(acc);
+    (PEAK_CHAINS * 8 * 2) as f64
+}
+
 /// What happens to a dense layer's output right after it is computed, while it is in L1.
 #[derive(Clone, Copy)]
 pub(crate) enum Finish {
@@ -1599,6 +1684,16 @@ unsafe fn bf16_tile<const R: usize, const V: usize>(
     store_tile_512(&acc, t)
 }
 
+/// The first `size` elements of a buffer that only grows, left as they were. Resizing a reused
+/// buffer to each use zeroed its growth every time (`memset` was 0.8% of bf16's samples): its
+/// users write every element they read instead.
+pub(crate) fn grown<T: Copy + Default>(buffer: &mut Vec<T>, size: usize) -> &mut [T] {
+    if buffer.len() < size {
+        buffer.resize(size, T::default());
+    }
+    &mut buffer[..size]
+}
+
 /// [`to_bf16_pairs`] compiled for AVX-512.
 ///
 /// # Safety
@@ -1627,12 +1722,8 @@ fn to_bf16_pairs(
     out: &mut Vec<u32>,
 ) {
     let pairs = cols.div_ceil(2);
-    // The buffer only grows (one buffer serves layers of 384 and 1536 inputs: resizing it to
-    // each zeroed its growth every time), and every word used is written below.
-    if out.len() < padded * stride {
-        out.resize(padded * stride, 0);
-    }
-    let out = &mut out[..padded * stride];
+    // One buffer serves layers of 384 and 1536 inputs; every word used is written below.
+    let out = grown(out, padded * stride);
     for (src, dst) in values[..rows * cols]
         .chunks_exact(cols)
         .zip(out.chunks_exact_mut(stride))
@@ -1765,6 +1856,21 @@ mod tests {
     /// product and writes nothing past the output. The AVX2 kernels run on every x86-64 CPU this
     /// is built for; the AVX-512, AVX512-BF16 and AMX ones are tested on the CPUs that have them
     /// (no CPU can execute instructions it lacks), and the test says which ones it could not run.
+    /// `bench kernels` prints a ceiling for every kernel this CPU runs but AMX, and none for a
+    /// kernel it cannot run.
+    #[test]
+    fn every_kernel_but_amx_has_an_instruction_peak_where_it_runs() {
+        for kernel in Kernel::ALL {
+            let peak = instruction_peak_gflops(kernel);
+            if kernel.available() && !kernel.is_amx() {
+                let g = peak.unwrap_or_else(|| panic!("{}: no peak", kernel.name()));
+                assert!(g.is_finite() && g > 0.0, "{}: {g}", kernel.name());
+            } else {
+                assert!(peak.is_none(), "{}: {peak:?}", kernel.name());
+            }
+        }
+    }
+
     #[test]
     fn every_kernel_matches_a_plain_multiply() {
         let (rows, inputs, outputs, x, w, bias) = case();
