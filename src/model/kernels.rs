@@ -432,59 +432,69 @@ pub fn instruction_peak_gflops(kernel: Kernel) -> Option<f64> {
 /// instructions' latency times its rate, so none waits on its previous result.
 const PEAK_CHAINS: usize = 12;
 
-/// `turns` × [`PEAK_CHAINS`] `vdpbf16ps`; returns the FLOP of one turn.
-///
-/// # Safety
-/// AVX-512F and AVX512-BF16 present.
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn peak_dpbf16_512(turns: usize) -> f64 {
-    let x: __m512bh = std::mem::transmute(std::hint::black_box(_mm512_set1_epi32(0x3F80_3F80)));
-    let y: __m512bh = std::mem::transmute(std::hint::black_box(_mm512_set1_epi32(0x3F00_3F00)));
-    let mut acc = [_mm512_setzero_ps(); PEAK_CHAINS];
-    for _ in 0..turns {
-        for a in acc.iter_mut() {
-            *a = _mm512_dpbf16_ps(*a, x, y);
+/// One loop of [`instruction_peak_gflops`]: `turns` × [`PEAK_CHAINS`] of one multiply-add
+/// instruction, each on its own running sum; the function returns the FLOP of one turn.
+macro_rules! peak_loop {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $zero:expr, ($x:expr, $y:expr),
+     |$sum:ident, $a:ident, $b:ident| $step:expr, $flops_each:expr) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        unsafe fn $name(turns: usize) -> f64 {
+            let (x, y) = std::hint::black_box(($x, $y));
+            let mut sums = [$zero; PEAK_CHAINS];
+            for _ in 0..turns {
+                for slot in sums.iter_mut() {
+                    let ($sum, $a, $b) = (*slot, x, y);
+                    *slot = $step;
+                }
+            }
+            std::hint::black_box(sums);
+            (PEAK_CHAINS * $flops_each) as f64
         }
-    }
-    std::hint::black_box(acc);
-    (PEAK_CHAINS * 16 * 2 * 2) as f64
+    };
 }
 
-/// `turns` × [`PEAK_CHAINS`] 512-bit FMAs; returns the FLOP of one turn.
-///
-/// # Safety
-/// AVX-512F present.
-#[target_feature(enable = "avx512f")]
-unsafe fn peak_fma_512(turns: usize) -> f64 {
-    let x = std::hint::black_box(_mm512_set1_ps(1.0));
-    let y = std::hint::black_box(_mm512_set1_ps(0.5));
-    let mut acc = [_mm512_setzero_ps(); PEAK_CHAINS];
-    for _ in 0..turns {
-        for a in acc.iter_mut() {
-            *a = _mm512_fmadd_ps(x, y, *a);
-        }
-    }
-    std::hint::black_box(acc);
-    (PEAK_CHAINS * 16 * 2) as f64
-}
+peak_loop!(
+    /// `vdpbf16ps` (16 lanes × 2 pairs × 2 FLOP).
+    ///
+    /// # Safety
+    /// AVX-512F and AVX512-BF16 present.
+    peak_dpbf16_512,
+    "avx512f,avx512bf16",
+    _mm512_setzero_ps(),
+    (
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3F80_3F80)),
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3F00_3F00))
+    ),
+    |sum, a, b| _mm512_dpbf16_ps(sum, a, b),
+    16 * 2 * 2
+);
 
-/// `turns` × [`PEAK_CHAINS`] 256-bit FMAs; returns the FLOP of one turn.
-///
-/// # Safety
-/// AVX2 and FMA present.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn peak_fma_256(turns: usize) -> f64 {
-    let x = std::hint::black_box(_mm256_set1_ps(1.0));
-    let y = std::hint::black_box(_mm256_set1_ps(0.5));
-    let mut acc = [_mm256_setzero_ps(); PEAK_CHAINS];
-    for _ in 0..turns {
-        for a in acc.iter_mut() {
-            *a = _mm256_fmadd_ps(x, y, *a);
-        }
-    }
-    std::hint::black_box(acc);
-    (PEAK_CHAINS * 8 * 2) as f64
-}
+peak_loop!(
+    /// The 512-bit FMA (16 lanes × 2 FLOP).
+    ///
+    /// # Safety
+    /// AVX-512F present.
+    peak_fma_512,
+    "avx512f",
+    _mm512_setzero_ps(),
+    (_mm512_set1_ps(1.0), _mm512_set1_ps(0.5)),
+    |sum, a, b| _mm512_fmadd_ps(a, b, sum),
+    16 * 2
+);
+
+peak_loop!(
+    /// The 256-bit FMA (8 lanes × 2 FLOP).
+    ///
+    /// # Safety
+    /// AVX2 and FMA present.
+    peak_fma_256,
+    "avx2,fma",
+    _mm256_setzero_ps(),
+    (_mm256_set1_ps(1.0), _mm256_set1_ps(0.5)),
+    |sum, a, b| _mm256_fmadd_ps(a, b, sum),
+    8 * 2
+);
 
 /// What happens to a dense layer's output right after it is computed, while it is in L1.
 #[derive(Clone, Copy)]
