@@ -623,7 +623,7 @@ impl<'a> Paired<'a> {
         // Keys 16 at a time: rounded into `block` (16 rows of pairs, in L1), then written out
         // by pair, 16 keys to a 64-byte line. Scattering each key's pairs straight to their
         // rows of `keys` touched a line per pair and key.
-        block.resize(16 * half, 0);
+        let block = kernels::grown(block, 16 * half);
         for first in (0..keys_padded).step_by(16) {
             let count = len.saturating_sub(first).min(16);
             for (j, row) in qkv[first * stride..]

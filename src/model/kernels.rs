@@ -1862,10 +1862,6 @@ mod tests {
         out
     }
 
-    /// Every kernel this CPU runs, alone and with the panels shared among threads, gives the plain
-    /// product and writes nothing past the output. The AVX2 kernels run on every x86-64 CPU this
-    /// is built for; the AVX-512, AVX512-BF16 and AMX ones are tested on the CPUs that have them
-    /// (no CPU can execute instructions it lacks), and the test says which ones it could not run.
     /// `bench kernels` prints a ceiling for every kernel this CPU runs but AMX, and none for a
     /// kernel it cannot run.
     #[test]
@@ -1881,6 +1877,10 @@ mod tests {
         }
     }
 
+    /// Every kernel this CPU runs, alone and with the panels shared among threads, gives the plain
+    /// product and writes nothing past the output. The AVX2 kernels run on every x86-64 CPU this
+    /// is built for; the AVX-512, AVX512-BF16 and AMX ones are tested on the CPUs that have them
+    /// (no CPU can execute instructions it lacks), and the test says which ones it could not run.
     #[test]
     fn every_kernel_matches_a_plain_multiply() {
         let (rows, inputs, outputs, x, w, bias) = case();
