@@ -759,9 +759,14 @@ impl Dense {
         let width = self.kernel.panel();
         let rows = job.rows;
         // Rows per cache block: the block's inputs stay in L2 while every panel passes over them.
-        let block_rows = (256 * 1024 / (4 * self.inputs.max(1)))
+        // The rows are shared evenly among the blocks: a short last block would stream every
+        // panel from L3 again for a few rows.
+        let most_rows = (256 * 1024 / (4 * self.inputs.max(1)))
             .next_multiple_of(tile)
             .clamp(tile, 16 * tile);
+        let block_rows = rows
+            .div_ceil(rows.div_ceil(most_rows))
+            .next_multiple_of(tile);
         // Every panel is `steps × width` words of 4 bytes, whatever the kernel.
         let panel_lines = self.steps * width * 4 / 64;
         // The 256-bit kernels apply the exact GELU to their sums in registers: a separate pass

@@ -158,8 +158,12 @@ const FAST_CHUNK_FLOOR: usize = 256;
 /// Cuts sequences (`order`, longest first; `len` gives each one's tokens) into the chunks of the
 /// fast encoder, for `threads` threads.
 ///
-/// Much work: chunks of consecutive sequences, at least four per thread (so no thread waits long
-/// at the end) and at most [`FAST_CHUNK_TOKENS`]. Little work (a server's batch of a few
+/// Much work: chunks of consecutive sequences, each at most [`FAST_CHUNK_TOKENS`] and at most
+/// the tokens left over twice the threads, so they shrink towards the end (to
+/// [`FAST_CHUNK_FLOOR`]): taken in order, the last chunks are short and no thread waits long for
+/// the others. Chunks of one size throughout left a thread idle for most of a chunk at the end
+/// (64 ms of a 3.1 s run on 500 BBC paragraphs, 2%, AMD EPYC family 25 model 17, 2026-12-03).
+/// Little work (a server's batch of a few
 /// passages): a multiple of `threads` chunks of near-equal tokens, each sequence put in the
 /// lightest so far. Cut in order instead, four 80-token passages made chunks of 240 and 80: one
 /// thread idled two thirds of the batch. A lone chunk runs with the helper thread instead.
@@ -180,13 +184,16 @@ fn fast_chunks(order: &[usize], len: impl Fn(usize) -> usize, threads: usize) ->
         }
         return bins.into_iter().map(|(_, chunk)| chunk).collect();
     }
-    let budget = (total / (4 * threads)).clamp(FAST_CHUNK_FLOOR, FAST_CHUNK_TOKENS);
+    let budget = |left: usize| (left / (2 * threads)).clamp(FAST_CHUNK_FLOOR, FAST_CHUNK_TOKENS);
     let mut chunks = Vec::new();
     let mut current: Vec<usize> = Vec::new();
     let mut tokens = 0;
+    // Tokens not yet in a closed chunk.
+    let mut left = total;
     for &i in order {
-        if !current.is_empty() && tokens + len(i) > budget {
+        if !current.is_empty() && tokens + len(i) > budget(left) {
             chunks.push(std::mem::take(&mut current));
+            left -= tokens;
             tokens = 0;
         }
         tokens += len(i);
@@ -668,7 +675,24 @@ impl SentenceEncoder {
         let pooled: Vec<Vec<Vec<f32>>> = if parallel {
             chunks.iter().map(run).collect()
         } else {
-            chunks.par_iter().map(run).collect()
+            // Every thread takes the next chunk in order until none is left, so the last to run
+            // are the last, shortest chunks. (A parallel iterator splits the list in halves: a
+            // thread that ran out stole from the middle, and the other waited on a long chunk.)
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let done: Vec<std::sync::OnceLock<Vec<Vec<f32>>>> =
+                chunks.iter().map(|_| std::sync::OnceLock::new()).collect();
+            (0..rayon::current_num_threads())
+                .into_par_iter()
+                .with_max_len(1)
+                .for_each(|_| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(chunk) = chunks.get(i) else { break };
+                    // Each index is taken once, so each slot is set once.
+                    let _ = done[i].set(run(chunk));
+                });
+            done.into_iter()
+                .map(|slot| slot.into_inner().expect("every chunk taken and run"))
+                .collect()
         };
         // A text with no tokens at all (a tokenizer without special tokens) pools to zeros, as in
         // the exact path.
@@ -853,13 +877,17 @@ mod tests {
     fn a_lone_passage_is_one_chunk_and_much_work_is_cut_in_order() {
         assert_eq!(fast_chunks(&[0], |_| 33, 2), vec![vec![0]]);
         // 1,000 sequences of 60: chunks of consecutive sequences, at least four per thread, none
-        // past the most tokens of a chunk.
+        // past the most tokens of a chunk, shrinking to the fewest at the end.
         let order: Vec<usize> = (0..1000).collect();
         let chunks = fast_chunks(&order, |_| 60, 2);
         assert_partition(&chunks, 1000);
         assert!(chunks.len() >= 8);
         assert!(chunks.iter().all(|c| c.len() * 60 <= FAST_CHUNK_TOKENS));
         assert!(chunks.concat() == order);
+        let tokens: Vec<usize> = chunks.iter().map(|c| c.len() * 60).collect();
+        assert!(tokens.windows(2).all(|w| w[1] <= w[0]), "{tokens:?}");
+        assert!(tokens[0] > 4 * FAST_CHUNK_FLOOR, "{tokens:?}");
+        assert!(*tokens.last().unwrap() <= FAST_CHUNK_FLOOR, "{tokens:?}");
     }
 
     fn word_offsets(text: &str) -> Vec<(usize, usize)> {
