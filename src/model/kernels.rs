@@ -769,17 +769,20 @@ impl Dense {
             .next_multiple_of(tile);
         // Every panel is `steps × width` words of 4 bytes, whatever the kernel.
         let panel_lines = self.steps * width * 4 / 64;
-        // The 256-bit kernels apply the exact GELU to their sums in registers: a separate pass
-        // over the stored rows cost as much again (a division and an `exp` per value, re-read).
-        let gelu_in_store = self.kernel.isa() == Isa::Avx2
-            && matches!(job.finish, Finish::Activate(Activation::GeluErf));
-        // The 512-bit kernels apply it to each tile's stored rows, while they are in L1, with the
-        // reciprocal estimate in place of the division the plain loop compiles to.
-        let gelu_512 = self.kernel.isa() == Isa::Avx512
-            && matches!(job.finish, Finish::Activate(Activation::GeluErf));
-        // bf16 rounds the GELU's output to 8 bits of mantissa right after (the next layer's
-        // input): a GELU without `exp` or a Newton step for the reciprocal is as good there.
-        let gelu_rounded = gelu_512 && self.kernel.family() == Family::Bf16;
+        // The exact GELU goes on the sums in registers as they are stored: a separate pass over
+        // the stored rows cost as much again on the 256-bit kernels (a division and an `exp` per
+        // value, re-read), and on the 512-bit ones it waited on the tile's stores (the output
+        // rows are not in cache). bf16 rounds the GELU's output to 8 bits of mantissa right
+        // after (the next layer's input): a GELU without `exp` or a Newton step for the
+        // reciprocal is as good there. AMX stores its sums through memory: it keeps the pass.
+        let gelu_erf = matches!(job.finish, Finish::Activate(Activation::GeluErf));
+        let gelu_rounded = gelu_erf && self.kernel.family() == Family::Bf16;
+        let gelu_in_store = match self.kernel.isa() {
+            _ if !gelu_erf || self.kernel.is_amx() => StoreGelu::None,
+            Isa::Avx2 => StoreGelu::Exact,
+            Isa::Avx512 if gelu_rounded => StoreGelu::BeforeBf16,
+            Isa::Avx512 => StoreGelu::Exact,
+        };
         let weights: *const u8 = if self.word_panels.is_empty() {
             self.f32_panels.as_ptr().cast()
         } else {
@@ -831,7 +834,7 @@ impl Dense {
                     // `tile_rows` rows of `a` (full tiles from the input, the last from the
                     // padded copy), one panel of weights, and writes `tile_rows` rows from `out_at`.
                     unsafe { self.tile(a, panel, out_at, (tile_rows, cols), ahead, gelu_in_store) };
-                    if gelu_in_store {
+                    if gelu_in_store != StoreGelu::None {
                         continue;
                     }
                     for r in 0..tile_rows {
@@ -840,9 +843,10 @@ impl Dense {
                             std::slice::from_raw_parts_mut(out_at.add(r * self.outputs), cols)
                         };
                         if gelu_rounded {
-                            // SAFETY: the 512-bit copy runs only where AVX-512F was detected.
+                            // SAFETY: the 512-bit copy runs only where AVX-512F was detected
+                            // (AMX implies it).
                             unsafe { gelu_erf_rows_512_for_bf16(segment) };
-                        } else if gelu_512 {
+                        } else if gelu_erf {
                             // SAFETY: as above.
                             unsafe { gelu_erf_rows_512(segment) };
                         } else {
@@ -869,7 +873,7 @@ impl Dense {
         out: *mut f32,
         (rows, cols): (usize, usize),
         ahead: (*const u8, usize, usize),
-        gelu_in_store: bool,
+        gelu_in_store: StoreGelu,
     ) {
         let width = self.kernel.panel();
         let bias = self.bias[panel * width..].as_ptr();
@@ -998,9 +1002,18 @@ struct TileArgs {
     ahead: *const u8,
     ahead_lines: usize,
     ahead_per_step: usize,
-    /// The exact GELU applied to the sums in registers as they are stored (the 256-bit kernels),
-    /// instead of over the stored row afterwards.
-    gelu_in_store: bool,
+    /// The GELU applied to the sums in registers as they are stored, if any.
+    gelu_in_store: StoreGelu,
+}
+
+/// Which GELU a tile applies to its sums as it stores them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StoreGelu {
+    None,
+    /// [`gelu_erf`]'s arithmetic on vectors ([`gelu_erf_256`], [`gelu_erf_512`]).
+    Exact,
+    /// [`gelu_erf_512_before_bf16`]: for outputs rounded to bf16 next.
+    BeforeBf16,
 }
 
 /// Asks for this step's share of the lines of [`TileArgs::ahead`]: a panel's weights come from
@@ -1105,7 +1118,12 @@ unsafe fn store_tile_512<const R: usize, const V: usize>(acc: &[[__m512; V]; R],
     for (r, acc_row) in acc.iter().enumerate().take(t.rows) {
         let o = t.out.add(r * t.out_stride);
         for (v, acc) in acc_row.iter().enumerate() {
-            let value = _mm512_add_ps(*acc, _mm512_loadu_ps(t.bias.add(16 * v)));
+            let mut value = _mm512_add_ps(*acc, _mm512_loadu_ps(t.bias.add(16 * v)));
+            match t.gelu_in_store {
+                StoreGelu::None => {}
+                StoreGelu::Exact => value = gelu_erf_512(value),
+                StoreGelu::BeforeBf16 => value = gelu_erf_512_before_bf16(value),
+            }
             _mm512_mask_storeu_ps(o.add(16 * v), mask16(t.cols, v), value);
         }
     }
@@ -1272,7 +1290,8 @@ unsafe fn store_tile_256<const R: usize, const V: usize>(acc: &[[__m256; V]; R],
         let o = t.out.add(r * t.out_stride);
         for (v, acc) in acc_row.iter().enumerate() {
             let mut value = _mm256_add_ps(*acc, _mm256_loadu_ps(t.bias.add(8 * v)));
-            if t.gelu_in_store {
+            // The 256-bit kernels are f32 or widened bf16: the exact GELU for both.
+            if t.gelu_in_store != StoreGelu::None {
                 value = gelu_erf_256(value);
             }
             let lanes = t.cols.saturating_sub(8 * v).min(8);
@@ -1357,6 +1376,16 @@ unsafe fn map_512(values: &mut [f32], f: impl Fn(__m512) -> __m512) {
 /// AVX-512F present.
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn gelu_erf_rows_512_for_bf16(values: &mut [f32]) {
+    map_512(values, |x| gelu_erf_512_before_bf16(x))
+}
+
+/// The GELU of [`gelu_erf_rows_512_for_bf16`] on sixteen values.
+///
+/// # Safety
+/// AVX-512F present.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn gelu_erf_512_before_bf16(x: __m512) -> __m512 {
     const A: [f32; 6] = [
         0.070_523_08,
         0.042_282_01,
@@ -1365,27 +1394,25 @@ unsafe fn gelu_erf_rows_512_for_bf16(values: &mut [f32]) {
         0.000_276_567_2,
         0.000_043_063_8,
     ];
-    map_512(values, |x| {
-        let one = _mm512_set1_ps(1.0);
-        let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
-        // erf(4) is 1 within 2·10⁻⁸; the clamp keeps p¹⁶ finite (at most ~6·10⁷).
-        let a = _mm512_min_ps(_mm512_abs_ps(z), _mm512_set1_ps(4.0));
-        let mut p = _mm512_set1_ps(A[5]);
-        for &c in A[..5].iter().rev() {
-            p = _mm512_fmadd_ps(p, a, _mm512_set1_ps(c));
-        }
-        p = _mm512_fmadd_ps(p, a, one);
-        let p2 = _mm512_mul_ps(p, p);
-        let p4 = _mm512_mul_ps(p2, p2);
-        let p8 = _mm512_mul_ps(p4, p4);
-        let erf_abs = _mm512_sub_ps(one, _mm512_rcp14_ps(_mm512_mul_ps(p8, p8)));
-        let sign = _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(i32::MIN));
-        let erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erf_abs), sign));
-        _mm512_mul_ps(
-            _mm512_mul_ps(_mm512_set1_ps(0.5), x),
-            _mm512_add_ps(one, erf),
-        )
-    })
+    let one = _mm512_set1_ps(1.0);
+    let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+    // erf(4) is 1 within 2·10⁻⁸; the clamp keeps p¹⁶ finite (at most ~6·10⁷).
+    let a = _mm512_min_ps(_mm512_abs_ps(z), _mm512_set1_ps(4.0));
+    let mut p = _mm512_set1_ps(A[5]);
+    for &c in A[..5].iter().rev() {
+        p = _mm512_fmadd_ps(p, a, _mm512_set1_ps(c));
+    }
+    p = _mm512_fmadd_ps(p, a, one);
+    let p2 = _mm512_mul_ps(p, p);
+    let p4 = _mm512_mul_ps(p2, p2);
+    let p8 = _mm512_mul_ps(p4, p4);
+    let erf_abs = _mm512_sub_ps(one, _mm512_rcp14_ps(_mm512_mul_ps(p8, p8)));
+    let sign = _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(i32::MIN));
+    let erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(erf_abs), sign));
+    _mm512_mul_ps(
+        _mm512_mul_ps(_mm512_set1_ps(0.5), x),
+        _mm512_add_ps(one, erf),
+    )
 }
 
 /// [`gelu_erf_256`] on sixteen values.
