@@ -769,19 +769,23 @@ impl Dense {
             .next_multiple_of(tile);
         // Every panel is `steps × width` words of 4 bytes, whatever the kernel.
         let panel_lines = self.steps * width * 4 / 64;
-        // The exact GELU goes on the sums in registers as they are stored: a separate pass over
-        // the stored rows cost as much again on the 256-bit kernels (a division and an `exp` per
-        // value, re-read), and on the 512-bit ones it waited on the tile's stores (the output
-        // rows are not in cache). bf16 rounds the GELU's output to 8 bits of mantissa right
-        // after (the next layer's input): a GELU without `exp` or a Newton step for the
-        // reciprocal is as good there. AMX stores its sums through memory: it keeps the pass.
+        // Where the GELU goes on the sums in registers as they are stored:
+        // - the 256-bit kernels: a separate pass over the stored rows cost as much again (a
+        //   division and an `exp` per value, re-read);
+        // - the `vdpbf16ps` tiles: as a pass, its loads waited on the tile's stores (the output
+        //   rows are not in cache); in registers bf16 ran 5% faster on Zen 4. bf16 rounds the
+        //   GELU's output to 8 bits of mantissa right after (the next layer's input): a GELU
+        //   without `exp` or a Newton step for the reciprocal is as good there.
+        // The other 512-bit kernels keep the pass, on each tile's rows while they are in L1: the
+        // exact GELU in the f32 tiles' registers was 5–15% slower on an Intel Xeon (family 6,
+        // model 207) and no faster on Zen 4. AMX stores its sums through memory.
         let gelu_erf = matches!(job.finish, Finish::Activate(Activation::GeluErf));
         let gelu_rounded = gelu_erf && self.kernel.family() == Family::Bf16;
         let gelu_in_store = match self.kernel.isa() {
             _ if !gelu_erf || self.kernel.is_amx() => StoreGelu::None,
             Isa::Avx2 => StoreGelu::Exact,
-            Isa::Avx512 if gelu_rounded => StoreGelu::BeforeBf16,
-            Isa::Avx512 => StoreGelu::Exact,
+            Isa::Avx512 if self.kernel.takes_bf16_pairs() => StoreGelu::BeforeBf16,
+            Isa::Avx512 => StoreGelu::None,
         };
         let weights: *const u8 = if self.word_panels.is_empty() {
             self.f32_panels.as_ptr().cast()
@@ -1010,9 +1014,9 @@ struct TileArgs {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum StoreGelu {
     None,
-    /// [`gelu_erf`]'s arithmetic on vectors ([`gelu_erf_256`], [`gelu_erf_512`]).
+    /// [`gelu_erf`]'s arithmetic on vectors ([`gelu_erf_256`]; the 256-bit tiles).
     Exact,
-    /// [`gelu_erf_512_before_bf16`]: for outputs rounded to bf16 next.
+    /// [`gelu_erf_512_before_bf16`], for outputs rounded to bf16 next (the `vdpbf16ps` tiles).
     BeforeBf16,
 }
 
@@ -1119,10 +1123,12 @@ unsafe fn store_tile_512<const R: usize, const V: usize>(acc: &[[__m512; V]; R],
         let o = t.out.add(r * t.out_stride);
         for (v, acc) in acc_row.iter().enumerate() {
             let mut value = _mm512_add_ps(*acc, _mm512_loadu_ps(t.bias.add(16 * v)));
-            match t.gelu_in_store {
-                StoreGelu::None => {}
-                StoreGelu::Exact => value = gelu_erf_512(value),
-                StoreGelu::BeforeBf16 => value = gelu_erf_512_before_bf16(value),
+            debug_assert!(
+                t.gelu_in_store != StoreGelu::Exact,
+                "the 512-bit exact GELU is a pass"
+            );
+            if t.gelu_in_store == StoreGelu::BeforeBf16 {
+                value = gelu_erf_512_before_bf16(value);
             }
             _mm512_mask_storeu_ps(o.add(16 * v), mask16(t.cols, v), value);
         }
