@@ -773,12 +773,13 @@ impl Dense {
         // - the 256-bit kernels: a separate pass over the stored rows cost as much again (a
         //   division and an `exp` per value, re-read);
         // - the `vdpbf16ps` tiles: as a pass, its loads waited on the tile's stores (the output
-        //   rows are not in cache); in registers bf16 ran 5% faster on Zen 4. bf16 rounds the
-        //   GELU's output to 8 bits of mantissa right after (the next layer's input): a GELU
-        //   without `exp` or a Newton step for the reciprocal is as good there.
+        //   rows are not in cache); in registers bf16 ran 5% faster (AMD EPYC family 25 model
+        //   17, 2026-12-03). bf16 rounds the GELU's output to 8 bits of mantissa right after (the
+        //   next layer's input): a GELU without `exp` or a Newton step for the reciprocal is as
+        //   good there.
         // The other 512-bit kernels keep the pass, on each tile's rows while they are in L1: the
         // exact GELU in the f32 tiles' registers was 5–15% slower on an Intel Xeon (family 6,
-        // model 207) and no faster on Zen 4. AMX stores its sums through memory.
+        // model 207, 2026-12-02) and no faster on that EPYC. AMX stores its sums through memory.
         let gelu_erf = matches!(job.finish, Finish::Activate(Activation::GeluErf));
         let gelu_rounded = gelu_erf && self.kernel.family() == Family::Bf16;
         let gelu_in_store = match self.kernel.isa() {

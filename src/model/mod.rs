@@ -163,9 +163,8 @@ const FAST_CHUNK_FLOOR: usize = 256;
 /// [`FAST_CHUNK_FLOOR`]): taken in order, the last chunks are short and no thread waits long for
 /// the others. Chunks of one size throughout left a thread idle for most of a chunk at the end
 /// (64 ms of a 3.1 s run on 500 BBC paragraphs, 2%, AMD EPYC family 25 model 17, 2026-12-03).
-/// Little work (a server's batch of a few
-/// passages): a multiple of `threads` chunks of near-equal tokens, each sequence put in the
-/// lightest so far. Cut in order instead, four 80-token passages made chunks of 240 and 80: one
+/// Little work (a server's batch of a few passages): a multiple of `threads` chunks of near-equal
+/// tokens, each sequence put in the lightest so far. Cut in order instead, four 80-token passages made chunks of 240 and 80: one
 /// thread idled two thirds of the batch. A lone chunk runs with the helper thread instead.
 /// Which chunk a sequence lands in never changes its vector.
 fn fast_chunks(order: &[usize], len: impl Fn(usize) -> usize, threads: usize) -> Vec<Vec<usize>> {
