@@ -108,6 +108,8 @@ struct Scratch {
     context: Vec<f32>,
     dense: Vec<f32>,
     inner: Vec<f32>,
+    /// The feed-forward's inner rows as bf16 pairs, where its first layer stores them so.
+    inner_pairs: Vec<u32>,
     stage: Stage,
     keys_t: Vec<f32>,
     scores: Vec<f32>,
@@ -336,7 +338,6 @@ impl FastBert {
         s.qkv.resize(rows * 3 * h, 0.0);
         s.context.resize(rows * h, 0.0);
         s.dense.resize(rows * h, 0.0);
-        s.inner.resize(rows * self.intermediate, 0.0);
         for layer in &self.layers {
             layer.qkv.multiply(
                 &s.x,
@@ -361,22 +362,39 @@ impl FastBert {
             );
             add_into(&mut s.x, &s.dense);
             layer.attn_norm.apply_rows(&mut s.x);
-            layer.ffn_in.multiply(
-                &s.x,
-                rows,
-                &mut s.inner,
-                Finish::Activate(self.activation),
-                &mut s.stage,
-                helper,
-            );
-            layer.ffn_out.multiply(
-                &s.inner,
-                rows,
-                &mut s.dense,
-                Finish::Nothing,
-                &mut s.stage,
-                helper,
-            );
+            let activate = Finish::Activate(self.activation);
+            if layer.ffn_in.stores_pairs(activate) && layer.ffn_out.takes_pairs_of(&layer.ffn_in) {
+                // The inner rows (four times the hidden width) go straight to bf16, the only
+                // form the next layer reads: half the bytes written, no f32 pass to round them.
+                layer.ffn_in.multiply_to_pairs(
+                    &s.x,
+                    rows,
+                    &mut s.inner_pairs,
+                    activate,
+                    &mut s.stage,
+                    helper,
+                );
+                layer.ffn_out.multiply_pairs(
+                    &mut s.inner_pairs,
+                    rows,
+                    &mut s.dense,
+                    Finish::Nothing,
+                    helper,
+                );
+            } else {
+                s.inner.resize(rows * self.intermediate, 0.0);
+                layer
+                    .ffn_in
+                    .multiply(&s.x, rows, &mut s.inner, activate, &mut s.stage, helper);
+                layer.ffn_out.multiply(
+                    &s.inner,
+                    rows,
+                    &mut s.dense,
+                    Finish::Nothing,
+                    &mut s.stage,
+                    helper,
+                );
+            }
             add_into(&mut s.x, &s.dense);
             layer.ffn_norm.apply_rows(&mut s.x);
         }

@@ -549,12 +549,17 @@ pub(crate) fn bf16_bits(x: f32) -> u32 {
     (b + 0x7FFF + ((b >> 16) & 1)) >> 16
 }
 
-/// A raw output pointer handed to the threads that fill disjoint column ranges of it.
+/// A multiply's output, a raw pointer handed to the threads that fill disjoint column ranges
+/// of it: f32 rows of `outputs`, or bf16 pairs, rows of `outputs / 2` words.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the threads given one write disjoint panels (column ranges) of the output.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
+enum Output {
+    F32(*mut f32),
+    Pairs(*mut u32),
+}
+// SAFETY: the threads given one write disjoint panels (column ranges) of the output; a panel's
+// columns start at an even column, so no two write the same word of pairs.
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
 
 impl Dense {
     /// Packs `weight_t`, `(inputs, outputs)` row-major, for `kernel`.
@@ -657,8 +662,111 @@ impl Dense {
         stage: &mut Stage,
         helper: Option<&Lease>,
     ) {
-        assert!(input.len() >= rows * self.inputs);
         assert!(out.len() >= rows * self.outputs);
+        self.multiply_into(
+            input,
+            rows,
+            Output::F32(out.as_mut_ptr()),
+            finish,
+            stage,
+            helper,
+        )
+    }
+
+    /// Whether [`Self::multiply_to_pairs`] can round this layer's outputs to bf16 pairs as its
+    /// tiles store them, with `finish`: the `vdpbf16ps` tiles (the others store f32), an even
+    /// number of outputs, and no finish other than the GELU those tiles apply in registers.
+    pub fn stores_pairs(&self, finish: Finish) -> bool {
+        self.kernel.takes_bf16_pairs()
+            && !self.kernel.is_amx()
+            && self.outputs.is_multiple_of(2)
+            && matches!(
+                finish,
+                Finish::Nothing | Finish::Activate(Activation::GeluErf)
+            )
+    }
+
+    /// Whether [`Self::multiply_pairs`] takes the output of `producer`'s
+    /// [`Self::multiply_to_pairs`] as its input.
+    pub fn takes_pairs_of(&self, producer: &Dense) -> bool {
+        self.kernel.takes_bf16_pairs() && 2 * self.steps == producer.outputs
+    }
+
+    /// [`Self::multiply`] whose output, rounded to bf16 as [`Self::multiply_pairs`] of the next
+    /// layer takes it, goes to `words` (`rows` rows of `outputs / 2` words) instead of f32 rows:
+    /// the same bits the next layer would otherwise make from the f32 rows, without writing them
+    /// and reading them back. Only where [`Self::stores_pairs`] holds.
+    pub fn multiply_to_pairs(
+        &self,
+        input: &[f32],
+        rows: usize,
+        words: &mut Vec<u32>,
+        finish: Finish,
+        stage: &mut Stage,
+        helper: Option<&Lease>,
+    ) {
+        assert!(
+            self.stores_pairs(finish),
+            "{} stores f32",
+            self.kernel.name()
+        );
+        let out = grown(words, rows * self.outputs / 2);
+        self.multiply_into(
+            input,
+            rows,
+            Output::Pairs(out.as_mut_ptr()),
+            finish,
+            stage,
+            helper,
+        )
+    }
+
+    /// [`Self::multiply`] of inputs already in bf16 pairs, from [`Self::multiply_to_pairs`] of
+    /// the layer before (`rows` rows of `steps` words; the rows up to a whole tile are zeroed
+    /// here).
+    pub fn multiply_pairs(
+        &self,
+        words: &mut Vec<u32>,
+        rows: usize,
+        out: &mut [f32],
+        finish: Finish,
+        helper: Option<&Lease>,
+    ) {
+        assert!(
+            self.kernel.takes_bf16_pairs(),
+            "{} takes f32",
+            self.kernel.name()
+        );
+        assert!(out.len() >= rows * self.outputs);
+        if rows == 0 {
+            return;
+        }
+        let padded = rows.next_multiple_of(self.kernel.tile_rows());
+        grown(words, padded * self.steps)[rows * self.steps..].fill(0);
+        let job = Job {
+            rows,
+            out: Output::F32(out.as_mut_ptr()),
+            f32_input: &[],
+            tail_at: padded,
+            words,
+            rounded: &[],
+            f32_tail: &[],
+            finish,
+        };
+        self.run_job(&job, helper);
+    }
+
+    /// [`Self::multiply`] into `out`, f32 rows or bf16 pairs.
+    fn multiply_into(
+        &self,
+        input: &[f32],
+        rows: usize,
+        out: Output,
+        finish: Finish,
+        stage: &mut Stage,
+        helper: Option<&Lease>,
+    ) {
+        assert!(input.len() >= rows * self.inputs);
         if rows == 0 {
             return;
         }
@@ -706,22 +814,28 @@ impl Dense {
         };
         let job = Job {
             rows,
-            out: OutPtr(out.as_mut_ptr()),
+            out,
             f32_input,
             tail_at,
-            stage: &*stage,
+            words: &stage.words,
+            rounded: &stage.rounded,
+            f32_tail: &stage.f32_tail,
             finish,
         };
+        self.run_job(&job, helper);
+    }
+
+    /// Every panel of `job`, half of them on `helper` if given.
+    fn run_job(&self, job: &Job, helper: Option<&Lease>) {
         let panel_count = self.outputs.div_ceil(self.kernel.panel());
         match helper {
             Some(lease) if panel_count > 1 => {
                 let half = panel_count.div_ceil(2);
-                let job = &job;
                 lease.share(&|| self.run_panels(job, half..panel_count), || {
                     self.run_panels(job, 0..half)
                 });
             }
-            _ => self.run_panels(&job, 0..panel_count),
+            _ => self.run_panels(job, 0..panel_count),
         }
     }
 
@@ -821,25 +935,47 @@ impl Dense {
                         ),
                         _ => (std::ptr::null(), 0, 0),
                     };
-                    // SAFETY: `out` holds `rows` rows of `outputs` (asserted in `multiply`) and
-                    // this tile writes rows `row..row + tile_rows`, columns of `panel` only.
-                    let out_at = unsafe { job.out.0.add(row * self.outputs + panel * width) };
+                    // SAFETY: `out` holds `rows` rows of `outputs` (asserted in `multiply`; pairs:
+                    // half as many words, sized in `multiply_to_pairs`) and this tile writes rows
+                    // `row..row + tile_rows`, columns of `panel` only.
+                    let (out_at, out_stride) = match job.out {
+                        Output::F32(out) => (
+                            unsafe { out.add(row * self.outputs + panel * width) },
+                            self.outputs,
+                        ),
+                        Output::Pairs(out) => (
+                            unsafe { out.add((row * self.outputs + panel * width) / 2) }
+                                .cast::<f32>(),
+                            self.outputs / 2,
+                        ),
+                    };
+                    let pairs = matches!(job.out, Output::Pairs(_));
                     let a = match self.kernel {
                         k if k.takes_bf16_pairs() => {
-                            TileInput::Words(&job.stage.words[row * self.steps..], self.steps)
+                            TileInput::Words(&job.words[row * self.steps..], self.steps)
                         }
-                        Kernel::Bf16Avx2x6x16 | Kernel::Bf16Fma512x12x32 => TileInput::F32(
-                            &job.stage.rounded[row * 2 * self.steps..],
-                            2 * self.steps,
-                        ),
-                        _ if row >= job.tail_at => TileInput::F32(&job.stage.f32_tail, self.inputs),
+                        Kernel::Bf16Avx2x6x16 | Kernel::Bf16Fma512x12x32 => {
+                            TileInput::F32(&job.rounded[row * 2 * self.steps..], 2 * self.steps)
+                        }
+                        _ if row >= job.tail_at => TileInput::F32(job.f32_tail, self.inputs),
                         _ => TileInput::F32(&job.f32_input[row * self.inputs..], self.inputs),
                     };
                     // SAFETY: the kernel was detected on this CPU when packed; the tile reads
                     // `tile_rows` rows of `a` (full tiles from the input, the last from the
                     // padded copy), one panel of weights, and writes `tile_rows` rows from `out_at`.
-                    unsafe { self.tile(a, panel, out_at, (tile_rows, cols), ahead, gelu_in_store) };
-                    if gelu_in_store != StoreGelu::None {
+                    unsafe {
+                        self.tile(
+                            a,
+                            panel,
+                            (out_at, out_stride, pairs),
+                            (tile_rows, cols),
+                            ahead,
+                            gelu_in_store,
+                        )
+                    };
+                    // Pairs come only from tiles that apply the finish as they store
+                    // (`stores_pairs`).
+                    if gelu_in_store != StoreGelu::None || pairs {
                         continue;
                     }
                     for r in 0..tile_rows {
@@ -875,7 +1011,7 @@ impl Dense {
         &self,
         a: TileInput,
         panel: usize,
-        out: *mut f32,
+        (out, out_stride, pairs): (*mut f32, usize, bool),
         (rows, cols): (usize, usize),
         ahead: (*const u8, usize, usize),
         gelu_in_store: StoreGelu,
@@ -886,7 +1022,8 @@ impl Dense {
             steps: self.steps,
             bias,
             out,
-            out_stride: self.outputs,
+            out_stride,
+            pairs,
             rows,
             cols,
             ahead: ahead.0,
@@ -980,11 +1117,15 @@ use by_rows;
 /// One multiply's inputs and output, shared by the threads that split its panels.
 struct Job<'a> {
     rows: usize,
-    out: OutPtr,
+    out: Output,
     f32_input: &'a [f32],
-    /// First row whose tile comes from the stage's padded copy.
+    /// First row whose tile comes from the padded copy `f32_tail`.
     tail_at: usize,
-    stage: &'a Stage,
+    /// The inputs as bf16 pairs (the `vdpbf16ps` and AMX kernels), padded to whole tiles.
+    words: &'a [u32],
+    /// The inputs rounded to bf16, kept as f32 (the AVX2 bf16 kernel).
+    rounded: &'a [f32],
+    f32_tail: &'a [f32],
     finish: Finish,
 }
 
@@ -999,8 +1140,11 @@ enum TileInput<'a> {
 struct TileArgs {
     steps: usize,
     bias: *const f32,
+    /// The tile's first output; with `pairs`, a `*mut u32` of bf16 pairs (the `vdpbf16ps` tiles
+    /// only) and `out_stride` in words.
     out: *mut f32,
     out_stride: usize,
+    pairs: bool,
     rows: usize,
     cols: usize,
     /// Cache lines of the weights a later tile needs, to fetch into L2 while this one computes.
@@ -1160,11 +1304,39 @@ unsafe fn store_row_512<const V: usize>(acc_row: &[__m512; V], out: *mut f32, t:
                 if t.gelu_in_store == StoreGelu::BeforeBf16 {
                     value = gelu_erf_512_before_bf16(value);
                 }
-                _mm512_mask_storeu_ps(out.add(16 * $v), mask16(t.cols, $v), value);
+                if t.pairs {
+                    store_pairs_512(out.cast::<u32>().add(8 * $v), value, t.cols.saturating_sub(16 * $v));
+                } else {
+                    _mm512_mask_storeu_ps(out.add(16 * $v), mask16(t.cols, $v), value);
+                }
             })*
         };
     }
     each!(0 1 2 3);
+}
+
+/// Sixteen columns rounded to bf16 as [`bf16_bits`] rounds them, written as eight words of
+/// pairs (the first `cols` columns, an even count when under 16).
+///
+/// # Safety
+/// AVX-512F present; `out` writable for the words of `cols.min(16)` columns.
+#[inline(always)]
+unsafe fn store_pairs_512(out: *mut u32, value: __m512, cols: usize) {
+    let bits = _mm512_castps_si512(value);
+    let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+    let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(
+        _mm512_add_epi32(bits, _mm512_set1_epi32(0x7FFF)),
+        odd,
+    ));
+    // Each lane's low half, in order: column 2i in the low half of word i, 2i + 1 in the high.
+    let words = _mm512_cvtepi32_epi16(rounded);
+    if cols >= 16 {
+        _mm256_storeu_si256(out.cast(), words);
+    } else {
+        let mut spill = [0u32; 8];
+        _mm256_storeu_si256(spill.as_mut_ptr().cast(), words);
+        std::ptr::copy_nonoverlapping(spill.as_ptr(), out, cols / 2);
+    }
 }
 
 /// f32 tile on 256-bit registers: `R` rows × `V` registers of 8 columns. AVX2 and FMA only.
@@ -1324,11 +1496,8 @@ unsafe fn bf16_fma_tile_512<const R: usize>(
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn store_tile_256<const R: usize, const V: usize>(acc: &[[__m256; V]; R], t: &TileArgs) {
-    // R turns with a test per row, as in `store_tile_512`: the sums stay in registers.
-    for (r, acc_row) in acc.iter().enumerate() {
-        if r >= t.rows {
-            continue;
-        }
+    debug_assert!(!t.pairs, "the 256-bit tiles store f32");
+    for (r, acc_row) in acc.iter().enumerate().take(t.rows) {
         let o = t.out.add(r * t.out_stride);
         for (v, acc) in acc_row.iter().enumerate() {
             let mut value = _mm256_add_ps(*acc, _mm256_loadu_ps(t.bias.add(8 * v)));
@@ -1676,6 +1845,7 @@ unsafe fn amx_release() {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 unsafe fn amx_tile(a: *const u32, a_stride: usize, b: *const u32, t: &TileArgs) {
     use std::arch::asm;
+    debug_assert!(!t.pairs, "AMX stores f32");
     let a_bytes = a_stride * 4;
     asm!(
         "tilezero tmm4",
@@ -2103,6 +2273,54 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A layer that stores its outputs as bf16 pairs feeds the next exactly the words the next
+    /// would have made from f32 rows: the same bits out, with or without the GELU, on partial
+    /// tiles and panels, over a reused buffer holding an earlier, longer input's words.
+    #[test]
+    fn pairs_stored_by_the_tiles_are_the_pairs_staged_from_f32() {
+        let (rows, inputs, inner, outputs) = (29, 37, 54, 29);
+        let value = |i: usize| ((i * 7919 % 113) as f32 - 56.0) / 64.0;
+        let x: Vec<f32> = (0..rows * inputs).map(|i| value(i * 3 + 1)).collect();
+        let w1: Vec<f32> = (0..inputs * inner).map(value).collect();
+        let b1: Vec<f32> = (0..inner).map(|i| value(i + 5)).collect();
+        let w2: Vec<f32> = (0..inner * outputs).map(|i| value(i * 5)).collect();
+        let b2: Vec<f32> = (0..outputs).map(|i| i as f32).collect();
+        let mut tried = 0;
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+            let first = Dense::pack(kernel, &w1, &b1, inputs, inner);
+            let second = Dense::pack(kernel, &w2, &b2, inner, outputs);
+            for finish in [Finish::Nothing, Finish::Activate(Activation::GeluErf)] {
+                if !first.stores_pairs(finish) {
+                    continue;
+                }
+                assert!(second.takes_pairs_of(&first), "{}", kernel.name());
+                let lease = helper_lease();
+                let mut stage = Stage::default();
+                let mut staged = vec![f32::NAN; rows * inner];
+                first.multiply(&x, rows, &mut staged, finish, &mut stage, lease.as_ref());
+                let mut want = vec![f32::NAN; rows * outputs];
+                second.multiply(&staged, rows, &mut want, Finish::Nothing, &mut stage, None);
+                let mut words = vec![0xDEAD_BEEF; 3 * rows * inner];
+                first.multiply_to_pairs(&x, rows, &mut words, finish, &mut stage, None);
+                let mut got = vec![f32::NAN; rows * outputs];
+                second.multiply_pairs(&mut words, rows, &mut got, Finish::Nothing, lease.as_ref());
+                for (i, (got, want)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{} row {} col {}",
+                        kernel.name(),
+                        i / outputs,
+                        i % outputs
+                    );
+                }
+                tried += 1;
+            }
+        }
+        // Every CPU with AVX512-BF16 has a `vdpbf16ps` tile, which stores pairs.
+        assert_eq!(tried > 0, Kernel::Bf16Avx512x7x48.available());
     }
 
     #[test]
