@@ -360,9 +360,11 @@ impl LayerNorm {
 impl Bert {
     /// Copies every weight out as f32 arrays.
     pub(crate) fn parts(&self) -> candle_core::Result<BertParts> {
+        use rayon::prelude::*;
+        // A layer at a time on each thread: copying the weights out is most of a start's work.
         let layers = self
             .layers
-            .iter()
+            .par_iter()
             .map(|l| {
                 Ok(LayerParts {
                     qkv: l.qkv.parts()?,

@@ -193,9 +193,11 @@ impl FastBert {
         });
         let hidden = parts.hidden;
         let intermediate = parts.intermediate;
+        use rayon::prelude::*;
+        // Packing, a layer at a time on each thread.
         let layers = parts
             .layers
-            .into_iter()
+            .into_par_iter()
             .map(|l| FastLayer {
                 qkv: Dense::pack(kernel, &l.qkv.0, &l.qkv.1, hidden, 3 * hidden),
                 attn_out: Dense::pack(kernel, &l.attn_out.0, &l.attn_out.1, hidden, hidden),

@@ -285,7 +285,7 @@ impl SentenceEncoder {
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let weights = map_file(&folder.dir.join("model.safetensors"))
             .map_err(|e| problem(format!("model.safetensors cannot be read: {e}")))?;
-        let tensors = candle_core::safetensors::load_buffer(&weights, &device)
+        let tensors = load_tensors(&weights, &device)
             .map_err(|e| problem(format!("model.safetensors cannot be read: {e}")))?;
         let reference = kernels == Some(REFERENCE);
         let engine = match (&folder.bert_config, reference) {
@@ -766,6 +766,22 @@ impl Embedder for SentenceEncoder {
 }
 
 /// Maps a file into memory, so its bytes are read from the page cache without a copy.
+/// Every tensor of a safetensors buffer, as candle's `load_buffer` reads them but on all threads:
+/// copying the weights out of the file (and the kernel providing their fresh pages) was a third
+/// of a process's start, on one core while the others waited.
+fn load_tensors(
+    buffer: &[u8],
+    device: &Device,
+) -> candle_core::Result<std::collections::HashMap<String, candle_core::Tensor>> {
+    use candle_core::safetensors::Load;
+    use rayon::prelude::*;
+    let file = candle_core::safetensors::SliceSafetensors::new(buffer)?;
+    file.tensors()
+        .into_par_iter()
+        .map(|(name, view)| Ok((name, view.load(device)?)))
+        .collect()
+}
+
 fn map_file(path: &std::path::Path) -> std::io::Result<memmap2::Mmap> {
     let file = std::fs::File::open(path)?;
     // SAFETY: the map is read while the tensors are built and dropped right after; model files are
