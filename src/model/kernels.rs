@@ -1305,7 +1305,8 @@ unsafe fn store_row_512<const V: usize>(acc_row: &[__m512; V], out: *mut f32, t:
                     value = gelu_erf_512_before_bf16(value);
                 }
                 if t.pairs {
-                    store_pairs_512(out.cast::<u32>().add(8 * $v), value, t.cols.saturating_sub(16 * $v));
+                    let cols = t.cols.saturating_sub(16 * $v);
+                    store_pairs_512(out.cast::<u32>().add(8 * $v), value, cols);
                 } else {
                     _mm512_mask_storeu_ps(out.add(16 * $v), mask16(t.cols, $v), value);
                 }

@@ -164,9 +164,9 @@ const FAST_CHUNK_FLOOR: usize = 256;
 /// the others. Chunks of one size throughout left a thread idle for most of a chunk at the end
 /// (64 ms of a 3.1 s run on 500 BBC paragraphs, 2%, AMD EPYC family 25 model 17, 2026-12-03).
 /// Little work (a server's batch of a few passages): a multiple of `threads` chunks of near-equal
-/// tokens, each sequence put in the lightest so far. Cut in order instead, four 80-token passages made chunks of 240 and 80: one
-/// thread idled two thirds of the batch. A lone chunk runs with the helper thread instead.
-/// Which chunk a sequence lands in never changes its vector.
+/// tokens, each sequence put in the lightest so far. Cut in order instead, four 80-token passages
+/// made chunks of 240 and 80: one thread idled two thirds of the batch. A lone chunk runs with
+/// the helper thread instead. Which chunk a sequence lands in never changes its vector.
 fn fast_chunks(order: &[usize], len: impl Fn(usize) -> usize, threads: usize) -> Vec<Vec<usize>> {
     let threads = threads.max(1);
     let total: usize = order.iter().map(|&i| len(i)).sum();
@@ -765,10 +765,10 @@ impl Embedder for SentenceEncoder {
     }
 }
 
-/// Maps a file into memory, so its bytes are read from the page cache without a copy.
 /// Every tensor of a safetensors buffer, as candle's `load_buffer` reads them but on all threads:
 /// copying the weights out of the file (and the kernel providing their fresh pages) was a third
-/// of a process's start, on one core while the others waited.
+/// of a process's start, on one core while the others waited (AMD EPYC family 25 model 17,
+/// 2026-12-04).
 fn load_tensors(
     buffer: &[u8],
     device: &Device,
@@ -782,6 +782,7 @@ fn load_tensors(
         .collect()
 }
 
+/// Maps a file into memory, so its bytes are read from the page cache without a copy.
 fn map_file(path: &std::path::Path) -> std::io::Result<memmap2::Mmap> {
     let file = std::fs::File::open(path)?;
     // SAFETY: the map is read while the tensors are built and dropped right after; model files are
