@@ -237,7 +237,7 @@ pub struct CandleEncoder {
 impl CandleEncoder {
     /// The weights for the fast encoder, for the architectures it runs besides BERT (MPNet);
     /// `None` for the others.
-    pub(crate) fn fast_parts(&self) -> Result<Option<super::bert::BertParts>, String> {
+    pub(crate) fn fast_parts(&self) -> Result<Option<super::bert::BertParts<'static>>, String> {
         match &self.net {
             Net::MpNet(m) => m
                 .parts()

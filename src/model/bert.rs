@@ -7,11 +7,15 @@
 //! `(tokens, hidden)` matrix, the softmax and layer norms are candle's fused kernels, and the mask
 //! is only built when a batch has padding.
 //!
+//! The checkpoint is read in one place ([`Checkpoint`]) for both forwards: as candle tensors for
+//! this one, as f32 arrays borrowed from the mapped file for the fast encoder to pack.
+//!
 //! Invariant: the output for a real (non-padding) token does not depend on the other sequences of
 //! its batch, so batching and length-sorting never change a vector.
 
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// The fields of a Hugging Face `config.json` that a BERT forward needs.
@@ -121,96 +125,186 @@ pub enum BertError {
     Candle(#[from] candle_core::Error),
 }
 
-impl Bert {
-    /// Builds the encoder from the tensors of a safetensors file, checking every shape against `config`.
-    pub fn from_tensors(
+/// The checks on `config.json` both forwards share: the activation, and whether the positions
+/// and heads are ones they handle.
+fn check_config(config: &BertConfig) -> Result<Activation, BertError> {
+    let activation = match config.hidden_act.as_str() {
+        "gelu" => Activation::GeluErf,
+        "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+        "relu" => Activation::Relu,
+        other => return Err(BertError::Activation(other.into())),
+    };
+    if let Some(kind) = &config.position_embedding_type {
+        if kind != "absolute" {
+            return Err(BertError::PositionEmbedding(kind.clone()));
+        }
+    }
+    if config.num_attention_heads == 0
+        || !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
+    {
+        return Err(BertError::Heads {
+            hidden: config.hidden_size,
+            heads: config.num_attention_heads,
+        });
+    }
+    Ok(activation)
+}
+
+/// Where a checkpoint's tensors are read from: candle tensors for candle's forward, or f32 arrays
+/// for the fast encoder to pack.
+trait TensorReader {
+    type Tensor;
+    fn contains(&self, name: &str) -> bool;
+    /// Takes the tensor `name` with its shape; `None` if the checkpoint has none of that name.
+    fn take(&mut self, name: &str) -> Result<Option<Shaped<Self::Tensor>>, BertError>;
+}
+
+/// A tensor and its shape as the checkpoint states it.
+type Shaped<T> = (T, Vec<usize>);
+
+/// A weight and its bias.
+type Pair<T> = (T, T);
+
+/// One transformer layer's tensors, as the checkpoint names them.
+struct LayerTensors<T> {
+    query: Pair<T>,
+    key: Pair<T>,
+    value: Pair<T>,
+    attn_out: Pair<T>,
+    attn_norm: Pair<T>,
+    ffn_in: Pair<T>,
+    ffn_out: Pair<T>,
+    ffn_norm: Pair<T>,
+}
+
+/// A BERT checkpoint's tensors by role, every shape checked against `config.json`. Dense weights
+/// are `(outputs, inputs)`, as PyTorch stores them.
+struct Checkpoint<T> {
+    activation: Activation,
+    word_embeddings: T,
+    position_embeddings: T,
+    token_types: T,
+    embed_norm: Pair<T>,
+    layers: Vec<LayerTensors<T>>,
+}
+
+impl<T> Checkpoint<T> {
+    fn read<R: TensorReader<Tensor = T>>(
         config: &BertConfig,
-        mut tensors: HashMap<String, Tensor>,
-        device: &Device,
+        reader: &mut R,
     ) -> Result<Self, BertError> {
-        let activation = match config.hidden_act.as_str() {
-            "gelu" => Activation::GeluErf,
-            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
-            "relu" => Activation::Relu,
-            other => return Err(BertError::Activation(other.into())),
-        };
-        if let Some(kind) = &config.position_embedding_type {
-            if kind != "absolute" {
-                return Err(BertError::PositionEmbedding(kind.clone()));
-            }
-        }
-        if config.num_attention_heads == 0
-            || !config
-                .hidden_size
-                .is_multiple_of(config.num_attention_heads)
-        {
-            return Err(BertError::Heads {
-                hidden: config.hidden_size,
-                heads: config.num_attention_heads,
-            });
-        }
+        let activation = check_config(config)?;
         // Checkpoints saved from BertForX carry a `bert.` prefix; plain BertModel ones do not.
-        let prefix = if tensors.contains_key("bert.embeddings.word_embeddings.weight") {
+        let prefix = if reader.contains("bert.embeddings.word_embeddings.weight") {
             "bert."
         } else {
             ""
         };
-        let h = config.hidden_size;
-        let eps = config.layer_norm_eps as f32;
-        let mut w = Weights {
-            tensors: &mut tensors,
-            prefix,
-            device,
+        let mut take = |name: &str, shape: &[usize]| -> Result<T, BertError> {
+            let full = format!("{prefix}{name}");
+            let (tensor, found) = reader
+                .take(&full)?
+                .ok_or_else(|| BertError::MissingTensor(full.clone()))?;
+            if found != shape {
+                return Err(BertError::Shape {
+                    name: full,
+                    found,
+                    expected: shape.to_vec(),
+                });
+            }
+            Ok(tensor)
         };
-        let embed_norm = w.norm("embeddings.LayerNorm", h, eps)?;
+        let h = config.hidden_size;
+        let inner = config.intermediate_size;
+        // A weight of `shape` and a bias of `outputs` values.
+        let mut pair =
+            |name: &str, shape: &[usize], outputs: usize| -> Result<Pair<T>, BertError> {
+                Ok((
+                    take(&format!("{name}.weight"), shape)?,
+                    take(&format!("{name}.bias"), &[outputs])?,
+                ))
+            };
+        let embed_norm = pair("embeddings.LayerNorm", &[h], h)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
-            let q = w.take(&format!("{p}.attention.self.query.weight"), &[h, h])?;
-            let k = w.take(&format!("{p}.attention.self.key.weight"), &[h, h])?;
-            let v = w.take(&format!("{p}.attention.self.value.weight"), &[h, h])?;
-            let qb = w.take(&format!("{p}.attention.self.query.bias"), &[h])?;
-            let kb = w.take(&format!("{p}.attention.self.key.bias"), &[h])?;
-            let vb = w.take(&format!("{p}.attention.self.value.bias"), &[h])?;
-            layers.push(Layer {
-                qkv: Dense {
-                    weight_t: Tensor::cat(&[q, k, v], 0)?.t()?.contiguous()?,
-                    bias: Tensor::cat(&[qb, kb, vb], 0)?,
-                },
-                attn_out: w.dense(&format!("{p}.attention.output.dense"), h, h)?,
-                attn_norm: w.norm(&format!("{p}.attention.output.LayerNorm"), h, eps)?,
-                ffn_in: w.dense(
-                    &format!("{p}.intermediate.dense"),
-                    h,
-                    config.intermediate_size,
-                )?,
-                ffn_out: w.dense(&format!("{p}.output.dense"), config.intermediate_size, h)?,
-                ffn_norm: w.norm(&format!("{p}.output.LayerNorm"), h, eps)?,
+            let attention = format!("{p}.attention.self");
+            layers.push(LayerTensors {
+                query: pair(&format!("{attention}.query"), &[h, h], h)?,
+                key: pair(&format!("{attention}.key"), &[h, h], h)?,
+                value: pair(&format!("{attention}.value"), &[h, h], h)?,
+                attn_out: pair(&format!("{p}.attention.output.dense"), &[h, h], h)?,
+                attn_norm: pair(&format!("{p}.attention.output.LayerNorm"), &[h], h)?,
+                ffn_in: pair(&format!("{p}.intermediate.dense"), &[inner, h], inner)?,
+                ffn_out: pair(&format!("{p}.output.dense"), &[h, inner], h)?,
+                ffn_norm: pair(&format!("{p}.output.LayerNorm"), &[h], h)?,
             });
         }
-        let word_embeddings =
-            w.take("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
-        let position_embeddings = w.take(
-            "embeddings.position_embeddings.weight",
-            &[config.max_position_embeddings, h],
-        )?;
-        let token_type_row = w
-            .take(
+        Ok(Self {
+            activation,
+            word_embeddings: take("embeddings.word_embeddings.weight", &[config.vocab_size, h])?,
+            position_embeddings: take(
+                "embeddings.position_embeddings.weight",
+                &[config.max_position_embeddings, h],
+            )?,
+            token_types: take(
                 "embeddings.token_type_embeddings.weight",
                 &[config.type_vocab_size, h],
-            )?
-            .get(0)?;
-        Ok(Self {
-            word_embeddings,
-            position_embeddings,
-            token_type_row,
+            )?,
             embed_norm,
+            layers,
+        })
+    }
+}
+
+impl Bert {
+    /// Builds the encoder from the tensors of a safetensors file, checking every shape against `config`.
+    pub fn from_tensors(
+        config: &BertConfig,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self, BertError> {
+        let checkpoint = Checkpoint::read(config, &mut CandleTensors { tensors, device })?;
+        let norm = |(weight, bias): Pair<Tensor>| LayerNorm {
+            weight,
+            bias,
+            eps: config.layer_norm_eps as f32,
+        };
+        // Stored pre-transposed, `(inputs, outputs)`, so the multiply reads it contiguously.
+        let dense = |(weight, bias): Pair<Tensor>| -> candle_core::Result<Dense> {
+            Ok(Dense {
+                weight_t: weight.t()?.contiguous()?,
+                bias,
+            })
+        };
+        let mut layers = Vec::with_capacity(checkpoint.layers.len());
+        for l in checkpoint.layers {
+            let (q, qb) = l.query;
+            let (k, kb) = l.key;
+            let (v, vb) = l.value;
+            layers.push(Layer {
+                qkv: dense((Tensor::cat(&[q, k, v], 0)?, Tensor::cat(&[qb, kb, vb], 0)?))?,
+                attn_out: dense(l.attn_out)?,
+                attn_norm: norm(l.attn_norm),
+                ffn_in: dense(l.ffn_in)?,
+                ffn_out: dense(l.ffn_out)?,
+                ffn_norm: norm(l.ffn_norm),
+            });
+        }
+        let h = config.hidden_size;
+        Ok(Self {
+            word_embeddings: checkpoint.word_embeddings,
+            position_embeddings: checkpoint.position_embeddings,
+            token_type_row: checkpoint.token_types.get(0)?,
+            embed_norm: norm(checkpoint.embed_norm),
             layers,
             heads: config.num_attention_heads,
             head_dim: h / config.num_attention_heads,
             hidden: h,
             max_positions: config.max_position_embeddings,
-            activation,
+            activation: checkpoint.activation,
             device: device.clone(),
         })
     }
@@ -309,28 +403,33 @@ impl Bert {
     }
 }
 
-/// A dense layer's `(inputs, outputs)` row-major weights and its bias.
-pub(crate) type DenseParts = (Vec<f32>, Vec<f32>);
+/// A dense layer's weights as checkpoints store them, `(outputs, inputs)` row-major, in blocks of
+/// whole rows stacked in order (Q, K and V for the fused projection), and its bias.
+pub(crate) struct DenseParts<'a> {
+    pub rows: Vec<Cow<'a, [f32]>>,
+    pub bias: Vec<f32>,
+}
 /// A layer norm's weight, bias and epsilon.
 pub(crate) type NormParts = (Vec<f32>, Vec<f32>, f32);
 
 /// One transformer layer's weights as plain f32 arrays.
-pub(crate) struct LayerParts {
-    pub qkv: DenseParts,
-    pub attn_out: DenseParts,
+pub(crate) struct LayerParts<'a> {
+    pub qkv: DenseParts<'a>,
+    pub attn_out: DenseParts<'a>,
     pub attn_norm: NormParts,
-    pub ffn_in: DenseParts,
-    pub ffn_out: DenseParts,
+    pub ffn_in: DenseParts<'a>,
+    pub ffn_out: DenseParts<'a>,
     pub ffn_norm: NormParts,
 }
 
-/// Every weight of the encoder as plain f32 arrays, for the fast encoder to pack.
-pub(crate) struct BertParts {
+/// Every weight of the encoder as plain f32 arrays, for the fast encoder to pack. The dense
+/// weights may be borrowed from the mapped file, which then outlives them.
+pub(crate) struct BertParts<'a> {
     pub word_embeddings: Vec<f32>,
     pub position_embeddings: Vec<f32>,
     pub token_type_row: Vec<f32>,
     pub embed_norm: NormParts,
-    pub layers: Vec<LayerParts>,
+    pub layers: Vec<LayerParts<'a>>,
     pub heads: usize,
     pub hidden: usize,
     pub intermediate: usize,
@@ -345,99 +444,105 @@ pub(crate) fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
-impl Dense {
-    fn parts(&self) -> candle_core::Result<DenseParts> {
-        Ok((flat(&self.weight_t)?, flat(&self.bias)?))
-    }
-}
-
-impl LayerNorm {
-    fn parts(&self) -> candle_core::Result<NormParts> {
-        Ok((flat(&self.weight)?, flat(&self.bias)?, self.eps))
-    }
-}
-
-impl Bert {
-    /// Copies every weight out as f32 arrays.
-    pub(crate) fn parts(&self) -> candle_core::Result<BertParts> {
-        use rayon::prelude::*;
-        // A layer at a time on each thread: copying the weights out is most of a start's work.
-        let layers = self
+impl<'a> BertParts<'a> {
+    /// The weights of a BERT checkpoint straight from its safetensors buffer, every shape checked
+    /// against `config`. The dense weights stay in the buffer where they are f32 already, to be
+    /// packed from there: candle's tensors, their transposes for its own forward and copies of
+    /// those for packing took ~320 MB of fresh pages at each start, whose zeroing by the kernel
+    /// was most of a start's time (AMD EPYC family 25 model 17, 2026-12-04).
+    pub(crate) fn from_file(
+        config: &BertConfig,
+        file: &safetensors::SafeTensors<'a>,
+    ) -> Result<Self, BertError> {
+        let mut reader = FileTensors {
+            views: file.tensors().into_iter().collect(),
+        };
+        let checkpoint = Checkpoint::read(config, &mut reader)?;
+        let eps = config.layer_norm_eps as f32;
+        let norm = |(weight, bias): Pair<Cow<[f32]>>| (weight.into_owned(), bias.into_owned(), eps);
+        let dense = |(weight, bias): Pair<Cow<'a, [f32]>>| DenseParts {
+            rows: vec![weight],
+            bias: bias.into_owned(),
+        };
+        let layers = checkpoint
             .layers
-            .par_iter()
-            .map(|l| {
-                Ok(LayerParts {
-                    qkv: l.qkv.parts()?,
-                    attn_out: l.attn_out.parts()?,
-                    attn_norm: l.attn_norm.parts()?,
-                    ffn_in: l.ffn_in.parts()?,
-                    ffn_out: l.ffn_out.parts()?,
-                    ffn_norm: l.ffn_norm.parts()?,
-                })
+            .into_iter()
+            .map(|l| LayerParts {
+                qkv: DenseParts {
+                    rows: vec![l.query.0, l.key.0, l.value.0],
+                    bias: [l.query.1, l.key.1, l.value.1].concat(),
+                },
+                attn_out: dense(l.attn_out),
+                attn_norm: norm(l.attn_norm),
+                ffn_in: dense(l.ffn_in),
+                ffn_out: dense(l.ffn_out),
+                ffn_norm: norm(l.ffn_norm),
             })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let intermediate = self
-            .layers
-            .first()
-            .map(|l| l.ffn_in.bias.dims1())
-            .transpose()?
-            .unwrap_or(0);
-        Ok(BertParts {
-            word_embeddings: flat(&self.word_embeddings)?,
-            position_embeddings: flat(&self.position_embeddings)?,
-            token_type_row: flat(&self.token_type_row)?,
-            embed_norm: self.embed_norm.parts()?,
+            .collect();
+        let hidden = config.hidden_size;
+        Ok(Self {
+            word_embeddings: checkpoint.word_embeddings.into_owned(),
+            position_embeddings: checkpoint.position_embeddings.into_owned(),
+            token_type_row: checkpoint.token_types[..hidden].to_vec(),
+            embed_norm: norm(checkpoint.embed_norm),
             layers,
-            heads: self.heads,
-            hidden: self.hidden,
-            intermediate,
-            max_positions: self.max_positions,
-            activation: self.activation,
+            heads: config.num_attention_heads,
+            hidden,
+            intermediate: config.intermediate_size,
+            max_positions: config.max_position_embeddings,
+            activation: checkpoint.activation,
             relative_bias: None,
         })
     }
 }
 
-/// The tensors of a checkpoint, taken one by one with their shapes checked.
-struct Weights<'a> {
-    tensors: &'a mut HashMap<String, Tensor>,
-    prefix: &'static str,
+/// A checkpoint's candle tensors, taken out as f32 on `device`.
+struct CandleTensors<'a> {
+    tensors: HashMap<String, Tensor>,
     device: &'a Device,
 }
 
-impl Weights<'_> {
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, BertError> {
-        let full = format!("{}{name}", self.prefix);
-        let t = self
-            .tensors
-            .remove(&full)
-            .ok_or_else(|| BertError::MissingTensor(full.clone()))?;
-        if t.dims() != shape {
-            return Err(BertError::Shape {
-                name: full,
-                found: t.dims().to_vec(),
-                expected: shape.to_vec(),
-            });
+impl TensorReader for CandleTensors<'_> {
+    type Tensor = Tensor;
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+    fn take(&mut self, name: &str) -> Result<Option<Shaped<Tensor>>, BertError> {
+        let Some(t) = self.tensors.remove(name) else {
+            return Ok(None);
+        };
+        let shape = t.dims().to_vec();
+        Ok(Some((
+            t.to_dtype(DType::F32)?.to_device(self.device)?,
+            shape,
+        )))
+    }
+}
+
+/// A safetensors file's tensors as f32 arrays: borrowed from its buffer where they are f32 (and
+/// aligned), converted by candle where they are not (f16, bf16).
+struct FileTensors<'a> {
+    views: HashMap<String, safetensors::tensor::TensorView<'a>>,
+}
+
+impl<'a> TensorReader for FileTensors<'a> {
+    type Tensor = Cow<'a, [f32]>;
+    fn contains(&self, name: &str) -> bool {
+        self.views.contains_key(name)
+    }
+    fn take(&mut self, name: &str) -> Result<Option<Shaped<Self::Tensor>>, BertError> {
+        use candle_core::safetensors::Load;
+        let Some(view) = self.views.remove(name) else {
+            return Ok(None);
+        };
+        let shape = view.shape().to_vec();
+        if view.dtype() == safetensors::Dtype::F32 && cfg!(target_endian = "little") {
+            if let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(view.data()) {
+                return Ok(Some((Cow::Borrowed(values), shape)));
+            }
         }
-        Ok(t.to_dtype(DType::F32)?.to_device(self.device)?)
-    }
-
-    fn norm(&mut self, name: &str, hidden: usize, eps: f32) -> Result<LayerNorm, BertError> {
-        Ok(LayerNorm {
-            weight: self.take(&format!("{name}.weight"), &[hidden])?,
-            bias: self.take(&format!("{name}.bias"), &[hidden])?,
-            eps,
-        })
-    }
-
-    fn dense(&mut self, name: &str, inputs: usize, outputs: usize) -> Result<Dense, BertError> {
-        Ok(Dense {
-            weight_t: self
-                .take(&format!("{name}.weight"), &[outputs, inputs])?
-                .t()?
-                .contiguous()?,
-            bias: self.take(&format!("{name}.bias"), &[outputs])?,
-        })
+        let values = flat(&view.load(&Device::Cpu)?.to_dtype(DType::F32)?)?;
+        Ok(Some((Cow::Owned(values), shape)))
     }
 }
 
@@ -737,5 +842,158 @@ mod tests {
         let mut v = vec![3.0, 4.0];
         normalize_in_place(&mut v);
         assert!((v[0] - 0.6).abs() < 1e-7 && (v[1] - 0.8).abs() < 1e-7);
+    }
+
+    /// A BERT of one layer, 4 wide, 2 heads, an inner width of 8: its tensors by name, each
+    /// filled with multiples of 1/8 in [-4, 4), which f16 and bf16 hold exactly.
+    fn tiny_checkpoint() -> (BertConfig, Vec<(String, Tensor)>) {
+        let config = BertConfig {
+            vocab_size: 10,
+            hidden_size: 4,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 8,
+            hidden_act: "gelu".into(),
+            max_position_embeddings: 6,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            model_type: None,
+            position_embedding_type: None,
+        };
+        let layer = "encoder.layer.0";
+        let mut shapes = vec![
+            ("embeddings.word_embeddings.weight".to_string(), vec![10, 4]),
+            ("embeddings.position_embeddings.weight".into(), vec![6, 4]),
+            ("embeddings.token_type_embeddings.weight".into(), vec![2, 4]),
+        ];
+        let dense = [
+            ("attention.self.query", 4, 4),
+            ("attention.self.key", 4, 4),
+            ("attention.self.value", 4, 4),
+            ("attention.output.dense", 4, 4),
+            ("intermediate.dense", 4, 8),
+            ("output.dense", 8, 4),
+        ];
+        for (name, inputs, outputs) in dense {
+            shapes.push((format!("{layer}.{name}.weight"), vec![outputs, inputs]));
+            shapes.push((format!("{layer}.{name}.bias"), vec![outputs]));
+        }
+        for norm in [
+            "embeddings.LayerNorm".to_string(),
+            format!("{layer}.attention.output.LayerNorm"),
+            format!("{layer}.output.LayerNorm"),
+        ] {
+            shapes.push((format!("{norm}.weight"), vec![4]));
+            shapes.push((format!("{norm}.bias"), vec![4]));
+        }
+        let tensors = shapes
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, shape))| {
+                let n = shape.iter().product::<usize>();
+                let values = (0..n)
+                    .map(|j| ((i * 31 + j * 7) % 64) as f32 / 8.0 - 4.0)
+                    .collect::<Vec<_>>();
+                (name, Tensor::from_vec(values, shape, &Device::Cpu).unwrap())
+            })
+            .collect();
+        (config, tensors)
+    }
+
+    /// Every array of `parts`, in a fixed order.
+    fn arrays(parts: &BertParts) -> Vec<Vec<f32>> {
+        let mut out = vec![
+            parts.word_embeddings.clone(),
+            parts.position_embeddings.clone(),
+            parts.token_type_row.clone(),
+            parts.embed_norm.0.clone(),
+            parts.embed_norm.1.clone(),
+        ];
+        for l in &parts.layers {
+            for dense in [&l.qkv, &l.attn_out, &l.ffn_in, &l.ffn_out] {
+                out.push(dense.rows.concat());
+                out.push(dense.bias.clone());
+            }
+            for norm in [&l.attn_norm, &l.ffn_norm] {
+                out.push(norm.0.clone());
+                out.push(norm.1.clone());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn parts_read_from_a_file_are_its_tensors_in_any_dtype_and_with_a_prefix() {
+        let (config, tensors) = tiny_checkpoint();
+        let file = |dtype: DType, prefix: &str, skip: &str| {
+            safetensors::serialize(
+                tensors
+                    .iter()
+                    .filter(|(name, _)| name != skip)
+                    .map(|(name, t)| (format!("{prefix}{name}"), t.to_dtype(dtype).unwrap())),
+                None,
+            )
+            .unwrap()
+        };
+        let read = |buffer: &[u8]| {
+            let file = safetensors::SafeTensors::deserialize(buffer).unwrap();
+            BertParts::from_file(&config, &file).map(|parts| arrays(&parts))
+        };
+        let f32_file = file(DType::F32, "", "");
+        let parts = BertParts::from_file(
+            &config,
+            &safetensors::SafeTensors::deserialize(&f32_file).unwrap(),
+        )
+        .unwrap();
+        // f32 weights are packed from the file itself, as stored: (outputs, inputs), and Q, K and
+        // V as three blocks with their biases end to end.
+        let layer = &parts.layers[0];
+        assert!(layer
+            .ffn_in
+            .rows
+            .iter()
+            .all(|b| matches!(b, Cow::Borrowed(_))));
+        let tensor = |name: &str| {
+            let (_, t) = tensors.iter().find(|(n, _)| n == name).unwrap();
+            flat(t).unwrap()
+        };
+        assert_eq!(
+            &*layer.ffn_in.rows[0],
+            tensor("encoder.layer.0.intermediate.dense.weight")
+        );
+        assert_eq!(layer.qkv.rows.len(), 3);
+        assert_eq!(
+            &*layer.qkv.rows[1],
+            tensor("encoder.layer.0.attention.self.key.weight")
+        );
+        assert_eq!(
+            layer.qkv.bias[4..8],
+            tensor("encoder.layer.0.attention.self.key.bias")
+        );
+        assert_eq!(
+            parts.token_type_row,
+            tensor("embeddings.token_type_embeddings.weight")[..4]
+        );
+        // f16 and bf16 checkpoints (converted by candle) and a `bert.` prefix give the same arrays.
+        let want = arrays(&parts);
+        assert_eq!(read(&file(DType::F16, "", "")).unwrap(), want);
+        assert_eq!(read(&file(DType::BF16, "bert.", "")).unwrap(), want);
+        // A missing tensor and a wrong shape are named.
+        let missing = "encoder.layer.0.output.dense.bias";
+        let error = read(&file(DType::F32, "", missing))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(missing), "{error}");
+        let mut config = config.clone();
+        config.intermediate_size = 6;
+        let file = safetensors::SafeTensors::deserialize(&f32_file).unwrap();
+        let error = BertParts::from_file(&config, &file)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("intermediate.dense.weight") && error.contains("[6, 4]"),
+            "{error}"
+        );
     }
 }

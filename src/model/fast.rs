@@ -20,7 +20,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use super::bert::{Bert, BertParts};
+use super::bert::{BertParts, DenseParts};
 use super::helper::Lease;
 use super::kernels::{self, Dense, Finish, Isa, Kernel, KernelRequest, Stage};
 use super::Precision;
@@ -162,13 +162,8 @@ impl FastBert {
         })
     }
 
-    /// Packs the weights of the candle encoder for `kernel`. Fails only if the tensors cannot be
-    /// read or the model's shape is outside what the fast forward handles.
-    pub fn from_bert(bert: &Bert, kernel: Kernel) -> candle_core::Result<Self> {
-        Self::from_parts(bert.parts()?, kernel)
-    }
-
-    /// Packs an encoder's weights (BERT's, or MPNet's with its relative attention bias).
+    /// Packs an encoder's weights (BERT's, or MPNet's with its relative attention bias) for
+    /// `kernel`. Fails only if the model's shape is outside what the fast forward handles.
     pub(crate) fn from_parts(parts: BertParts, kernel: Kernel) -> candle_core::Result<Self> {
         if parts.hidden / parts.heads > MAX_HEAD_DIM {
             candle_core::bail!(
@@ -198,13 +193,19 @@ impl FastBert {
         let layers = parts
             .layers
             .into_par_iter()
-            .map(|l| FastLayer {
-                qkv: Dense::pack(kernel, &l.qkv.0, &l.qkv.1, hidden, 3 * hidden),
-                attn_out: Dense::pack(kernel, &l.attn_out.0, &l.attn_out.1, hidden, hidden),
-                attn_norm: norm(l.attn_norm),
-                ffn_in: Dense::pack(kernel, &l.ffn_in.0, &l.ffn_in.1, hidden, intermediate),
-                ffn_out: Dense::pack(kernel, &l.ffn_out.0, &l.ffn_out.1, intermediate, hidden),
-                ffn_norm: norm(l.ffn_norm),
+            .map(|l| {
+                let pack = |dense: &DenseParts, inputs: usize, outputs: usize| {
+                    let blocks: Vec<&[f32]> = dense.rows.iter().map(|b| &b[..]).collect();
+                    Dense::pack_rows(kernel, &blocks, &dense.bias, inputs, outputs)
+                };
+                FastLayer {
+                    qkv: pack(&l.qkv, hidden, 3 * hidden),
+                    attn_out: pack(&l.attn_out, hidden, hidden),
+                    attn_norm: norm(l.attn_norm),
+                    ffn_in: pack(&l.ffn_in, hidden, intermediate),
+                    ffn_out: pack(&l.ffn_out, intermediate, hidden),
+                    ffn_norm: norm(l.ffn_norm),
+                }
             })
             .collect();
         Ok(Self {

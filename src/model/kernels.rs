@@ -574,19 +574,59 @@ impl Dense {
         inputs: usize,
         outputs: usize,
     ) -> Self {
+        assert_eq!(weight_t.len(), inputs * outputs);
+        Self::pack_with(kernel, bias, inputs, outputs, |k, col| {
+            weight_t[k * outputs + col]
+        })
+    }
+
+    /// Packs a weight as checkpoints store it, `(outputs, inputs)` row-major, given as blocks of
+    /// whole rows stacked in order (Q, K and V's weights for their fused multiply): no transposed
+    /// copy is made on the way.
+    ///
+    /// # Panics
+    /// As [`Dense::pack`]; also if the blocks do not hold `outputs` rows of `inputs` values.
+    pub fn pack_rows(
+        kernel: Kernel,
+        blocks: &[&[f32]],
+        bias: &[f32],
+        inputs: usize,
+        outputs: usize,
+    ) -> Self {
+        let rows: Vec<&[f32]> = blocks
+            .iter()
+            .flat_map(|block| {
+                assert!(
+                    block.len().is_multiple_of(inputs),
+                    "a block of partial rows"
+                );
+                block.chunks_exact(inputs)
+            })
+            .collect();
+        assert_eq!(rows.len(), outputs);
+        Self::pack_with(kernel, bias, inputs, outputs, |k, col| rows[col][k])
+    }
+
+    /// Packs the weight whose value from input `k` to output `col` is `weight(k, col)`.
+    fn pack_with(
+        kernel: Kernel,
+        bias: &[f32],
+        inputs: usize,
+        outputs: usize,
+        weight: impl Fn(usize, usize) -> f32,
+    ) -> Self {
         assert!(
             kernel.available(),
             "{} cannot run on this CPU",
             kernel.name()
         );
-        assert_eq!(weight_t.len(), inputs * outputs);
         assert_eq!(bias.len(), outputs);
         let width = kernel.panel();
         let steps = kernel.steps(inputs);
         let panel_count = outputs.div_ceil(width);
         let w = |k: usize, col: usize| {
             if k < inputs && col < outputs {
-                weight_t[k * outputs + col]
+                weight(k, col)
             } else {
                 0.0
             }
@@ -2161,6 +2201,32 @@ mod tests {
                     kernel.name()
                 );
             }
+        }
+    }
+
+    /// A weight packed from the checkpoint's layout, `(outputs, inputs)` in blocks of rows, is
+    /// the same weight packed from its transpose, word for word, for every kernel this CPU runs.
+    #[test]
+    fn packing_from_stored_rows_equals_packing_the_transpose() {
+        let (_, inputs, outputs, _, w, bias) = case();
+        let rows: Vec<f32> = (0..outputs)
+            .flat_map(|col| (0..inputs).map(move |k| (k, col)))
+            .map(|(k, col)| w[k * outputs + col])
+            .collect();
+        // Uneven blocks, as Q, K and V would be if they differed: 20 rows, then 33.
+        let (first, second) = rows.split_at(20 * inputs);
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
+            let want = Dense::pack(kernel, &w, &bias, inputs, outputs);
+            let got = Dense::pack_rows(kernel, &[first, second], &bias, inputs, outputs);
+            assert!(
+                got.f32_panels == want.f32_panels
+                    && got.word_panels == want.word_panels
+                    && got.bias == want.bias
+                    && got.steps == want.steps,
+                "{}",
+                kernel.name()
+            );
+            assert!(!want.f32_panels.is_empty() || !want.word_panels.is_empty());
         }
     }
 

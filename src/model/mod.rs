@@ -285,8 +285,8 @@ impl SentenceEncoder {
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let weights = map_file(&folder.dir.join("model.safetensors"))
             .map_err(|e| problem(format!("model.safetensors cannot be read: {e}")))?;
-        let tensors = load_tensors(&weights, &device)
-            .map_err(|e| problem(format!("model.safetensors cannot be read: {e}")))?;
+        let unreadable =
+            |e: &dyn std::fmt::Display| problem(format!("model.safetensors cannot be read: {e}"));
         let reference = kernels == Some(REFERENCE);
         let engine = match (&folder.bert_config, reference) {
             _ if folder.architecture == architectures::Architecture::Model2Vec => {
@@ -295,15 +295,36 @@ impl SentenceEncoder {
                         "--precision {precision}: a model2vec table has no multiplies to run in it; use --precision f32"
                     )));
                 }
+                let tensors = load_tensors(&weights, &device).map_err(|e| unreadable(&e))?;
                 Engine::Static(
                     static_table::StaticTable::load(&tensors, &tokenizer, folder.max_seq_length)
                         .map_err(problem)?,
                 )
             }
             (Some(config), false) => {
-                let bert = bert::Bert::from_tensors(config, tensors, &device)
-                    .map_err(|e| problem(format!("model.safetensors: {e}")))?;
-                Self::engine_for(bert, precision, config, kernels)?
+                let checkpoint = |e: bert::BertError| problem(format!("model.safetensors: {e}"));
+                match Self::fast_bert_kernel(precision, config, kernels)? {
+                    Some(kernel) => {
+                        // Packed straight from the mapped file: candle's tensors would be copies.
+                        let file = safetensors::SafeTensors::deserialize(&weights)
+                            .map_err(|e| unreadable(&e))?;
+                        let parts =
+                            bert::BertParts::from_file(config, &file).map_err(checkpoint)?;
+                        Engine::Fast(fast::FastBert::from_parts(parts, kernel)?)
+                    }
+                    None => {
+                        let tensors =
+                            load_tensors(&weights, &device).map_err(|e| unreadable(&e))?;
+                        let bert = bert::Bert::from_tensors(config, tensors, &device)
+                            .map_err(checkpoint)?;
+                        match precision {
+                            Precision::F32 => Engine::Exact(bert),
+                            other => return Err(ModelError::Kernels(format!(
+                                "--precision {other} needs the fast encoder's x86-64 kernels, which this build or CPU lacks; use --precision f32"
+                            ))),
+                        }
+                    }
+                }
             }
             _ => {
                 let fast_runs_it = folder.architecture == architectures::Architecture::MpNet;
@@ -316,7 +337,7 @@ impl SentenceEncoder {
                 let encoder = architectures::CandleEncoder::load(
                     folder.architecture,
                     &folder.config_json,
-                    tensors,
+                    load_tensors(&weights, &device).map_err(|e| unreadable(&e))?,
                     &device,
                 )
                 .map_err(problem)?;
@@ -509,30 +530,24 @@ impl SentenceEncoder {
 }
 
 impl SentenceEncoder {
-    /// The forward that runs `precision` fastest here under the kernel request in force: the fast
-    /// encoder with the kernel chosen for this CPU, or candle's when asked for or when this CPU has
-    /// no AVX2 (f32 only).
-    fn engine_for(
-        bert: bert::Bert,
+    /// The fast encoder's kernel for a BERT model, or `None` where candle's f32 forward runs it
+    /// (asked for, or a CPU without AVX2).
+    fn fast_bert_kernel(
         precision: Precision,
         config: &bert::BertConfig,
         kernels_named: Option<&str>,
-    ) -> Result<Engine, ModelError> {
+    ) -> Result<Option<kernels::Kernel>, ModelError> {
         #[cfg(target_arch = "x86_64")]
-        if let Some(kernel) = Self::fast_kernel(
+        return Self::fast_kernel(
             precision,
             config.hidden_size,
             config.intermediate_size,
             kernels_named,
-        )? {
-            return Ok(Engine::Fast(fast::FastBert::from_bert(&bert, kernel)?));
-        }
-        let _ = (config, kernels_named);
-        match precision {
-            Precision::F32 => Ok(Engine::Exact(bert)),
-            other => Err(ModelError::Kernels(format!(
-                "--precision {other} needs the fast encoder's x86-64 kernels, which this build or CPU lacks; use --precision f32"
-            ))),
+        );
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (precision, config, kernels_named);
+            Ok(None)
         }
     }
 

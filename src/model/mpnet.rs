@@ -167,7 +167,7 @@ impl MpNet {
     /// Every weight as plain f32 arrays, in the fast encoder's layout: Q, K and V as one
     /// multiply, positions from the padding id + 1 as the first row, no token types. `None` when
     /// the activation is one the fast encoder does not have.
-    pub(crate) fn parts(&self) -> Result<Option<BertParts>> {
+    pub(crate) fn parts(&self) -> Result<Option<BertParts<'static>>> {
         let activation = match self.activation {
             candle_nn::Activation::Gelu => Activation::GeluErf,
             candle_nn::Activation::NewGelu | candle_nn::Activation::GeluPytorchTanh => {
@@ -182,18 +182,20 @@ impl MpNet {
             return Ok(None);
         }
         let hidden = self.heads * self.head_dim;
-        // candle's Linear keeps (outputs, inputs); the fast encoder packs (inputs, outputs).
-        let dense = |layers: &[&Linear]| -> Result<DenseParts> {
-            let weight = Tensor::cat(&layers.iter().map(|l| l.weight()).collect::<Vec<_>>(), 0)?;
-            let bias = match layers
-                .iter()
-                .map(|l| l.bias().cloned())
-                .collect::<Option<Vec<_>>>()
-            {
-                Some(biases) => flat(&Tensor::cat(&biases, 0)?)?,
-                None => vec![0.0; weight.dim(0)?],
+        // candle's Linear keeps (outputs, inputs), as the fast encoder packs from.
+        let dense = |layers: &[&Linear]| -> Result<DenseParts<'static>> {
+            let mut parts = DenseParts {
+                rows: Vec::with_capacity(layers.len()),
+                bias: Vec::new(),
             };
-            Ok((flat(&weight.t()?.contiguous()?)?, bias))
+            for layer in layers {
+                parts.rows.push(flat(layer.weight())?.into());
+                match layer.bias() {
+                    Some(bias) => parts.bias.extend(flat(bias)?),
+                    None => parts.bias.extend(vec![0.0; layer.weight().dim(0)?]),
+                }
+            }
+            Ok(parts)
         };
         let norm = |n: &LayerNorm| -> Result<NormParts> {
             let bias = match n.bias() {
