@@ -119,6 +119,8 @@ pub enum BertError {
     Activation(String),
     #[error("unsupported position_embedding_type `{0}` (only `absolute` is supported)")]
     PositionEmbedding(String),
+    #[error("type_vocab_size is 0: a BERT needs at least the one token type single texts use")]
+    NoTokenTypes,
     #[error("hidden_size {hidden} is not a multiple of num_attention_heads {heads}")]
     Heads { hidden: usize, heads: usize },
     #[error(transparent)]
@@ -148,6 +150,9 @@ fn check_config(config: &BertConfig) -> Result<Activation, BertError> {
             hidden: config.hidden_size,
             heads: config.num_attention_heads,
         });
+    }
+    if config.type_vocab_size == 0 {
+        return Err(BertError::NoTokenTypes);
     }
     Ok(activation)
 }
@@ -995,5 +1000,9 @@ mod tests {
             error.contains("intermediate.dense.weight") && error.contains("[6, 4]"),
             "{error}"
         );
+        config.intermediate_size = 8;
+        config.type_vocab_size = 0;
+        let error = BertParts::from_file(&config, &file).err().unwrap();
+        assert!(matches!(error, BertError::NoTokenTypes), "{error}");
     }
 }
