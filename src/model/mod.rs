@@ -301,29 +301,30 @@ impl SentenceEncoder {
                         .map_err(problem)?,
                 )
             }
-            (Some(config), false) => {
+            (Some(config), false) => 'bert: {
                 let checkpoint = |e: bert::BertError| problem(format!("model.safetensors: {e}"));
-                match Self::fast_bert_kernel(precision, config, kernels)? {
-                    Some(kernel) => {
-                        // Packed straight from the mapped file: candle's tensors would be copies.
-                        let file = safetensors::SafeTensors::deserialize(&weights)
-                            .map_err(|e| unreadable(&e))?;
-                        let parts =
-                            bert::BertParts::from_file(config, &file).map_err(checkpoint)?;
-                        Engine::Fast(fast::FastBert::from_parts(parts, kernel)?)
-                    }
-                    None => {
-                        let tensors =
-                            load_tensors(&weights, &device).map_err(|e| unreadable(&e))?;
-                        let bert = bert::Bert::from_tensors(config, tensors, &device)
-                            .map_err(checkpoint)?;
-                        match precision {
-                            Precision::F32 => Engine::Exact(bert),
-                            other => return Err(ModelError::Kernels(format!(
-                                "--precision {other} needs the fast encoder's x86-64 kernels, which this build or CPU lacks; use --precision f32"
-                            ))),
-                        }
-                    }
+                #[cfg(target_arch = "x86_64")]
+                if let Some(kernel) = Self::fast_kernel(
+                    precision,
+                    config.hidden_size,
+                    config.intermediate_size,
+                    kernels,
+                )? {
+                    // Packed straight from the mapped file: candle's tensors would be copies.
+                    let file = safetensors::SafeTensors::deserialize(&weights)
+                        .map_err(|e| unreadable(&e))?;
+                    let parts = bert::BertParts::from_file(config, &file).map_err(checkpoint)?;
+                    break 'bert Engine::Fast(fast::FastBert::from_parts(parts, kernel)?);
+                }
+                // candle's forward: asked for, or no fast kernels on this CPU or build.
+                let tensors = load_tensors(&weights, &device).map_err(|e| unreadable(&e))?;
+                let bert =
+                    bert::Bert::from_tensors(config, tensors, &device).map_err(checkpoint)?;
+                match precision {
+                    Precision::F32 => Engine::Exact(bert),
+                    other => return Err(ModelError::Kernels(format!(
+                        "--precision {other} needs the fast encoder's x86-64 kernels, which this build or CPU lacks; use --precision f32"
+                    ))),
                 }
             }
             _ => {
@@ -530,27 +531,6 @@ impl SentenceEncoder {
 }
 
 impl SentenceEncoder {
-    /// The fast encoder's kernel for a BERT model, or `None` where candle's f32 forward runs it
-    /// (asked for, or a CPU without AVX2).
-    fn fast_bert_kernel(
-        precision: Precision,
-        config: &bert::BertConfig,
-        kernels_named: Option<&str>,
-    ) -> Result<Option<kernels::Kernel>, ModelError> {
-        #[cfg(target_arch = "x86_64")]
-        return Self::fast_kernel(
-            precision,
-            config.hidden_size,
-            config.intermediate_size,
-            kernels_named,
-        );
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (precision, config, kernels_named);
-            Ok(None)
-        }
-    }
-
     /// The encoder for an architecture candle-transformers (or `mpnet.rs`) runs: the fast
     /// encoder where it handles the architecture (MPNet) and the kernels allow it, else candle's
     /// f32 forward.
