@@ -235,14 +235,26 @@ pub struct CandleEncoder {
 }
 
 impl CandleEncoder {
-    /// The weights for the fast encoder, for the architectures it runs besides BERT (MPNet);
-    /// `None` for the others.
-    pub(crate) fn fast_parts(&self) -> Result<Option<super::bert::BertParts<'static>>, String> {
+    /// The hidden and inner widths of the fast encoder's multiplies for this model, if the fast
+    /// encoder runs it (MPNet, besides BERT); `None` for the others.
+    pub(crate) fn fast_shape(&self) -> Option<(usize, usize)> {
         match &self.net {
+            Net::MpNet(m) => m.fast_shape(),
+            _ => None,
+        }
+    }
+
+    /// The weights for the fast encoder, taking the encoder apart (see
+    /// [`CandleEncoder::fast_shape`] for whether the fast encoder runs it).
+    pub(crate) fn into_fast_parts(self) -> Result<super::bert::BertParts<'static>, String> {
+        match self.net {
             Net::MpNet(m) => m
-                .parts()
+                .into_parts()
                 .map_err(|e| format!("model.safetensors (mpnet): {e}")),
-            _ => Ok(None),
+            _ => Err(format!(
+                "the fast encoder does not run {} models",
+                self.architecture.name()
+            )),
         }
     }
 

@@ -541,14 +541,18 @@ impl SentenceEncoder {
         architecture: architectures::Architecture,
     ) -> Result<Engine, ModelError> {
         #[cfg(target_arch = "x86_64")]
-        if let Some(parts) = encoder.fast_parts().map_err(ModelError::Kernels)? {
-            let intermediate = parts.intermediate;
-            if let Some(kernel) =
-                Self::fast_kernel(precision, parts.hidden, intermediate, kernels_named)?
-            {
-                return Ok(Engine::Fast(fast::FastBert::from_parts(parts, kernel)?));
+        let encoder = match encoder.fast_shape() {
+            Some((hidden, intermediate)) => {
+                match Self::fast_kernel(precision, hidden, intermediate, kernels_named)? {
+                    Some(kernel) => {
+                        let parts = encoder.into_fast_parts().map_err(ModelError::Kernels)?;
+                        return Ok(Engine::Fast(fast::FastBert::from_parts(parts, kernel)?));
+                    }
+                    None => encoder,
+                }
             }
-        }
+            None => encoder,
+        };
         let _ = kernels_named;
         match precision {
             Precision::F32 => Ok(Engine::Candle(encoder)),

@@ -164,23 +164,48 @@ impl MpNet {
         Ok(x)
     }
 
-    /// Every weight as plain f32 arrays, in the fast encoder's layout: Q, K and V as one
-    /// multiply, positions from the padding id + 1 as the first row, no token types. `None` when
-    /// the activation is one the fast encoder does not have.
-    pub(crate) fn parts(&self) -> Result<Option<BertParts<'static>>> {
-        let activation = match self.activation {
-            candle_nn::Activation::Gelu => Activation::GeluErf,
-            candle_nn::Activation::NewGelu | candle_nn::Activation::GeluPytorchTanh => {
-                Activation::GeluTanh
-            }
-            candle_nn::Activation::Relu => Activation::Relu,
-            _ => return Ok(None),
-        };
+    /// The fast encoder's activation for this model, `None` where only candle's forward runs it:
+    /// an activation the fast encoder does not have, or positions not numbered from 2.
+    fn fast_activation(&self) -> Option<Activation> {
         // The folder's length limit assumes positions from 2 (padding id 1, as every published
         // MPNet has); another numbering stays on candle's forward, which checks each position.
         if self.pad != 1 {
-            return Ok(None);
+            return None;
         }
+        match self.activation {
+            candle_nn::Activation::Gelu => Some(Activation::GeluErf),
+            candle_nn::Activation::NewGelu | candle_nn::Activation::GeluPytorchTanh => {
+                Some(Activation::GeluTanh)
+            }
+            candle_nn::Activation::Relu => Some(Activation::Relu),
+            _ => None,
+        }
+    }
+
+    /// The hidden and inner widths of the fast encoder's multiplies, `None` if it cannot run
+    /// this model (see [`MpNet::into_parts`]).
+    pub(crate) fn fast_shape(&self) -> Option<(usize, usize)> {
+        self.fast_activation()?;
+        let inner = self
+            .layers
+            .first()
+            .map(|l| l.intermediate.weight().dims()[0]);
+        Some((self.heads * self.head_dim, inner.unwrap_or(0)))
+    }
+
+    /// Every weight as plain f32 arrays, in the fast encoder's layout: Q, K and V as one
+    /// multiply, positions from the padding id + 1 as the first row, no token types. Taken apart
+    /// a layer at a time, each layer's tensors dropped once copied: the next layer's copies reuse
+    /// their memory instead of the kernel's fresh pages (all-mpnet-base-v2 holds 438 MB of them).
+    /// An error if the fast encoder cannot run this model ([`MpNet::fast_shape`] says so first).
+    pub(crate) fn into_parts(mut self) -> Result<BertParts<'static>> {
+        let Some(activation) = self.fast_activation() else {
+            candle_core::bail!(
+                "the fast encoder runs MPNet with gelu, gelu_new or relu and padding id 1; this one has {:?} and padding id {}",
+                self.activation,
+                self.pad
+            );
+        };
         let hidden = self.heads * self.head_dim;
         // candle's Linear keeps (outputs, inputs), as the fast encoder packs from.
         let dense = |layers: &[&Linear]| -> Result<DenseParts<'static>> {
@@ -204,9 +229,12 @@ impl MpNet {
             };
             Ok((flat(n.weight())?, bias, n.eps() as f32))
         };
-        let layers = self
+        let intermediate = self
             .layers
-            .iter()
+            .first()
+            .map_or(Ok(0), |l| l.intermediate.weight().dim(0))?;
+        let layers = std::mem::take(&mut self.layers)
+            .into_iter()
             .map(|l| {
                 Ok(LayerParts {
                     qkv: dense(&[&l.q, &l.k, &l.v])?,
@@ -216,20 +244,18 @@ impl MpNet {
                     ffn_out: dense(&[&l.output])?,
                     ffn_norm: norm(&l.output_norm)?,
                 })
+                // `l` dropped here, its tensors with it.
             })
             .collect::<Result<Vec<_>>>()?;
         let positions = self.position_embeddings.embeddings();
         let first = self.pad + 1;
         let max_positions = positions.dim(0)?.saturating_sub(first);
-        Ok(Some(BertParts {
+        Ok(BertParts {
             word_embeddings: flat(self.word_embeddings.embeddings())?,
             position_embeddings: flat(&positions.narrow(0, first, max_positions)?)?,
             token_type_row: vec![0.0; hidden],
             embed_norm: norm(&self.embedding_norm)?,
-            intermediate: self
-                .layers
-                .first()
-                .map_or(Ok(0), |l| l.intermediate.weight().dim(0))?,
+            intermediate,
             layers,
             heads: self.heads,
             hidden,
@@ -239,7 +265,7 @@ impl MpNet {
                 flat(&self.relative_bias.embeddings().to_dtype(DType::F32)?)?,
                 self.buckets,
             )),
-        }))
+        })
     }
 
     /// The learned bias of each head for each (query, key) pair's relative-position bucket.
