@@ -195,8 +195,7 @@ impl FastBert {
             .into_par_iter()
             .map(|l| {
                 let pack = |dense: &DenseParts, inputs: usize, outputs: usize| {
-                    let blocks: Vec<&[f32]> = dense.rows.iter().map(|b| &b[..]).collect();
-                    Dense::pack_rows(kernel, &blocks, &dense.bias, inputs, outputs)
+                    Dense::pack_rows(kernel, &dense.rows, &dense.bias, inputs, outputs)
                 };
                 FastLayer {
                     qkv: pack(&l.qkv, hidden, 3 * hidden),

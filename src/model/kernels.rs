@@ -588,7 +588,7 @@ impl Dense {
     /// As [`Dense::pack`]; also if the blocks do not hold `outputs` rows of `inputs` values.
     pub fn pack_rows(
         kernel: Kernel,
-        blocks: &[&[f32]],
+        blocks: &[impl AsRef<[f32]>],
         bias: &[f32],
         inputs: usize,
         outputs: usize,
@@ -596,6 +596,7 @@ impl Dense {
         let rows: Vec<&[f32]> = blocks
             .iter()
             .flat_map(|block| {
+                let block = block.as_ref();
                 assert!(
                     block.len().is_multiple_of(inputs),
                     "a block of partial rows"

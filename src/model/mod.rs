@@ -541,18 +541,13 @@ impl SentenceEncoder {
         architecture: architectures::Architecture,
     ) -> Result<Engine, ModelError> {
         #[cfg(target_arch = "x86_64")]
-        let encoder = match encoder.fast_shape() {
-            Some((hidden, intermediate)) => {
-                match Self::fast_kernel(precision, hidden, intermediate, kernels_named)? {
-                    Some(kernel) => {
-                        let parts = encoder.into_fast_parts().map_err(ModelError::Kernels)?;
-                        return Ok(Engine::Fast(fast::FastBert::from_parts(parts, kernel)?));
-                    }
-                    None => encoder,
-                }
+        if let Some((hidden, intermediate)) = encoder.fast_shape() {
+            if let Some(kernel) = Self::fast_kernel(precision, hidden, intermediate, kernels_named)?
+            {
+                let parts = encoder.into_fast_parts().map_err(ModelError::Kernels)?;
+                return Ok(Engine::Fast(fast::FastBert::from_parts(parts, kernel)?));
             }
-            None => encoder,
-        };
+        }
         let _ = kernels_named;
         match precision {
             Precision::F32 => Ok(Engine::Candle(encoder)),

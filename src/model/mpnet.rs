@@ -199,14 +199,15 @@ impl MpNet {
     /// their memory instead of the kernel's fresh pages (all-mpnet-base-v2 holds 438 MB of them).
     /// An error if the fast encoder cannot run this model ([`MpNet::fast_shape`] says so first).
     pub(crate) fn into_parts(mut self) -> Result<BertParts<'static>> {
-        let Some(activation) = self.fast_activation() else {
+        let (Some(activation), Some((hidden, intermediate))) =
+            (self.fast_activation(), self.fast_shape())
+        else {
             candle_core::bail!(
                 "the fast encoder runs MPNet with gelu, gelu_new or relu and padding id 1; this one has {:?} and padding id {}",
                 self.activation,
                 self.pad
             );
         };
-        let hidden = self.heads * self.head_dim;
         // candle's Linear keeps (outputs, inputs), as the fast encoder packs from.
         let dense = |layers: &[&Linear]| -> Result<DenseParts<'static>> {
             let mut parts = DenseParts {
@@ -229,10 +230,6 @@ impl MpNet {
             };
             Ok((flat(n.weight())?, bias, n.eps() as f32))
         };
-        let intermediate = self
-            .layers
-            .first()
-            .map_or(Ok(0), |l| l.intermediate.weight().dim(0))?;
         let layers = std::mem::take(&mut self.layers)
             .into_iter()
             .map(|l| {
