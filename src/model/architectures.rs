@@ -235,29 +235,6 @@ pub struct CandleEncoder {
 }
 
 impl CandleEncoder {
-    /// The hidden and inner widths of the fast encoder's multiplies for this model, if the fast
-    /// encoder runs it (MPNet, besides BERT); `None` for the others.
-    pub(crate) fn fast_shape(&self) -> Option<(usize, usize)> {
-        match &self.net {
-            Net::MpNet(m) => m.fast_shape(),
-            _ => None,
-        }
-    }
-
-    /// The weights for the fast encoder, taking the encoder apart (see
-    /// [`CandleEncoder::fast_shape`] for whether the fast encoder runs it).
-    pub(crate) fn into_fast_parts(self) -> Result<super::bert::BertParts<'static>, String> {
-        match self.net {
-            Net::MpNet(m) => m
-                .into_parts()
-                .map_err(|e| format!("model.safetensors (mpnet): {e}")),
-            _ => Err(format!(
-                "the fast encoder does not run {} models",
-                self.architecture.name()
-            )),
-        }
-    }
-
     /// Builds the encoder of `arch` from `config.json` and the weights' tensors. Checkpoints saved
     /// with or without their task model's prefix (`bert.`, `roberta.`, `model.`…) both load.
     pub fn load(

@@ -159,7 +159,7 @@ fn check_config(config: &BertConfig) -> Result<Activation, BertError> {
 
 /// Where a checkpoint's tensors are read from: candle tensors for candle's forward, or f32 arrays
 /// for the fast encoder to pack.
-trait TensorReader {
+pub(crate) trait TensorReader {
     type Tensor;
     fn contains(&self, name: &str) -> bool;
     /// Takes the tensor `name` with its shape; `None` if the checkpoint has none of that name.
@@ -167,7 +167,7 @@ trait TensorReader {
 }
 
 /// A tensor and its shape as the checkpoint states it.
-type Shaped<T> = (T, Vec<usize>);
+pub(crate) type Shaped<T> = (T, Vec<usize>);
 
 /// A weight and its bias.
 type Pair<T> = (T, T);
@@ -459,9 +459,7 @@ impl<'a> BertParts<'a> {
         config: &BertConfig,
         file: &safetensors::SafeTensors<'a>,
     ) -> Result<Self, BertError> {
-        let mut reader = FileTensors {
-            views: file.tensors().into_iter().collect(),
-        };
+        let mut reader = FileTensors::new(file);
         let checkpoint = Checkpoint::read(config, &mut reader)?;
         let eps = config.layer_norm_eps as f32;
         let norm = |(weight, bias): Pair<Cow<[f32]>>| (weight.into_owned(), bias.into_owned(), eps);
@@ -526,8 +524,16 @@ impl TensorReader for CandleTensors<'_> {
 
 /// A safetensors file's tensors as f32 arrays: borrowed from its buffer where they are f32 (and
 /// aligned), converted by candle where they are not (f16, bf16).
-struct FileTensors<'a> {
+pub(crate) struct FileTensors<'a> {
     views: HashMap<String, safetensors::tensor::TensorView<'a>>,
+}
+
+impl<'a> FileTensors<'a> {
+    pub(crate) fn new(file: &safetensors::SafeTensors<'a>) -> Self {
+        Self {
+            views: file.tensors().into_iter().collect(),
+        }
+    }
 }
 
 impl<'a> TensorReader for FileTensors<'a> {

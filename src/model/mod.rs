@@ -327,13 +327,37 @@ impl SentenceEncoder {
                     ))),
                 }
             }
-            _ => {
+            _ => 'other: {
                 let fast_runs_it = folder.architecture == architectures::Architecture::MpNet;
                 if precision != Precision::F32 && (reference || !fast_runs_it) {
                     return Err(ModelError::Kernels(format!(
                         "--precision {precision} runs on BERT and MPNet models only; this model is {}: use --precision f32",
                         folder.architecture.name()
                     )));
+                }
+                #[cfg(target_arch = "x86_64")]
+                if fast_runs_it && !reference {
+                    let config: mpnet::Config = serde_json::from_value(folder.config_json.clone())
+                        .map_err(|e| problem(format!("config.json (mpnet): {e}")))?;
+                    let kernel =
+                        match mpnet::fast_activation(config.hidden_act, config.pad_token_id) {
+                            Some(_) => Self::fast_kernel(
+                                precision,
+                                config.hidden_size,
+                                config.intermediate_size,
+                                kernels,
+                            )?,
+                            // candle's forward runs it (in f32 only: see below).
+                            None => None,
+                        };
+                    if let Some(kernel) = kernel {
+                        // Packed straight from the mapped file, as a BERT's weights are.
+                        let file = safetensors::SafeTensors::deserialize(&weights)
+                            .map_err(|e| unreadable(&e))?;
+                        let parts = mpnet::parts_from_file(&config, &file)
+                            .map_err(|e| problem(format!("model.safetensors (mpnet): {e}")))?;
+                        break 'other Engine::Fast(fast::FastBert::from_parts(parts, kernel)?);
+                    }
                 }
                 let encoder = architectures::CandleEncoder::load(
                     folder.architecture,
@@ -342,10 +366,11 @@ impl SentenceEncoder {
                     &device,
                 )
                 .map_err(problem)?;
-                if reference || !fast_runs_it {
-                    Engine::Candle(encoder)
-                } else {
-                    Self::candle_engine_for(encoder, precision, kernels, folder.architecture)?
+                match precision {
+                    Precision::F32 => Engine::Candle(encoder),
+                    other => return Err(ModelError::Kernels(format!(
+                        "--precision {other} runs on the fast encoder only (MPNet with gelu, gelu_new or relu and padding id 1, on x86-64 with AVX2); this model runs on candle's f32 forward: use --precision f32"
+                    ))),
                 }
             }
         };
@@ -531,33 +556,6 @@ impl SentenceEncoder {
 }
 
 impl SentenceEncoder {
-    /// The encoder for an architecture candle-transformers (or `mpnet.rs`) runs: the fast
-    /// encoder where it handles the architecture (MPNet) and the kernels allow it, else candle's
-    /// f32 forward.
-    fn candle_engine_for(
-        encoder: architectures::CandleEncoder,
-        precision: Precision,
-        kernels_named: Option<&str>,
-        architecture: architectures::Architecture,
-    ) -> Result<Engine, ModelError> {
-        #[cfg(target_arch = "x86_64")]
-        if let Some((hidden, intermediate)) = encoder.fast_shape() {
-            if let Some(kernel) = Self::fast_kernel(precision, hidden, intermediate, kernels_named)?
-            {
-                let parts = encoder.into_fast_parts().map_err(ModelError::Kernels)?;
-                return Ok(Engine::Fast(fast::FastBert::from_parts(parts, kernel)?));
-            }
-        }
-        let _ = kernels_named;
-        match precision {
-            Precision::F32 => Ok(Engine::Candle(encoder)),
-            other => Err(ModelError::Kernels(format!(
-                "--precision {other} runs on the fast encoder only (BERT and MPNet models, x86-64 with AVX2); this model is {}: use --precision f32",
-                architecture.name()
-            ))),
-        }
-    }
-
     /// The fast encoder's kernel for `precision` under the kernel request (named, or the
     /// process's): `None` when candle's f32 forward runs instead (asked for with `candle`, or no
     /// AVX2 on this CPU and nothing forced), an error when nothing can run what was asked.

@@ -7,7 +7,7 @@
 //! Invariant (as for every encoder of `architectures.rs`): called on batches of one length, no
 //! padding, so positions run 2, 3, … for every row.
 
-use super::bert::{flat, Activation, BertParts, DenseParts, LayerParts, NormParts};
+use super::bert::{Activation, BertParts, DenseParts, LayerParts, NormParts};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
@@ -42,6 +42,156 @@ fn default_buckets() -> usize {
 }
 fn default_act() -> candle_nn::Activation {
     candle_nn::Activation::Gelu
+}
+
+/// The fast encoder's activation for an MPNet of `activation` and padding id `pad`, `None` where
+/// only candle's forward runs it: an activation the fast encoder does not have, or positions not
+/// numbered from 2.
+pub(crate) fn fast_activation(activation: candle_nn::Activation, pad: usize) -> Option<Activation> {
+    // The folder's length limit assumes positions from 2 (padding id 1, as every published MPNet
+    // has); another numbering stays on candle's forward, which checks each position.
+    if pad != 1 {
+        return None;
+    }
+    match activation {
+        candle_nn::Activation::Gelu => Some(Activation::GeluErf),
+        candle_nn::Activation::NewGelu | candle_nn::Activation::GeluPytorchTanh => {
+            Some(Activation::GeluTanh)
+        }
+        candle_nn::Activation::Relu => Some(Activation::Relu),
+        _ => None,
+    }
+}
+
+/// MPNet's weights for the fast encoder straight from the mapped checkpoint, every shape checked
+/// against `config`, in the fast encoder's layout: Q, K and V as one multiply, positions from the
+/// padding id + 1 as the first row, no token types. Read without building candle's tensors first
+/// (all-mpnet-base-v2 holds 438 MB of them, copied into fresh pages at each start). Dense weights
+/// stay in the file's buffer where it stores them as f32. An error names the tensor that is
+/// missing or misshapen, or what the fast encoder cannot run ([`fast_activation`]).
+pub(crate) fn parts_from_file<'a>(
+    config: &Config,
+    file: &safetensors::SafeTensors<'a>,
+) -> std::result::Result<BertParts<'a>, String> {
+    use super::bert::{FileTensors, TensorReader};
+    use std::borrow::Cow;
+    let h = config.hidden_size;
+    let heads = config.num_attention_heads;
+    if heads == 0 || !h.is_multiple_of(heads) {
+        return Err(format!(
+            "hidden_size {h} is not a multiple of num_attention_heads {heads}"
+        ));
+    }
+    let Some(activation) = fast_activation(config.hidden_act, config.pad_token_id) else {
+        return Err(format!(
+            "the fast encoder runs MPNet with gelu, gelu_new or relu and padding id 1; this one has {:?} and padding id {}",
+            config.hidden_act, config.pad_token_id
+        ));
+    };
+    let mut reader = FileTensors::new(file);
+    // sentence-transformers saves the bare MPNetModel; a checkpoint of a task model carries
+    // `mpnet.` before every name.
+    let prefix = if reader.contains("mpnet.embeddings.word_embeddings.weight") {
+        "mpnet."
+    } else {
+        ""
+    };
+    let mut take = |name: &str, shape: &[usize]| -> std::result::Result<Cow<'a, [f32]>, String> {
+        let full = format!("{prefix}{name}");
+        let (values, found) = reader
+            .take(&full)
+            .map_err(|e| format!("tensor `{full}`: {e}"))?
+            .ok_or_else(|| {
+                format!("the weights have no tensor `{full}` (is this an MPNet model?)")
+            })?;
+        if found != shape {
+            return Err(format!(
+                "tensor `{full}` has shape {found:?}, config.json implies {shape:?}"
+            ));
+        }
+        Ok(values)
+    };
+    let inner = config.intermediate_size;
+    let eps = config.layer_norm_eps as f32;
+    let mut norm = |name: &str| -> std::result::Result<NormParts, String> {
+        Ok((
+            take(&format!("{name}.weight"), &[h])?.into_owned(),
+            take(&format!("{name}.bias"), &[h])?.into_owned(),
+            eps,
+        ))
+    };
+    let embed_norm = norm("embeddings.LayerNorm")?;
+    let mut layers = Vec::with_capacity(config.num_hidden_layers);
+    for i in 0..config.num_hidden_layers {
+        let p = format!("encoder.layer.{i}");
+        // Weights `(outputs, inputs)` as PyTorch stores them, the layout the fast encoder packs.
+        let mut dense = |names: &[&str], inputs: usize, outputs: usize| {
+            let mut parts = DenseParts {
+                rows: Vec::with_capacity(names.len()),
+                bias: Vec::with_capacity(names.len() * outputs),
+            };
+            for name in names {
+                parts
+                    .rows
+                    .push(take(&format!("{p}.{name}.weight"), &[outputs, inputs])?);
+                parts
+                    .bias
+                    .extend_from_slice(&take(&format!("{p}.{name}.bias"), &[outputs])?);
+            }
+            Ok::<_, String>(parts)
+        };
+        let qkv = dense(
+            &["attention.attn.q", "attention.attn.k", "attention.attn.v"],
+            h,
+            h,
+        )?;
+        let attn_out = dense(&["attention.attn.o"], h, h)?;
+        let ffn_in = dense(&["intermediate.dense"], h, inner)?;
+        let ffn_out = dense(&["output.dense"], inner, h)?;
+        let mut norm = |name: &str| -> std::result::Result<NormParts, String> {
+            Ok((
+                take(&format!("{p}.{name}.weight"), &[h])?.into_owned(),
+                take(&format!("{p}.{name}.bias"), &[h])?.into_owned(),
+                eps,
+            ))
+        };
+        layers.push(LayerParts {
+            qkv,
+            attn_out,
+            attn_norm: norm("attention.LayerNorm")?,
+            ffn_in,
+            ffn_out,
+            ffn_norm: norm("output.LayerNorm")?,
+        });
+    }
+    let words = take("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
+    let positions = take(
+        "embeddings.position_embeddings.weight",
+        &[config.max_position_embeddings, h],
+    )?;
+    let relative_bias = take(
+        "encoder.relative_attention_bias.weight",
+        &[config.relative_attention_num_buckets, heads],
+    )?;
+    // Positions count from the padding id + 1: the table's first rows are never used.
+    let first = config.pad_token_id + 1;
+    let max_positions = config.max_position_embeddings.saturating_sub(first);
+    Ok(BertParts {
+        word_embeddings: words.into_owned(),
+        position_embeddings: positions[first.min(config.max_position_embeddings) * h..].to_vec(),
+        token_type_row: vec![0.0; h],
+        embed_norm,
+        layers,
+        heads,
+        hidden: h,
+        intermediate: inner,
+        max_positions,
+        activation,
+        relative_bias: Some((
+            relative_bias.into_owned(),
+            config.relative_attention_num_buckets,
+        )),
+    })
 }
 
 /// How far apart two tokens may be before their bucket stops growing (transformers' default).
@@ -164,107 +314,6 @@ impl MpNet {
         Ok(x)
     }
 
-    /// The fast encoder's activation for this model, `None` where only candle's forward runs it:
-    /// an activation the fast encoder does not have, or positions not numbered from 2.
-    fn fast_activation(&self) -> Option<Activation> {
-        // The folder's length limit assumes positions from 2 (padding id 1, as every published
-        // MPNet has); another numbering stays on candle's forward, which checks each position.
-        if self.pad != 1 {
-            return None;
-        }
-        match self.activation {
-            candle_nn::Activation::Gelu => Some(Activation::GeluErf),
-            candle_nn::Activation::NewGelu | candle_nn::Activation::GeluPytorchTanh => {
-                Some(Activation::GeluTanh)
-            }
-            candle_nn::Activation::Relu => Some(Activation::Relu),
-            _ => None,
-        }
-    }
-
-    /// The hidden and inner widths of the fast encoder's multiplies, `None` if it cannot run
-    /// this model (see [`MpNet::into_parts`]).
-    pub(crate) fn fast_shape(&self) -> Option<(usize, usize)> {
-        self.fast_activation()?;
-        let inner = self
-            .layers
-            .first()
-            .map(|l| l.intermediate.weight().dims()[0]);
-        Some((self.heads * self.head_dim, inner.unwrap_or(0)))
-    }
-
-    /// Every weight as plain f32 arrays, in the fast encoder's layout: Q, K and V as one
-    /// multiply, positions from the padding id + 1 as the first row, no token types. Taken apart
-    /// a layer at a time, each layer's tensors dropped once copied: the next layer's copies reuse
-    /// their memory instead of the kernel's fresh pages (all-mpnet-base-v2 holds 438 MB of them).
-    /// An error if the fast encoder cannot run this model ([`MpNet::fast_shape`] says so first).
-    pub(crate) fn into_parts(mut self) -> Result<BertParts<'static>> {
-        let (Some(activation), Some((hidden, intermediate))) =
-            (self.fast_activation(), self.fast_shape())
-        else {
-            candle_core::bail!(
-                "the fast encoder runs MPNet with gelu, gelu_new or relu and padding id 1; this one has {:?} and padding id {}",
-                self.activation,
-                self.pad
-            );
-        };
-        // candle's Linear keeps (outputs, inputs), as the fast encoder packs from.
-        let dense = |layers: &[&Linear]| -> Result<DenseParts<'static>> {
-            let mut parts = DenseParts {
-                rows: Vec::with_capacity(layers.len()),
-                bias: Vec::new(),
-            };
-            for layer in layers {
-                parts.rows.push(flat(layer.weight())?.into());
-                match layer.bias() {
-                    Some(bias) => parts.bias.extend(flat(bias)?),
-                    None => parts.bias.extend(vec![0.0; layer.weight().dim(0)?]),
-                }
-            }
-            Ok(parts)
-        };
-        let norm = |n: &LayerNorm| -> Result<NormParts> {
-            let bias = match n.bias() {
-                Some(b) => flat(b)?,
-                None => vec![0.0; hidden],
-            };
-            Ok((flat(n.weight())?, bias, n.eps() as f32))
-        };
-        let layers = std::mem::take(&mut self.layers)
-            .into_iter()
-            .map(|l| {
-                Ok(LayerParts {
-                    qkv: dense(&[&l.q, &l.k, &l.v])?,
-                    attn_out: dense(&[&l.o])?,
-                    attn_norm: norm(&l.attention_norm)?,
-                    ffn_in: dense(&[&l.intermediate])?,
-                    ffn_out: dense(&[&l.output])?,
-                    ffn_norm: norm(&l.output_norm)?,
-                })
-                // `l` dropped here, its tensors with it.
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let positions = self.position_embeddings.embeddings();
-        let first = self.pad + 1;
-        let max_positions = positions.dim(0)?.saturating_sub(first);
-        Ok(BertParts {
-            word_embeddings: flat(self.word_embeddings.embeddings())?,
-            position_embeddings: flat(&positions.narrow(0, first, max_positions)?)?,
-            token_type_row: vec![0.0; hidden],
-            embed_norm: norm(&self.embedding_norm)?,
-            intermediate,
-            layers,
-            heads: self.heads,
-            hidden,
-            max_positions,
-            activation,
-            relative_bias: Some((
-                flat(&self.relative_bias.embeddings().to_dtype(DType::F32)?)?,
-                self.buckets,
-            )),
-        })
-    }
-
     /// The learned bias of each head for each (query, key) pair's relative-position bucket.
     fn position_bias(&self, len: usize) -> Result<Tensor> {
         let mut buckets = Vec::with_capacity(len * len);
@@ -306,6 +355,174 @@ pub(crate) fn relative_bucket(relative: i64, buckets: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::relative_bucket;
+
+    /// A tiny MPNet checkpoint of made-up weights: two layers, hidden 64 (two heads of 32),
+    /// inner 128, 20 words, 18 positions (16 usable), 32 buckets.
+    #[cfg(target_arch = "x86_64")]
+    fn tiny_checkpoint() -> (super::Config, Vec<(String, candle_core::Tensor)>) {
+        let config = super::Config {
+            vocab_size: 20,
+            hidden_size: 64,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 128,
+            max_position_embeddings: 18,
+            layer_norm_eps: 1e-5,
+            pad_token_id: 1,
+            relative_attention_num_buckets: 32,
+            hidden_act: candle_nn::Activation::Gelu,
+        };
+        let mut shapes = vec![
+            (
+                "embeddings.word_embeddings.weight".to_string(),
+                vec![20, 64],
+            ),
+            ("embeddings.position_embeddings.weight".into(), vec![18, 64]),
+            ("encoder.relative_attention_bias.weight".into(), vec![32, 2]),
+            ("embeddings.LayerNorm.weight".into(), vec![64]),
+            ("embeddings.LayerNorm.bias".into(), vec![64]),
+        ];
+        for i in 0..2 {
+            let layer = format!("encoder.layer.{i}");
+            for (name, inputs, outputs) in [
+                ("attention.attn.q", 64, 64),
+                ("attention.attn.k", 64, 64),
+                ("attention.attn.v", 64, 64),
+                ("attention.attn.o", 64, 64),
+                ("intermediate.dense", 64, 128),
+                ("output.dense", 128, 64),
+            ] {
+                shapes.push((format!("{layer}.{name}.weight"), vec![outputs, inputs]));
+                shapes.push((format!("{layer}.{name}.bias"), vec![outputs]));
+            }
+            for norm in ["attention.LayerNorm", "output.LayerNorm"] {
+                shapes.push((format!("{layer}.{norm}.weight"), vec![64]));
+                shapes.push((format!("{layer}.{norm}.bias"), vec![64]));
+            }
+        }
+        // Values spread over about ±0.3 (norms' weights around 1), different in every tensor.
+        let mut state = 0x2545_f491_u32;
+        let tensors = shapes
+            .into_iter()
+            .map(|(name, shape)| {
+                let n = shape.iter().product::<usize>();
+                let is_norm_weight = name.ends_with("LayerNorm.weight");
+                let values = (0..n)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 17;
+                        state ^= state << 5;
+                        let v = (state % 1000) as f32 / 1000.0 * 0.6 - 0.3;
+                        if is_norm_weight {
+                            1.0 + v
+                        } else {
+                            v
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                let tensor =
+                    candle_core::Tensor::from_vec(values, shape, &candle_core::Device::Cpu)
+                        .unwrap();
+                (name, tensor)
+            })
+            .collect();
+        (config, tensors)
+    }
+
+    /// The fast encoder on weights read straight from a checkpoint file gives candle's MPNet
+    /// forward (the reference, `MpNet::forward`) on the same weights; a `mpnet.` prefix and a
+    /// bf16 file read alike; a missing or misshapen tensor is named.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn weights_read_from_the_file_run_as_candles_mpnet_forward() {
+        use super::super::fast::FastBert;
+        use super::super::kernels::Kernel;
+        use candle_core::{DType, Device, Tensor};
+        let Some(kernel) = [Kernel::F32Avx512x8x48, Kernel::F32Avx2x6x16]
+            .into_iter()
+            .find(|k| k.available())
+        else {
+            panic!("this test needs an x86-64 CPU with AVX2 (the fast encoder's least)");
+        };
+        let (config, tensors) = tiny_checkpoint();
+        let file = |dtype: DType, prefix: &str, skip: &str| {
+            safetensors::serialize(
+                tensors
+                    .iter()
+                    .filter(|(name, _)| name != skip)
+                    .map(|(name, t)| (format!("{prefix}{name}"), t.to_dtype(dtype).unwrap())),
+                None,
+            )
+            .unwrap()
+        };
+        let ids: Vec<u32> = vec![0, 5, 19, 3, 3, 7, 11, 2, 14, 9, 1, 6, 8];
+        // Last hidden states of `ids` as one sequence, by the fast encoder from `buffer`.
+        let fast = |config: &super::Config, buffer: &[u8]| -> Result<Vec<f32>, String> {
+            let file = safetensors::SafeTensors::deserialize(buffer).unwrap();
+            let parts = super::parts_from_file(config, &file)?;
+            let encoder = FastBert::from_parts(parts, kernel).map_err(|e| e.to_string())?;
+            Ok(encoder
+                .forward_pooled(&ids, &[ids.len()], false, |states| states.to_vec())
+                .remove(0))
+        };
+        let f32_file = file(DType::F32, "", "");
+        let got = fast(&config, &f32_file).unwrap();
+        let vb = candle_nn::VarBuilder::from_tensors(
+            tensors.iter().cloned().collect(),
+            DType::F32,
+            &Device::Cpu,
+        );
+        let reference = super::MpNet::load(vb, &config).unwrap();
+        let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let want = reference
+            .forward(&input)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-4,
+            "largest difference to candle's forward: {worst}"
+        );
+        // A task model's prefix reads the same; bf16 weights (converted by candle) run too.
+        assert_eq!(fast(&config, &file(DType::F32, "mpnet.", "")).unwrap(), got);
+        let rounded = fast(&config, &file(DType::BF16, "", "")).unwrap();
+        let moved = rounded
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            moved > 0.0 && moved < 0.1,
+            "bf16 weights moved states by {moved}"
+        );
+        // What is wrong is named.
+        let missing = "encoder.layer.1.attention.attn.v.bias";
+        let error = fast(&config, &file(DType::F32, "", missing)).unwrap_err();
+        assert!(error.contains(missing), "{error}");
+        let mut wrong = config.clone();
+        wrong.intermediate_size = 96;
+        let error = fast(&wrong, &f32_file).unwrap_err();
+        assert!(
+            error.contains("encoder.layer.0.intermediate.dense.weight")
+                && error.contains("[96, 64]"),
+            "{error}"
+        );
+        wrong = config.clone();
+        wrong.hidden_act = candle_nn::Activation::Silu;
+        let error = fast(&wrong, &f32_file).unwrap_err();
+        assert!(error.contains("gelu") && error.contains("Silu"), "{error}");
+    }
 
     #[test]
     fn buckets_are_t5s() {
