@@ -786,7 +786,7 @@ pub fn states_to_vec(states: &Tensor) -> candle_core::Result<Vec<f32>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -933,19 +933,28 @@ mod tests {
         out
     }
 
+    /// `tensors` as a safetensors file in `dtype`, every name after `prefix`, without `skip`.
+    pub(crate) fn checkpoint_file(
+        tensors: &[(String, Tensor)],
+        dtype: DType,
+        prefix: &str,
+        skip: &str,
+    ) -> Vec<u8> {
+        safetensors::serialize(
+            tensors
+                .iter()
+                .filter(|(name, _)| name != skip)
+                .map(|(name, t)| (format!("{prefix}{name}"), t.to_dtype(dtype).unwrap())),
+            None,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn parts_read_from_a_file_are_its_tensors_in_any_dtype_and_with_a_prefix() {
         let (config, tensors) = tiny_checkpoint();
-        let file = |dtype: DType, prefix: &str, skip: &str| {
-            safetensors::serialize(
-                tensors
-                    .iter()
-                    .filter(|(name, _)| name != skip)
-                    .map(|(name, t)| (format!("{prefix}{name}"), t.to_dtype(dtype).unwrap())),
-                None,
-            )
-            .unwrap()
-        };
+        let file =
+            |dtype: DType, prefix: &str, skip: &str| checkpoint_file(&tensors, dtype, prefix, skip);
         let read = |buffer: &[u8]| {
             let file = safetensors::SafeTensors::deserialize(buffer).unwrap();
             BertParts::from_file(&config, &file).map(|parts| arrays(&parts))

@@ -446,14 +446,13 @@ mod tests {
         };
         let (config, tensors) = tiny_checkpoint();
         let file = |dtype: DType, prefix: &str, skip: &str| {
-            safetensors::serialize(
-                tensors
-                    .iter()
-                    .filter(|(name, _)| name != skip)
-                    .map(|(name, t)| (format!("{prefix}{name}"), t.to_dtype(dtype).unwrap())),
-                None,
-            )
-            .unwrap()
+            super::super::bert::tests::checkpoint_file(&tensors, dtype, prefix, skip)
+        };
+        let largest_difference = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
         };
         let ids: Vec<u32> = vec![0, 5, 19, 3, 3, 7, 11, 2, 14, 9, 1, 6, 8];
         // Last hidden states of `ids` as one sequence, by the fast encoder from `buffer`.
@@ -485,11 +484,7 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert_eq!(got.len(), want.len());
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = largest_difference(&got, &want);
         assert!(
             worst < 1e-4,
             "largest difference to candle's forward: {worst}"
@@ -497,11 +492,7 @@ mod tests {
         // A task model's prefix reads the same; bf16 weights (converted by candle) run too.
         assert_eq!(fast(&config, &file(DType::F32, "mpnet.", "")).unwrap(), got);
         let rounded = fast(&config, &file(DType::BF16, "", "")).unwrap();
-        let moved = rounded
-            .iter()
-            .zip(&got)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let moved = largest_difference(&rounded, &got);
         assert!(
             moved > 0.0 && moved < 0.1,
             "bf16 weights moved states by {moved}"
