@@ -10,11 +10,12 @@
 # with `cargo build --release`). In this order: the peer, `likewise bench embed FILE`, the whole
 # `likewise embed FILE` process, then both again in bf16 where this CPU has AVX512-BF16 or AMX.
 # Prints the CPU, the time and one table row: tokens/s (word pieces, [CLS] and [SEP] included) and
-# the ratio to the peer. Extra likewise options (`--kernels avx2`, `--model …`) go in
-# LIKEWISE_ARGS; peer environment (e.g. holding PyTorch to AVX2) in the caller's environment.
+# the ratio to the peer; then one 25-word passage's latency (`bench query`, three medians of 300).
+# Extra likewise options (`--kernels avx2`, `--model …`) go in LIKEWISE_ARGS; the peer's
+# environment (e.g. holding PyTorch to AVX2) is the caller's.
 set -euo pipefail
 if [ $# -lt 2 ]; then
-  sed -n '2,13p' "$0" >&2
+  sed -n '2,15p' "$0" >&2
   exit 2
 fi
 peers=$1
@@ -64,3 +65,13 @@ done
 echo "| peer | f32 bench embed | f32 whole process | bf16 bench embed | bf16 whole process |"
 echo "|---|---|---|---|---|"
 echo "$row |"
+# One 25-word passage, model loaded: three medians of 300 runs per precision.
+for precision in f32 bf16; do
+  if [ "$precision" = bf16 ] && [ $bf16 = no ]; then continue; fi
+  medians=()
+  for _ in 1 2 3; do
+    query=$("$likewise" "${extra[@]}" --precision "$precision" bench query --runs 300 | tail -1)
+    medians+=("$(field median_ms "$query")")
+  done
+  echo "one passage, $precision, bench query median of 300: ${medians[0]} / ${medians[1]} / ${medians[2]} ms"
+done
