@@ -164,6 +164,21 @@ pub(crate) trait TensorReader {
     fn contains(&self, name: &str) -> bool;
     /// Takes the tensor `name` with its shape; `None` if the checkpoint has none of that name.
     fn take(&mut self, name: &str) -> Result<Option<Shaped<Self::Tensor>>, BertError>;
+
+    /// Takes the tensor `name`, which must be there with `shape` (what config.json implies).
+    fn take_shaped(&mut self, name: &str, shape: &[usize]) -> Result<Self::Tensor, BertError> {
+        let (tensor, found) = self
+            .take(name)?
+            .ok_or_else(|| BertError::MissingTensor(name.into()))?;
+        if found != shape {
+            return Err(BertError::Shape {
+                name: name.into(),
+                found,
+                expected: shape.to_vec(),
+            });
+        }
+        Ok(tensor)
+    }
 }
 
 /// A tensor and its shape as the checkpoint states it.
@@ -208,18 +223,7 @@ impl<T> Checkpoint<T> {
             ""
         };
         let mut take = |name: &str, shape: &[usize]| -> Result<T, BertError> {
-            let full = format!("{prefix}{name}");
-            let (tensor, found) = reader
-                .take(&full)?
-                .ok_or_else(|| BertError::MissingTensor(full.clone()))?;
-            if found != shape {
-                return Err(BertError::Shape {
-                    name: full,
-                    found,
-                    expected: shape.to_vec(),
-                });
-            }
-            Ok(tensor)
+            reader.take_shaped(&format!("{prefix}{name}"), shape)
         };
         let h = config.hidden_size;
         let inner = config.intermediate_size;

@@ -73,7 +73,7 @@ pub(crate) fn parts_from_file<'a>(
     config: &Config,
     file: &safetensors::SafeTensors<'a>,
 ) -> std::result::Result<BertParts<'a>, String> {
-    use super::bert::{FileTensors, TensorReader};
+    use super::bert::{BertError, FileTensors, TensorReader};
     use std::borrow::Cow;
     let h = config.hidden_size;
     let heads = config.num_attention_heads;
@@ -98,70 +98,63 @@ pub(crate) fn parts_from_file<'a>(
     };
     let mut take = |name: &str, shape: &[usize]| -> std::result::Result<Cow<'a, [f32]>, String> {
         let full = format!("{prefix}{name}");
-        let (values, found) = reader
-            .take(&full)
-            .map_err(|e| format!("tensor `{full}`: {e}"))?
-            .ok_or_else(|| {
+        reader.take_shaped(&full, shape).map_err(|e| match e {
+            BertError::MissingTensor(_) => {
                 format!("the weights have no tensor `{full}` (is this an MPNet model?)")
-            })?;
-        if found != shape {
-            return Err(format!(
-                "tensor `{full}` has shape {found:?}, config.json implies {shape:?}"
-            ));
-        }
-        Ok(values)
+            }
+            BertError::Shape { .. } => e.to_string(),
+            other => format!("tensor `{full}`: {other}"),
+        })
     };
-    let inner = config.intermediate_size;
-    let eps = config.layer_norm_eps as f32;
-    let mut norm = |name: &str| -> std::result::Result<NormParts, String> {
+    /// A layer norm's weight and bias, `width` each.
+    fn norm<'a>(
+        take: &mut impl FnMut(&str, &[usize]) -> std::result::Result<Cow<'a, [f32]>, String>,
+        name: &str,
+        width: usize,
+        eps: f32,
+    ) -> std::result::Result<NormParts, String> {
         Ok((
-            take(&format!("{name}.weight"), &[h])?.into_owned(),
-            take(&format!("{name}.bias"), &[h])?.into_owned(),
+            take(&format!("{name}.weight"), &[width])?.into_owned(),
+            take(&format!("{name}.bias"), &[width])?.into_owned(),
             eps,
         ))
-    };
-    let embed_norm = norm("embeddings.LayerNorm")?;
+    }
+    /// The weights of `names` as one multiply: `(outputs, inputs)` each, as PyTorch stores them
+    /// and the fast encoder packs them, stacked in order, with their biases end to end.
+    fn dense<'a>(
+        take: &mut impl FnMut(&str, &[usize]) -> std::result::Result<Cow<'a, [f32]>, String>,
+        names: &[String],
+        inputs: usize,
+        outputs: usize,
+    ) -> std::result::Result<DenseParts<'a>, String> {
+        let mut parts = DenseParts {
+            rows: Vec::with_capacity(names.len()),
+            bias: Vec::with_capacity(names.len() * outputs),
+        };
+        for name in names {
+            parts
+                .rows
+                .push(take(&format!("{name}.weight"), &[outputs, inputs])?);
+            parts
+                .bias
+                .extend_from_slice(&take(&format!("{name}.bias"), &[outputs])?);
+        }
+        Ok(parts)
+    }
+    let inner = config.intermediate_size;
+    let eps = config.layer_norm_eps as f32;
+    let embed_norm = norm(&mut take, "embeddings.LayerNorm", h, eps)?;
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
     for i in 0..config.num_hidden_layers {
-        let p = format!("encoder.layer.{i}");
-        // Weights `(outputs, inputs)` as PyTorch stores them, the layout the fast encoder packs.
-        let mut dense = |names: &[&str], inputs: usize, outputs: usize| {
-            let mut parts = DenseParts {
-                rows: Vec::with_capacity(names.len()),
-                bias: Vec::with_capacity(names.len() * outputs),
-            };
-            for name in names {
-                parts
-                    .rows
-                    .push(take(&format!("{p}.{name}.weight"), &[outputs, inputs])?);
-                parts
-                    .bias
-                    .extend_from_slice(&take(&format!("{p}.{name}.bias"), &[outputs])?);
-            }
-            Ok::<_, String>(parts)
-        };
-        let qkv = dense(
-            &["attention.attn.q", "attention.attn.k", "attention.attn.v"],
-            h,
-            h,
-        )?;
-        let attn_out = dense(&["attention.attn.o"], h, h)?;
-        let ffn_in = dense(&["intermediate.dense"], h, inner)?;
-        let ffn_out = dense(&["output.dense"], inner, h)?;
-        let mut norm = |name: &str| -> std::result::Result<NormParts, String> {
-            Ok((
-                take(&format!("{p}.{name}.weight"), &[h])?.into_owned(),
-                take(&format!("{p}.{name}.bias"), &[h])?.into_owned(),
-                eps,
-            ))
-        };
+        let at = |name: &str| format!("encoder.layer.{i}.{name}");
+        let attention = ["q", "k", "v"].map(|part| at(&format!("attention.attn.{part}")));
         layers.push(LayerParts {
-            qkv,
-            attn_out,
-            attn_norm: norm("attention.LayerNorm")?,
-            ffn_in,
-            ffn_out,
-            ffn_norm: norm("output.LayerNorm")?,
+            qkv: dense(&mut take, &attention, h, h)?,
+            attn_out: dense(&mut take, &[at("attention.attn.o")], h, h)?,
+            attn_norm: norm(&mut take, &at("attention.LayerNorm"), h, eps)?,
+            ffn_in: dense(&mut take, &[at("intermediate.dense")], h, inner)?,
+            ffn_out: dense(&mut take, &[at("output.dense")], inner, h)?,
+            ffn_norm: norm(&mut take, &at("output.LayerNorm"), h, eps)?,
         });
     }
     let words = take("embeddings.word_embeddings.weight", &[config.vocab_size, h])?;
