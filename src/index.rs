@@ -363,11 +363,7 @@ fn read_jsonl(
             continue;
         }
         let mut parsed = match &article.title {
-            Some(t) if !t.trim().is_empty() => {
-                let mut p = text::parse_body(article.text.lines());
-                p.title = text::normalize_whitespace(t);
-                p
-            }
+            Some(t) if !t.trim().is_empty() => text::parse_titled(t, &article.text),
             _ => text::parse_article_text(&article.text),
         };
         if parsed.paragraphs.is_empty() && parsed.title.is_empty() {
@@ -521,9 +517,7 @@ fn read_parquet(
             let mut parsed = if a.title.trim().is_empty() {
                 text::parse_article_text(&text)
             } else {
-                let mut p = text::parse_body(text.lines());
-                p.title = text::normalize_whitespace(&a.title);
-                p
+                text::parse_titled(&a.title, &text)
             };
             parsed.meta = a.meta.clone();
             (parsed, None)
@@ -898,7 +892,7 @@ const LEDE_WEIGHT: f32 = 0.25;
 fn lede_text(a: &ParsedArticle) -> String {
     [
         Some(a.title.as_str()),
-        a.paragraphs.first().map(String::as_str),
+        below_headline(a).first().map(String::as_str),
     ]
     .into_iter()
     .flatten()
@@ -1134,13 +1128,22 @@ pub fn finish_group(
 /// Headline and body as one text, as sentence-transformers would see a whole article.
 pub fn lead_text(a: &ParsedArticle) -> String {
     let mut s = a.title.clone();
-    for p in &a.paragraphs {
+    for p in below_headline(a) {
         if !s.is_empty() {
             s.push('\n');
         }
         s.push_str(p);
     }
     s
+}
+
+/// The paragraphs under the headline: none when the only paragraph is the headline itself (a
+/// one-line text), so an article's own texts carry its headline once.
+fn below_headline(a: &ParsedArticle) -> &[String] {
+    match a.paragraphs.as_slice() {
+        [only] if *only == a.title => &[],
+        all => all,
+    }
 }
 
 /// The renormalised mean of unit vectors (a zero vector when there are none).

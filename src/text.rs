@@ -8,7 +8,10 @@
 //! agency credit closing the story ("Reuters") becomes the article's credit.
 //!
 //! Invariants: paragraphs are whitespace-normalised, non-empty, and unique within an article (a
-//! block repeated verbatim by a scraper is kept once); nothing of the story itself is dropped.
+//! block repeated verbatim by a scraper is kept once); nothing of the story itself is dropped. A
+//! text with a headline and no story below it (a one-line file, a JSONL record whose `text` is one
+//! line) has its headline as its one paragraph too, so paragraph search, `compare` and the
+//! paragraph tier of `dupes` see it like any other article.
 
 use std::collections::BTreeMap;
 
@@ -51,14 +54,27 @@ pub fn parse_article_text(text: &str) -> ParsedArticle {
     let Some((first, body)) = lines.split_first() else {
         return ParsedArticle::default();
     };
-    let title = first.trim_start_matches('#').trim().to_string();
-    let mut parsed = parse_body(body.iter().map(String::as_str));
-    parsed.title = title;
+    let title = first.trim_start_matches('#').trim();
+    with_headline(title, parse_body(body.iter().map(String::as_str)))
+}
+
+/// Parses an article whose headline comes apart from its body (a JSONL or Parquet `title` field).
+pub fn parse_titled(title: &str, body: &str) -> ParsedArticle {
+    with_headline(&normalize_whitespace(title), parse_body(body.lines()))
+}
+
+/// Sets the headline; a story with no paragraph of its own gets the headline as its paragraph,
+/// since the headline is then all of its text.
+fn with_headline(title: &str, mut parsed: ParsedArticle) -> ParsedArticle {
+    parsed.title = title.to_string();
+    if parsed.paragraphs.is_empty() && !title.is_empty() {
+        parsed.paragraphs.push(parsed.title.clone());
+    }
     parsed
 }
 
 /// Parses a body given as separate lines (JSONL articles whose title comes in its own field).
-pub fn parse_body<'a>(lines: impl Iterator<Item = &'a str>) -> ParsedArticle {
+fn parse_body<'a>(lines: impl Iterator<Item = &'a str>) -> ParsedArticle {
     let body: Vec<String> = lines
         .map(normalize_whitespace)
         .filter(|l| !l.is_empty())
@@ -395,6 +411,21 @@ mod tests {
         let p = parse_article_text("\n# Title here\n\nFirst para.\n\n  Second   para. \n");
         assert_eq!(p.title, "Title here");
         assert_eq!(p.paragraphs, vec!["First para.", "Second para."]);
+    }
+
+    #[test]
+    fn a_headline_alone_is_also_the_one_paragraph() {
+        let line = "Israel and Hamas agreed to extend the truce in Gaza by two days, Qatar said.";
+        let p = parse_article_text(&format!("\n  {line}  \n\n"));
+        assert_eq!(p.title, line);
+        assert_eq!(p.paragraphs, vec![line]);
+        let p = parse_titled("Truce", "");
+        assert_eq!(p.paragraphs, vec!["Truce"]);
+        let p = parse_titled(" Truce\t extended ", "Qatar said so.\n\nMore.");
+        assert_eq!(p.title, "Truce extended");
+        assert_eq!(p.paragraphs, vec!["Qatar said so.", "More."]);
+        assert_eq!(parse_article_text(" \n\n"), ParsedArticle::default());
+        assert_eq!(parse_titled("", " "), ParsedArticle::default());
     }
 
     #[test]

@@ -508,3 +508,85 @@ fn embed_keeps_input_order_across_groups() {
     }
     assert_ne!(lines[first_of(texts[0])], lines[first_of(texts[2])]);
 }
+
+#[test]
+fn one_line_texts_are_paragraphs_too_and_their_headline_counts_once() {
+    // A one-line text file and JSONL records whose text is one line: the line is the headline
+    // and, having no story under it, the one paragraph, so paragraph search, the paragraph tier
+    // of dupes and compare see it. Its article vector is the line's own vector (headline once).
+    let dir = tempfile::tempdir().unwrap();
+    let doha = "Gaza truce extended by two days after talks in Doha";
+    let qatar = "Israel and Hamas agreed to extend the truce in Gaza by two days, Qatar said.";
+    let rewrite =
+        "Qatar said Israel and Hamas had agreed to extend the Gaza truce by two more days.";
+    std::fs::write(dir.path().join("one.txt"), format!("{doha}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("s.jsonl"),
+        [
+            serde_json::json!({"id": "a", "text": qatar}),
+            serde_json::json!({"id": "b", "text": "The central bank raised interest rates by a quarter point."}),
+            serde_json::json!({"id": "c", "title": "Truce", "text": rewrite}),
+        ]
+        .iter()
+        .map(|r| format!("{r}\n"))
+        .collect::<String>(),
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    likewise(&store)
+        .arg("index")
+        .arg(dir.path().join("one.txt"))
+        .arg(dir.path().join("s.jsonl"))
+        .assert()
+        .success();
+    assert_eq!(info(&store)["paragraphs"], 4, "{}", info(&store));
+    let query = |level: &str| {
+        json_out(likewise(&store).args([
+            "query",
+            "truce extended in Gaza",
+            "--level",
+            level,
+            "--format",
+            "json",
+        ]))
+    };
+    let paragraphs = query("paragraph");
+    let texts: Vec<&str> = paragraphs["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 4, "{paragraphs}");
+    assert_eq!(texts[..2], [doha, qatar], "{paragraphs}");
+    // The one-line articles' vectors are their lines' vectors: same score at both levels.
+    let articles = query("article");
+    for hit in articles["hits"].as_array().unwrap() {
+        if hit["title"] == "Truce" {
+            continue;
+        }
+        let article = hit["score"].as_f64().unwrap();
+        let paragraph = hit["paragraph_score"].as_f64().unwrap();
+        assert!((article - paragraph).abs() < 1e-5, "{hit}");
+    }
+    let dupes = json_out(likewise(&store).args(["dupes", "--format", "json"]));
+    let paragraph_pair = dupes["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["level"] == "paragraph")
+        .unwrap_or_else(|| panic!("no paragraph pair: {dupes}"));
+    let mut keys = [
+        paragraph_pair["a"]["key"].as_str().unwrap(),
+        paragraph_pair["b"]["key"].as_str().unwrap(),
+    ];
+    keys.sort();
+    assert_eq!(keys, ["a", "c"], "{dupes}");
+    // The human table names a JSONL record by its id and file.
+    let table = common::stdout_of(likewise(&store).arg("dupes"));
+    let jsonl = dir.path().join("s.jsonl");
+    for id in ["a", "c"] {
+        let place = format!("{id} ({})", jsonl.display());
+        assert!(table.contains(&place), "{place} not in {table}");
+    }
+}

@@ -60,10 +60,7 @@ fn hits_table(out: &mut impl Write, hits: &[Hit], level: Level) -> Result<()> {
     }
     for h in hits {
         let a = &h.article;
-        let place = match (&a.id, &a.path) {
-            (Some(id), Some(path)) => format!("{id} ({path})"),
-            _ => a.place().to_string(),
-        };
+        let place = a.place();
         writeln!(
             out,
             "{:>2}. {:.3}  {}",
@@ -123,7 +120,7 @@ pub fn clusters(out: &mut impl Write, result: &ClustersResult, show: usize) -> R
                 out,
                 "      {:.3}  {}  {}",
                 m.score.unwrap_or(0.0),
-                shorten(m.article.place(), 50),
+                shorten(&m.article.place(), 50),
                 shorten(&m.article.title, 60)
             )?;
         }
@@ -139,7 +136,7 @@ pub fn clusters(out: &mut impl Write, result: &ClustersResult, show: usize) -> R
             writeln!(
                 out,
                 "      {}  {}",
-                shorten(m.article.place(), 50),
+                shorten(&m.article.place(), 50),
                 shorten(&m.article.title, 60)
             )?;
         }
@@ -183,7 +180,7 @@ pub fn dupes(out: &mut impl Write, result: &DupesResult) -> Result<()> {
     }
     let at = |s: &SideDoc| match s.paragraph {
         Some(n) => format!("{} ¶{n}", s.article.place()),
-        None => s.article.place().to_string(),
+        None => s.article.place(),
     };
     for p in &result.pairs {
         let level = match p.level {
@@ -229,7 +226,7 @@ pub fn compare(out: &mut impl Write, r: &CompareResult) -> Result<()> {
         writeln!(
             out,
             "{side}  {}  {}",
-            shorten(a.place(), 60),
+            shorten(&a.place(), 60),
             shorten(&a.title, 60)
         )?;
     }

@@ -129,12 +129,14 @@ pub struct ArticleRef {
 }
 
 impl ArticleRef {
-    /// The path, else the id: how a person finds the article.
-    pub fn place(&self) -> &str {
-        self.path
-            .as_deref()
-            .or(self.id.as_deref())
-            .unwrap_or(&self.key)
+    /// How a person finds the article: its path, its id, or both when one file holds many
+    /// articles (a JSONL record: `id (path)`), else its key.
+    pub fn place(&self) -> String {
+        match (&self.id, &self.path) {
+            (Some(id), Some(path)) => format!("{id} ({path})"),
+            (None, Some(place)) | (Some(place), None) => place.clone(),
+            (None, None) => self.key.clone(),
+        }
     }
 }
 
