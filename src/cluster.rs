@@ -231,7 +231,11 @@ pub fn topics(table: &ArticleTable, k: Option<usize>) -> Grouping {
     let (chosen, how, silhouettes) = match k {
         Some(k) => (
             kmeans(&table.vectors, dim, k.min(n), RESTARTS, 1),
-            format!("k = {k} as asked"),
+            if k <= n {
+                format!("k = {k} as asked")
+            } else {
+                format!("k = {n}: {k} asked, and there are {n} articles")
+            },
             vec![],
         ),
         None => {

@@ -198,9 +198,12 @@ struct TopK<T: PartialEq> {
 
 impl<T: PartialEq> TopK<T> {
     fn new(k: usize) -> Self {
+        // k may be far more than the store holds (a caller asking for "everything"): reserve
+        // for at most that many hits up front and let the heap grow past them.
+        const RESERVED_HITS: usize = 1 << 12;
         Self {
             k,
-            heap: BinaryHeap::with_capacity(k + 1),
+            heap: BinaryHeap::with_capacity(k.min(RESERVED_HITS) + 1),
         }
     }
     /// The score a candidate must beat (or tie with an earlier position) to enter.
@@ -784,5 +787,17 @@ mod tests {
         let items: Vec<usize> = top.into_sorted().into_iter().map(|s| s.item).collect();
         // 0.9 twice (the earlier first), then 0.7.
         assert_eq!(items, vec![1, 5, 3]);
+    }
+
+    #[test]
+    fn a_k_past_any_store_keeps_everything_without_reserving_k() {
+        // usize::MAX hits cannot be reserved; asking for them means "all of them".
+        let mut top = TopK::new(usize::MAX);
+        for i in 0..5000 {
+            top.push((i % 7) as f32, (0, i), i);
+        }
+        let items = top.into_sorted();
+        assert_eq!(items.len(), 5000);
+        assert!(items.windows(2).all(|w| w[0].score >= w[1].score));
     }
 }

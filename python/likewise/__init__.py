@@ -65,7 +65,35 @@ def _int(name: str, value: Any, low: int = 1) -> int:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < low:
         raise ValueError(f"{name} must be at least {low}")
+    # The engine counts in 64 bits; anything larger cannot mean more than "all".
+    if value > 2**63 - 1:
+        raise ValueError(f"{name} must be at most 2**63 - 1")
     return int(value)
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN or NaT: how pandas and NumPy say a field is missing."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError):
+        return False
+
+
+def _records(items: Any) -> Optional[list]:
+    """The rows of a DataFrame (pandas, or one with `to_dicts` like polars) as dicts, else None."""
+    columns = getattr(items, "columns", None)
+    if columns is None or isinstance(items, (str, os.PathLike, dict)):
+        return None
+    names = [str(c) for c in columns]
+    if "text" not in names:
+        raise ValueError(f"the DataFrame has no `text` column (its columns: {', '.join(names)})")
+    if hasattr(items, "to_dicts"):
+        return items.to_dicts()
+    if hasattr(items, "to_dict"):
+        return items.to_dict("records")
+    raise TypeError(f"{type(items).__name__} has columns but no rows to read: give a pandas DataFrame or dicts")
 
 
 def _number(name: str, value: Any) -> Optional[float]:
@@ -161,8 +189,16 @@ class Store:
     def index(self, paths_or_records: Union[PathLike, Iterable[Union[PathLike, dict]]]) -> dict:
         """Indexes files and folders (`.txt`, `.md`, `.jsonl`, `.parquet`) and/or records: dicts
         with the JSONL fields (`text`, and `id`, `title`, `date`, `source`, `url`). Returns
-        `{"report": …, "skipped": [reason, …]}`; unchanged articles are not embedded again."""
-        items = [paths_or_records] if isinstance(paths_or_records, (str, os.PathLike, dict)) else list(paths_or_records)
+        `{"report": …, "skipped": [reason, …]}`; unchanged articles are not embedded again.
+        A DataFrame (pandas or polars) is taken row by row as records: a `text` column, and any
+        of the other fields; missing values (None, NaN, NaT) are fields left out."""
+        frame_rows = _records(paths_or_records)
+        if frame_rows is not None:
+            items = frame_rows
+        elif isinstance(paths_or_records, (str, os.PathLike, dict)):
+            items = [paths_or_records]
+        else:
+            items = list(paths_or_records)
         paths, records = [], []
         for i, item in enumerate(items):
             if isinstance(item, dict):
@@ -178,11 +214,14 @@ class Store:
         if records:
             lines = []
             for i, rec in enumerate(records):
+                rec = {str(k): v for k, v in rec.items() if not _missing(v)}
                 text = rec.get("text")
+                if text is None:
+                    raise TypeError(f"record {i}: `text` is missing (absent, None or NaN)")
                 if not isinstance(text, str):
                     raise TypeError(f"record {i}: `text` must be a str, not {type(text).__name__}")
                 try:
-                    lines.append(json.dumps(rec, ensure_ascii=False, default=str))
+                    lines.append(json.dumps(rec, ensure_ascii=False, default=str, allow_nan=False))
                 except (TypeError, ValueError) as e:
                     raise TypeError(f"record {i} cannot be written as JSON: {e}") from None
             r = json.loads(self._native.index_json_lines("\n".join(lines) + "\n"))

@@ -245,6 +245,36 @@ def test_records_are_indexed(tmp_path):
     assert s.query("solar eclipse", since="2024-04-01")["hits"][0]["date"] == "2024-04-08"
 
 
+def test_a_dataframe_is_indexed_row_by_row_with_missing_fields_left_out(tmp_path):
+    # What pandas gives for a CSV with gaps: NaN titles, NaT dates, integer ids.
+    frame = pd.DataFrame({
+        "id": [101, 102, 103],
+        "title": [np.nan, "Floods in Valencia", None],
+        "text": ["Storms flooded the coast of Valencia overnight, killing dozens.",
+                 "Rescuers searched for the missing after the floods.\n\nThe regional government declared mourning.",
+                 "The central bank raised its main interest rate by a quarter point."],
+        "date": [pd.Timestamp("2024-10-30"), pd.NaT, pd.Timestamp("2024-11-07")],
+    })
+    s = likewise.Store(tmp_path / "frame", model=MODEL)
+    r = s.index(frame)
+    assert r["report"]["articles_new"] == 3 and r["skipped"] == [], r
+    articles = s.articles().set_index("key")
+    assert list(articles.index) == ["101", "102", "103"]
+    assert articles.loc["102", "title"] == "Floods in Valencia"
+    assert articles.loc["103", "date"] == "2024-11-07" and pd.isna(articles.loc["102", "date"])
+    # A one-line text is its own headline and its one paragraph: found at paragraph level.
+    hits = s.query("flooding on the Valencia coast", level="paragraph", k=1)["hits"]
+    assert hits[0]["key"] == "101" and hits[0]["text"].startswith("Storms flooded"), hits
+    with pytest.raises(ValueError, match="no `text` column"):
+        s.index(frame[["id", "title"]])
+    with pytest.raises(TypeError, match="record 1: `text` is missing"):
+        s.index(pd.DataFrame({"text": ["fine", np.nan]}))
+    with pytest.raises(ValueError, match="at most"):
+        s.query("floods", k=2**64)
+    # A k past the store's size is every hit, not an allocation of k.
+    assert len(s.query("floods", k=2**62)["hits"]) == 3
+
+
 def test_bad_input_raises_clear_exceptions(seeds_store, model, tmp_path):
     with pytest.raises(TypeError, match="list of strings"):
         model.embed("one string")
