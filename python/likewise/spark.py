@@ -63,8 +63,26 @@ def _check_columns(df, names: Dict[str, Optional[str]]) -> None:
         if role == "id":
             if not isinstance(kind, (StringType, IntegralType)):
                 raise TypeError(f"id column {col!r} is {kind.simpleString()}: ids must be strings (or integers)")
+        elif role == "date" and kind.typeName() in _DATE_TYPES:
+            continue
         elif not isinstance(kind, StringType):
-            raise TypeError(f"{role} column {col!r} is {kind.simpleString()}, not string")
+            wanted = "string, date or timestamp" if role == "date" else "string"
+            raise TypeError(f"{role} column {col!r} is {kind.simpleString()}, not {wanted}")
+
+
+# Spark's own date kinds, taken as the day they fall on.
+_DATE_TYPES = ("date", "timestamp", "timestamp_ntz")
+
+
+def _dates_as_text(df, cols: Dict[str, Optional[str]]):
+    """`df` with a date or timestamp date column as ISO days (yyyy-MM-dd), as the store keeps
+    dates; a string column is left to the engine, which reads the usual spellings."""
+    from pyspark.sql import functions as F
+
+    col = cols.get("date")
+    if col is None or df.schema[col].dataType.typeName() not in _DATE_TYPES:
+        return df
+    return df.withColumn(col, F.date_format(F.col(col), "yyyy-MM-dd"))
 
 
 def _rows_to_lines(batch, cols: Dict[str, Optional[str]], where: str):
@@ -150,6 +168,7 @@ def embed(
     identity = json.dumps(_model_check.identity, sort_keys=True)
     cols = _columns(text_col, id_col, title_col, date_col, source_col, url_col)
     _check_columns(df, cols)
+    df = _dates_as_text(df, cols)
     vec = "array<float>"
     if level == "article":
         schema = (f"id string, title string, date string, source string, url string, text string, vector {vec}, "
@@ -264,6 +283,7 @@ def index(
     store_path = os.path.abspath(os.fspath(store_path))
     cols = _columns(text_col, id_col, title_col, date_col, source_col, url_col)
     _check_columns(df, cols)
+    df = _dates_as_text(df, cols)
     if not isinstance(articles_per_segment, int) or articles_per_segment < 1:
         raise ValueError("articles_per_segment must be a positive int")
     if partitions is not None and (isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1):

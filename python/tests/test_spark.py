@@ -6,6 +6,7 @@ of the golden file (real text, each article a different mix, some long enough to
 windows), so the suite needs nothing outside the repository.
 """
 
+import datetime
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import likewise
@@ -196,6 +198,19 @@ def test_bad_rows_are_counted_and_named_and_the_job_goes_on(spark, tmp_path):
     r2 = lws.index(ints, str(tmp_path / "ints"))
     assert r2["converted_id_count"] == 2 and sorted(r2["converted_ids"]) == ["7", "8"], r2
     assert sorted(vectors_by_key(tmp_path / "ints", "article")) == ["7", "8"]
+    # Dates as Spark's date or timestamp columns are stored as their days.
+    dated = spark.createDataFrame(
+        [("d1", "Floods hit Valencia.", datetime.date(2024, 10, 30), datetime.datetime(2024, 10, 30, 23, 5)),
+         ("d2", "Rescuers searched the towns.", None, datetime.datetime(2024, 11, 2, 8, 0))],
+        "id string, text string, day date, at timestamp")
+    for col, want in [("day", {"d1": "2024-10-30", "d2": None}), ("at", {"d1": "2024-10-30", "d2": "2024-11-02"})]:
+        lws.index(dated, str(tmp_path / f"dated-{col}"), date_col=col)
+        stored = likewise.Store(tmp_path / f"dated-{col}", model=MODEL).articles().set_index("key")["date"]
+        assert {k: (None if pd.isna(v) else v) for k, v in stored.items()} == want, stored
+        embedded = lws.embed(dated, date_col=col).toPandas().set_index("id")["date"]
+        assert {k: (None if pd.isna(v) else v) for k, v in embedded.items()} == want, embedded
+    with pytest.raises(TypeError, match="date column 'n' is int, not string, date or timestamp"):
+        lws.index(spark.createDataFrame([("a", "t", 1)], "id string, text string, n int"), str(tmp_path / "never"), date_col="n")
     # A column of the wrong kind is refused before any work, naming it.
     with pytest.raises(TypeError, match="text column 'text' is int"):
         lws.index(spark.createDataFrame([("a", 1)], "id string, text int"), str(tmp_path / "never"))
