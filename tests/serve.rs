@@ -511,6 +511,27 @@ fn articles_are_posted_only_when_allowed_and_a_stop_finishes_requests() {
     // The same lines again change nothing.
     let (_, doc) = post(&s, "/api/articles", &format!("{}\n", lines[0]));
     assert_eq!(doc["report"]["articles_unchanged"], 1);
+    // One JSON array of articles is taken too, each element named by its place when skipped.
+    let array = json!([
+        {"id": "wire-3", "text": "Rescuers searched flooded towns near Valencia."},
+        {"id": "wire-4"},
+    ]);
+    let (status, doc) = post(&s, "/api/articles", &array.to_string());
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["report"]["articles_new"], 1, "{doc}");
+    let skipped = doc["skipped"].as_array().unwrap();
+    assert!(
+        skipped.len() == 1 && skipped[0].as_str().unwrap().contains("request:2"),
+        "{doc}"
+    );
+    let (status, doc) = post(&s, "/api/articles", "[{\"text\": \"unclosed\"}");
+    assert_eq!(status, 400, "{doc}");
+    assert!(
+        doc["error"].as_str().unwrap().contains("not a JSON array"),
+        "{doc}"
+    );
+    let (_, info) = get(&s, "/api/info");
+    assert_eq!(info["articles"], 8);
 
     // SIGTERM while a request is in flight: it is answered, then the server exits 0.
     let base = s.base.clone();

@@ -308,6 +308,7 @@ async fn add_articles(
             "the body holds no articles (one JSON object per line, with a `text` field)",
         ));
     }
+    let text = json_lines_of(text)?;
     let app2 = app.clone();
     let (report, warnings) = blocking(move || {
         let _one = app2.writing.lock().unwrap_or_else(|p| p.into_inner());
@@ -322,6 +323,21 @@ async fn add_articles(
         "report": report,
         "skipped": warnings,
     })))
+}
+
+/// The body as JSON lines: as it came, or one line per element when it is one JSON array of
+/// articles (what most HTTP clients send), so an element's line number is its place in the array.
+fn json_lines_of(body: String) -> Result<String, ApiError> {
+    if !body.trim_start().starts_with('[') {
+        return Ok(body);
+    }
+    let items: Vec<serde_json::Value> = serde_json::from_str(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not a JSON array of articles: {e}"),
+        )
+    })?;
+    Ok(items.iter().map(|item| format!("{item}\n")).collect())
 }
 
 /// Constant-time equality, so the token cannot be guessed a byte at a time from timings.
