@@ -644,7 +644,8 @@ fn index_articles(
         report.skipped_inputs += 1;
     };
     let store = writer.snapshot()?;
-    let mut existing: HashMap<String, (String, u32, String)> = HashMap::new(); // key -> (segment, index, hash)
+    // key -> (segment, index, hash, whether it was stored without a paragraph)
+    let mut existing: HashMap<String, (String, u32, String, bool)> = HashMap::new();
     for (loc, rec) in store.live_articles() {
         existing.insert(
             rec.key.clone(),
@@ -652,6 +653,7 @@ fn index_articles(
                 store.segments[loc.segment].file.clone(),
                 loc.article as u32,
                 rec.content_hash.clone(),
+                rec.paragraphs == 0,
             ),
         );
     }
@@ -669,7 +671,16 @@ fn index_articles(
             continue;
         }
         match existing.get(&a.key) {
-            Some((_, _, hash)) if *hash == a.content_hash => report.articles_unchanged += 1,
+            // An article stored with no paragraph whose text now gives one (a one-line text
+            // indexed by a build that kept a lone headline out of the paragraphs) is cut again.
+            Some((_, _, hash, stored_bare)) if *hash == a.content_hash => {
+                if *stored_bare && !a.parsed.paragraphs.is_empty() {
+                    report.articles_changed += 1;
+                    todo.push(a);
+                } else {
+                    report.articles_unchanged += 1;
+                }
+            }
             Some(_) => {
                 report.articles_changed += 1;
                 todo.push(a);
@@ -755,7 +766,7 @@ fn index_articles(
                         let replaced: Vec<(String, u32)> = groups_ref[g]
                             .iter()
                             .filter_map(|a| {
-                                existing_ref.get(&a.key).map(|(s, i, _)| (s.clone(), *i))
+                                existing_ref.get(&a.key).map(|(s, i, _, _)| (s.clone(), *i))
                             })
                             .collect();
                         if to_commit.send((g, segment, replaced)).is_err() {

@@ -479,3 +479,54 @@ fn a_store_keeps_the_article_vector_method_it_was_made_with() {
         old_way
     );
 }
+
+#[test]
+fn an_article_stored_without_its_lone_paragraph_is_cut_again() {
+    // A one-line text as a build that kept a lone headline out of the paragraphs stored it: the
+    // same content hash, no paragraph. Indexing the file again cuts it anew, once.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(
+        input.join("flash.txt"),
+        "Gaza truce extended by two days after talks in Doha\n",
+    )
+    .unwrap();
+    let fake = FakeEmbedder::new(32, 50);
+    let opts = IndexOptions::default();
+    let current = dir.path().join("current");
+    assert_eq!(run_index(&current, &fake, &input, &opts).articles_new, 1);
+    let made = Store::open(&current).unwrap();
+    assert_eq!(made.paragraph_count(), 1);
+    let (loc, record) = made.live_articles().next().unwrap();
+    let mut bare = record.clone();
+    bare.paragraphs = 0;
+    bare.chunk_start = 0;
+    bare.chunk_count = 0;
+    let older = dir.path().join("older");
+    let mut w = Writer::open(&older, fake.identity(), "f32").unwrap();
+    let segment = likewise::store::format::SegmentData {
+        dim: 32,
+        articles: vec![bare],
+        article_vectors: made.segments[loc.segment]
+            .article_vector(loc.article)
+            .to_vec(),
+        ..Default::default()
+    };
+    w.commit(Some(&segment), &[]).unwrap();
+    drop(w);
+    assert_eq!(Store::open(&older).unwrap().paragraph_count(), 0);
+    let again = run_index(&older, &fake, &input, &opts);
+    assert_eq!(
+        (again.articles_changed, again.articles_unchanged),
+        (1, 0),
+        "{again:?}"
+    );
+    let store = Store::open(&older).unwrap();
+    assert_eq!((store.article_count(), store.paragraph_count()), (1, 1));
+    let settled = run_index(&older, &fake, &input, &opts);
+    assert_eq!(
+        (settled.articles_changed, settled.articles_unchanged),
+        (0, 1)
+    );
+}
