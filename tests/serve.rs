@@ -320,6 +320,20 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
         let msg = body["error"].as_str().unwrap();
         assert!(msg.contains(says), "{msg:?} should say {says:?}");
     }
+    // A method an endpoint does not take: 405 as JSON, with the methods it does take.
+    let r = agent()
+        .request("DELETE", &format!("{}/api/info", s.base))
+        .call();
+    let Err(ureq::Error::Status(405, r)) = r else {
+        panic!("DELETE /api/info: {r:?}")
+    };
+    assert_eq!(r.header("allow"), Some("GET,HEAD"));
+    let body: Value = r.into_json().unwrap();
+    assert_eq!(body["code"], 405);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("DELETE is not served at /api/info"));
     // A 10 MB body is refused with 413 on its announced length, before it is read.
     let mut big = b"POST /api/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{\"text\": \"".to_vec();
     big.extend_from_slice(&vec![b'a'; 100_000]);
@@ -379,6 +393,30 @@ fn a_token_guards_every_call_and_the_page() {
         "{msg}"
     );
 
+    // Options that would make every request fail, or a CORS origin no browser sends, are
+    // refused at start, naming the option.
+    for (args, says) in [
+        (
+            &["--cors", "https://newsroom.example/page"][..],
+            "is not an origin",
+        ),
+        (&["--cors", "newsroom.example"][..], "is not an origin"),
+        (&["--timeout", "0"][..], "--timeout 0"),
+        (&["--max-body", "0"][..], "--max-body 0"),
+    ] {
+        let out = Command::new(assert_cmd::cargo::cargo_bin("likewise"))
+            .arg("serve")
+            .args(args)
+            .args(["--addr", "127.0.0.1:0"])
+            .env("LIKEWISE_MODEL", common::model_dir())
+            .env("LIKEWISE_INDEX", &store)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(msg.contains(says), "{args:?}: {msg}");
+    }
+
     let token = "s3cret-token-123";
     let s = serve(&store, &["--token", token]);
     let (status, body) = get(&s, "/api/info");
@@ -434,6 +472,22 @@ fn a_token_guards_every_call_and_the_page() {
         .call()
         .unwrap();
     assert!(r.header("access-control-allow-origin").is_none());
+    drop(s);
+    // With --cors, the answers name that origin, whichever origin asks: a browser lets a page
+    // read them only when the name is its own.
+    let s = serve(&store, &["--cors", "https://newsroom.example"]);
+    for origin in ["https://newsroom.example", "https://elsewhere.example"] {
+        let r = agent()
+            .get(&format!("{}/api/health", s.base))
+            .set("Origin", origin)
+            .call()
+            .unwrap();
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("https://newsroom.example"),
+            "{origin}"
+        );
+    }
 }
 
 #[test]

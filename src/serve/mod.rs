@@ -494,6 +494,16 @@ async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not served at {} (the `allow` header names what is)",
+            uri.path()
+        ),
+    )
+}
+
 /// The router: the page, the API, and the layers that guard them.
 fn router(app: Shared) -> Router {
     let mut api = Router::new()
@@ -518,6 +528,8 @@ fn router(app: Shared) -> Router {
             "/style.css",
             get(|| async { asset("text/css; charset=utf-8", PAGE_CSS) }),
         )
+        // After every route: it applies to the routes already added.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(app.clone(), authorize))
         .layer(axum::middleware::from_fn(security_headers))
@@ -526,15 +538,14 @@ fn router(app: Shared) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(app.args.timeout),
         ));
-    if let Some(origin) = &app.args.cors {
-        if let Ok(origin) = HeaderValue::from_str(origin) {
-            api = api.layer(
-                tower_http::cors::CorsLayer::new()
-                    .allow_origin(origin)
-                    .allow_methods([Method::GET, Method::POST])
-                    .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
-            );
-        }
+    // `run` refused an origin that is not a header value, so none is dropped here.
+    if let Some(origin) = app.args.cors.as_deref().and_then(cors_origin) {
+        api = api.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origin)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+        );
     }
     api.with_state(app)
 }
@@ -562,8 +573,50 @@ impl From<ServeError> for EngineError {
     }
 }
 
+/// `--cors`'s origin as the header value browsers compare against: `*`, or a scheme, a host and
+/// an optional port with nothing after them (a browser's `Origin` never has a path, so an origin
+/// with one, or with spaces, would silently match no call).
+fn cors_origin(origin: &str) -> Option<HeaderValue> {
+    let well_formed = origin == "*"
+        || ["http://", "https://"].iter().any(|scheme| {
+            origin.strip_prefix(scheme).is_some_and(|host| {
+                !host.is_empty()
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+            })
+        });
+    well_formed
+        .then(|| HeaderValue::from_str(origin).ok())
+        .flatten()
+}
+
+/// Refuses limits that would make every request fail.
+fn check_limits(args: &ServeArgs) -> Result<(), ServeError> {
+    if let Some(origin) = &args.cors {
+        if cors_origin(origin).is_none() {
+            return Err(ServeError::Refused(format!(
+                "--cors {origin:?} is not an origin: give `*` or a scheme, a host and an optional port, such as https://newsroom.example or http://localhost:8080"
+            )));
+        }
+    }
+    for (name, value) in [
+        ("--timeout", args.timeout as usize),
+        ("--max-body", args.max_body),
+        ("--max-k", args.max_k),
+    ] {
+        if value == 0 {
+            return Err(ServeError::Refused(format!(
+                "{name} 0 would refuse every request: give at least 1"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Starts the server and runs it until Ctrl-C or SIGTERM; then lets requests in flight finish.
 pub fn run(engine: Engine, args: &ServeArgs) -> Result<(), ServeError> {
+    check_limits(args)?;
     if !args.addr.ip().is_loopback() && args.token.is_none() && !args.no_auth {
         return Err(ServeError::Refused(format!(
             "{} is not a loopback address: anyone who reaches it could use this server. Give --token TOKEN (or LIKEWISE_TOKEN), or --no-auth to serve it open",
@@ -678,7 +731,7 @@ async fn serve(app: Shared, args: ServeArgs) -> Result<(), ServeError> {
     eprintln!("likewise: stopping: no new connections; finishing the requests in flight");
     tokio::select! {
         _ = graceful.shutdown() => eprintln!("likewise: stopped"),
-        _ = tokio::time::sleep(Duration::from_secs(args.timeout + 5)) => {
+        _ = tokio::time::sleep(Duration::from_secs(args.timeout.saturating_add(5))) => {
             eprintln!("likewise: stopped; some connections were still open after the request time limit")
         }
     }
