@@ -12,7 +12,7 @@
 use crate::model::{Embedder, ModelError};
 use crate::store::format::{ArticleRecord, ChunkRecord, SegmentData};
 use crate::store::{file_key, resolve_file, store_base, ArticleVectorMode, StoreError, Writer};
-use crate::text::{self, ParsedArticle};
+use crate::text::{self, Metadata, ParsedArticle};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -268,8 +268,8 @@ pub fn read_file(
         return Vec::new();
     }
     let (content, fallback) = text::decode_text(&bytes);
-    if fallback {
-        warn(w("not valid UTF-8; read as Windows-1252 (Latin-1)".into()));
+    if let Some(note) = fallback {
+        warn(w(note.into()));
     }
     let parsed = text::parse_article_text(&content);
     if parsed.paragraphs.is_empty() && parsed.title.is_empty() {
@@ -283,6 +283,47 @@ pub fn read_file(
         content_hash: sha256_hex(&[&bytes]),
         given: None,
     }]
+}
+
+/// What the store holds of an article, to tell whether its input changed.
+struct StoredArticle {
+    loc: crate::store::ArticleLoc,
+    segment: String,
+    article: u32,
+    content_hash: String,
+    title: String,
+    meta: Metadata,
+    paragraphs: u32,
+}
+
+impl StoredArticle {
+    /// Whether the same content is now cut otherwise than it was stored (another headline,
+    /// paragraph count, metadata, or a paragraph that no longer starts with its stored first
+    /// window): the text reader improved since (a one-line text once kept out of the paragraphs,
+    /// a front matter block or a Markdown heading's marks once read as text), so the article is
+    /// cut and embedded again. Articles whose paragraphs came with their vectors are stored as
+    /// given.
+    fn cut_otherwise(&self, now: &SourceArticle, store: &crate::store::Store) -> bool {
+        if now.given.is_some() {
+            return false;
+        }
+        if self.title != now.parsed.title
+            || self.paragraphs as usize != now.parsed.paragraphs.len()
+            || self.meta != now.parsed.meta
+        {
+            return true;
+        }
+        let seg = &store.segments[self.loc.segment];
+        seg.article_chunks(self.loc.article).any(|c| {
+            let chunk = seg.chunk(c);
+            chunk.window == 0
+                && now
+                    .parsed
+                    .paragraphs
+                    .get(chunk.paragraph as usize)
+                    .is_none_or(|p| !p.starts_with(seg.chunk_text(c).as_ref()))
+        })
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -311,10 +352,10 @@ fn read_jsonl(
     warn: &mut dyn FnMut(Warning),
 ) -> Vec<SourceArticle> {
     let (content, fallback) = text::decode_text(bytes);
-    if fallback {
+    if let Some(note) = fallback {
         warn(Warning {
             path: path.into(),
-            reason: "not valid UTF-8; read as Windows-1252 (Latin-1)".into(),
+            reason: note.into(),
         });
     }
     let mut out = Vec::new();
@@ -644,17 +685,19 @@ fn index_articles(
         report.skipped_inputs += 1;
     };
     let store = writer.snapshot()?;
-    // key -> (segment, index, hash, whether it was stored without a paragraph)
-    let mut existing: HashMap<String, (String, u32, String, bool)> = HashMap::new();
+    let mut existing: HashMap<String, StoredArticle> = HashMap::new();
     for (loc, rec) in store.live_articles() {
         existing.insert(
             rec.key.clone(),
-            (
-                store.segments[loc.segment].file.clone(),
-                loc.article as u32,
-                rec.content_hash.clone(),
-                rec.paragraphs == 0,
-            ),
+            StoredArticle {
+                loc,
+                segment: store.segments[loc.segment].file.clone(),
+                article: loc.article as u32,
+                content_hash: rec.content_hash.clone(),
+                title: rec.title.clone(),
+                meta: rec.meta.clone(),
+                paragraphs: rec.paragraphs,
+            },
         );
     }
     let mut todo: Vec<SourceArticle> = Vec::new();
@@ -671,10 +714,8 @@ fn index_articles(
             continue;
         }
         match existing.get(&a.key) {
-            // An article stored with no paragraph whose text now gives one (a one-line text
-            // indexed by a build that kept a lone headline out of the paragraphs) is cut again.
-            Some((_, _, hash, stored_bare)) if *hash == a.content_hash => {
-                if *stored_bare && !a.parsed.paragraphs.is_empty() {
+            Some(stored) if stored.content_hash == a.content_hash => {
+                if stored.cut_otherwise(&a, &store) {
                     report.articles_changed += 1;
                     todo.push(a);
                 } else {
@@ -766,7 +807,9 @@ fn index_articles(
                         let replaced: Vec<(String, u32)> = groups_ref[g]
                             .iter()
                             .filter_map(|a| {
-                                existing_ref.get(&a.key).map(|(s, i, _, _)| (s.clone(), *i))
+                                existing_ref
+                                    .get(&a.key)
+                                    .map(|stored| (stored.segment.clone(), stored.article))
                             })
                             .collect();
                         if to_commit.send((g, segment, replaced)).is_err() {

@@ -44,18 +44,118 @@ pub fn normalize_whitespace(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Parses a text or Markdown article: headline, paragraphs, furniture and metadata.
+/// Parses a text or Markdown article: headline, paragraphs, furniture and metadata. A front
+/// matter block (see [`split_front_matter`]) gives the headline and metadata it names.
 pub fn parse_article_text(text: &str) -> ParsedArticle {
+    let (front, text) = split_front_matter(text);
     let lines: Vec<String> = text
         .lines()
         .map(normalize_whitespace)
         .filter(|l| !l.is_empty())
         .collect();
-    let Some((first, body)) = lines.split_first() else {
-        return ParsedArticle::default();
+    let given_title = front.get("title").map(|t| normalize_whitespace(t));
+    let mut parsed = match (&given_title, lines.split_first()) {
+        (_, None) => with_headline(
+            given_title.as_deref().unwrap_or(""),
+            ParsedArticle::default(),
+        ),
+        (Some(title), Some((first, body))) => {
+            // A Markdown heading that repeats the front matter's title is that title again.
+            let heading = markdown_heading(first).unwrap_or(first);
+            let body = if heading.eq_ignore_ascii_case(title) {
+                body
+            } else {
+                &lines[..]
+            };
+            with_headline(title, parse_body(body.iter().map(String::as_str)))
+        }
+        (None, Some((first, body))) => with_headline(
+            first.trim_start_matches('#').trim(),
+            parse_body(body.iter().map(String::as_str)),
+        ),
     };
-    let title = first.trim_start_matches('#').trim();
-    with_headline(title, parse_body(body.iter().map(String::as_str)))
+    front_matter_into(front, &mut parsed.meta);
+    parsed
+}
+
+/// A Markdown heading's text (`## Background` → `Background`), if the line is one.
+fn markdown_heading(line: &str) -> Option<&str> {
+    let text = line.trim_start_matches('#');
+    let level = line.len() - text.len();
+    ((1..=6).contains(&level) && text.starts_with(' ')).then(|| text.trim())
+}
+
+/// Splits a front matter block off the top of a text: the fields of a `---` … `---` (YAML, as
+/// Jekyll and Hugo write it; `...` also closes it) or `+++` … `+++` (TOML) block, and the text
+/// after it. Only one-line `key: value` / `key = value` fields are read (quotes removed; lists
+/// and nested tables are left out); keys are lower-cased. A text whose first line is not a
+/// delimiter, or whose block is not closed within 100 lines, has no front matter.
+pub fn split_front_matter(text: &str) -> (BTreeMap<String, String>, &str) {
+    let mut fields = BTreeMap::new();
+    let text_start = text.trim_start_matches('\u{FEFF}');
+    let mut lines = text_start.split_inclusive('\n');
+    let Some(first) = lines.next() else {
+        return (fields, text);
+    };
+    let (separator, closers): (char, &[&str]) = match first.trim_end() {
+        "---" => (':', &["---", "..."]),
+        "+++" => ('=', &["+++"]),
+        _ => return (fields, text),
+    };
+    let mut at = first.len();
+    for line in lines.take(100) {
+        at += line.len();
+        let line = line.trim_end();
+        if closers.contains(&line) {
+            return (fields, &text_start[at..]);
+        }
+        // Indented lines belong to a list or table of the field above: not a field.
+        if line.starts_with([' ', '\t', '-', '#', '[']) {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once(separator) {
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(value);
+            let key = key.trim().to_lowercase();
+            if !value.is_empty() && !key.is_empty() && !value.starts_with(['[', '{', '|', '>']) {
+                fields.insert(key, normalize_whitespace(value));
+            }
+        }
+    }
+    (BTreeMap::new(), text)
+}
+
+/// Keys of front matter fields read as an article's date, source and address.
+const FRONT_DATE: &[&str] = &["date", "published", "publishdate", "pubdate"];
+const FRONT_SOURCE: &[&str] = &["source", "publisher", "outlet", "site"];
+const FRONT_URL: &[&str] = &["url", "link", "canonical", "canonicalurl", "permalink"];
+
+/// Front matter fields into an article's metadata: its date, source and address stand over what
+/// the body's own lines gave (they were written for the purpose); every other field but the
+/// title is kept in `extra`.
+fn front_matter_into(front: BTreeMap<String, String>, meta: &mut Metadata) {
+    let pick = |keys: &[&str]| keys.iter().find_map(|k| front.get(*k).cloned());
+    if let Some(date) = pick(FRONT_DATE) {
+        meta.date = Some(normalize_date(&date));
+    }
+    if let Some(url) = pick(FRONT_URL) {
+        meta.url = Some(url);
+    }
+    if let Some(source) = pick(FRONT_SOURCE) {
+        meta.source = Some(source);
+    } else if meta.source.is_none() {
+        meta.source = meta.url.as_deref().and_then(url_host);
+    }
+    let read: Vec<&str> = [FRONT_DATE, FRONT_SOURCE, FRONT_URL, &["title"]].concat();
+    for (key, value) in front {
+        if !read.contains(&key.as_str()) {
+            meta.extra.entry(key).or_insert(value);
+        }
+    }
 }
 
 /// Parses an article whose headline comes apart from its body (a JSONL or Parquet `title` field).
@@ -75,8 +175,10 @@ fn with_headline(title: &str, mut parsed: ParsedArticle) -> ParsedArticle {
 
 /// Parses a body given as separate lines (JSONL articles whose title comes in its own field).
 fn parse_body<'a>(lines: impl Iterator<Item = &'a str>) -> ParsedArticle {
+    // A Markdown heading inside the story ("## Background") is kept as its words.
     let body: Vec<String> = lines
         .map(normalize_whitespace)
+        .map(|l| markdown_heading(&l).map_or_else(|| l.clone(), str::to_string))
         .filter(|l| !l.is_empty())
         .collect();
     let mut meta = Metadata::default();
@@ -375,22 +477,42 @@ pub fn sanitize_for_terminal(s: &str) -> String {
         .collect()
 }
 
-/// The text of a file's bytes: UTF-8 (a BOM is dropped), else Windows-1252, which decodes any
-/// byte. The flag says whether the fallback was used.
-pub fn decode_text(bytes: &[u8]) -> (String, bool) {
+/// The text of a file's bytes: UTF-8 (a BOM is dropped); UTF-16 when it opens with its
+/// byte-order mark (what Windows tools save as "Unicode"); else Windows-1252, which decodes any
+/// byte. With the text comes what was not read as it stands, for a warning: bytes that are not
+/// UTF-8 (read as Windows-1252), or not UTF-16 after its mark (replaced by U+FFFD).
+pub fn decode_text(bytes: &[u8]) -> (String, Option<&'static str>) {
+    if let Some((encoding, _)) = utf16_bom(bytes) {
+        let (text, malformed) = encoding.decode_with_bom_removal(bytes);
+        let note = malformed
+            .then_some("opens as UTF-16 but has bytes that are not; they were read as U+FFFD (�)");
+        return (text.into_owned(), note);
+    }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     match std::str::from_utf8(bytes) {
-        Ok(s) => (s.to_string(), false),
+        Ok(s) => (s.to_string(), None),
         Err(_) => {
             let (text, _, _) = encoding_rs::WINDOWS_1252.decode(bytes);
-            (text.into_owned(), true)
+            (
+                text.into_owned(),
+                Some("not valid UTF-8; read as Windows-1252 (Latin-1)"),
+            )
         }
     }
 }
 
+/// The UTF-16 encoding whose byte-order mark opens `bytes`, if one does.
+pub fn utf16_bom(bytes: &[u8]) -> Option<(&'static encoding_rs::Encoding, usize)> {
+    encoding_rs::Encoding::for_bom(bytes).filter(|(e, _)| *e != encoding_rs::UTF_8)
+}
+
 /// Whether bytes look like a binary file rather than text: a NUL byte, or many control bytes,
-/// in the first 8 KiB.
+/// in the first 8 KiB. UTF-16 text with its byte-order mark is text (its NUL bytes are the high
+/// halves of ASCII characters).
 pub fn looks_binary(bytes: &[u8]) -> bool {
+    if utf16_bom(bytes).is_some() {
+        return false;
+    }
     let head = &bytes[..bytes.len().min(8192)];
     if head.contains(&0) {
         return true;
@@ -411,6 +533,81 @@ mod tests {
         let p = parse_article_text("\n# Title here\n\nFirst para.\n\n  Second   para. \n");
         assert_eq!(p.title, "Title here");
         assert_eq!(p.paragraphs, vec!["First para.", "Second para."]);
+    }
+
+    #[test]
+    fn front_matter_gives_the_headline_and_metadata_and_is_not_a_paragraph() {
+        let yaml = "---\ntitle: \"Ceasefire talks resume in Cairo\"\ndate: 2024-03-23T09:30:00Z\nsource: Reuters\nauthor: 'A. Writer'\ntags:\n  - gaza\n  - diplomacy\n---\n\n# Ceasefire talks resume in Cairo\n\nNegotiators met on Saturday.\n\n## Background\n\nThe talks stalled in March.\n";
+        let p = parse_article_text(yaml);
+        assert_eq!(p.title, "Ceasefire talks resume in Cairo");
+        assert_eq!(
+            p.paragraphs,
+            [
+                "Negotiators met on Saturday.",
+                "Background",
+                "The talks stalled in March."
+            ]
+        );
+        assert_eq!(p.meta.date.as_deref(), Some("2024-03-23"));
+        assert_eq!(p.meta.source.as_deref(), Some("Reuters"));
+        assert_eq!(
+            p.meta.extra.get("author").map(String::as_str),
+            Some("A. Writer")
+        );
+        assert!(
+            !p.meta.extra.contains_key("tags"),
+            "a list is not one field"
+        );
+
+        // TOML (Hugo), a link whose host is the source, and a body with no heading.
+        let toml = "+++\ntitle = 'Markets rally'\nurl = \"https://www.example.com/markets/rally\"\n+++\nShares rose.\nBonds fell.\n";
+        let p = parse_article_text(toml);
+        assert_eq!(p.title, "Markets rally");
+        assert_eq!(p.paragraphs, ["Shares rose.", "Bonds fell."]);
+        assert_eq!(p.meta.source.as_deref(), Some("example.com"));
+
+        // No title field: the first line after the block is the headline, as in any text.
+        let p = parse_article_text("---\ndate: 1 May 2024\n---\nHeadline\nBody.\n");
+        assert_eq!(
+            (p.title.as_str(), &p.paragraphs[..]),
+            ("Headline", &["Body.".to_string()][..])
+        );
+        assert_eq!(p.meta.date.as_deref(), Some("2024-05-01"));
+
+        // A rule that is never closed, or that opens a story, is text.
+        let p = parse_article_text("---\nHeadline: the day after\nBody.\n");
+        assert_eq!(p.title, "---");
+        assert_eq!(p.paragraphs.len(), 2);
+    }
+
+    #[test]
+    fn utf16_with_its_mark_is_text() {
+        let text = "Headline\n\nCafé au lait, 10 €.\n";
+        for (mark, wide) in [
+            (
+                &[0xFF, 0xFE][..],
+                text.encode_utf16()
+                    .flat_map(u16::to_le_bytes)
+                    .collect::<Vec<u8>>(),
+            ),
+            (
+                &[0xFE, 0xFF][..],
+                text.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+            ),
+        ] {
+            let bytes = [mark, &wide].concat();
+            assert!(!looks_binary(&bytes));
+            assert_eq!(decode_text(&bytes), (text.to_string(), None));
+            assert!(
+                looks_binary(&wide),
+                "without its mark it cannot be told from binary"
+            );
+        }
+        // An odd byte at the end is not UTF-16: replaced, and said.
+        let (decoded, note) = decode_text(&[0xFF, 0xFE, b'A', 0, b'B']);
+        assert_eq!(decoded, "A\u{FFFD}");
+        assert!(note.unwrap().contains("UTF-16"));
+        assert_eq!(decode_text(b"caf\xe9").0, "café");
     }
 
     #[test]
@@ -491,7 +688,7 @@ mod tests {
     fn latin1_falls_back() {
         let (text, fallback) = decode_text(b"caf\xe9");
         assert_eq!(text, "café");
-        assert!(fallback);
+        assert!(fallback.is_some_and(|n| n.contains("Windows-1252")));
         assert!(looks_binary(b"\x00\x01\x02abc"));
         assert!(!looks_binary("plain text\n".as_bytes()));
     }

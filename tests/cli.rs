@@ -412,6 +412,22 @@ fn embed_prints_one_vector_per_line_in_order() {
             .write_stdin(input.join("\n") + "\n"),
     );
     assert_eq!(lines.len(), input.len());
+    // The same lines saved by a Windows tool as "Unicode" (UTF-16 with its mark, CRLF): the same
+    // vectors, not the garbage of its bytes cut at each 0x0A.
+    let wide: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(
+            (input.join("\r\n") + "\r\n")
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes),
+        )
+        .collect();
+    let wide_lines: Vec<Value> = common::jsonl_of(
+        likewise(&dir.path().join("store"))
+            .arg("embed")
+            .write_stdin(wide),
+    );
+    assert_eq!(wide_lines, lines);
     let vec_of = |v: &Value| -> Vec<f32> {
         v.as_array()
             .unwrap()

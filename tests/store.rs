@@ -530,3 +530,91 @@ fn an_article_stored_without_its_lone_paragraph_is_cut_again() {
         (0, 1)
     );
 }
+
+/// Turns an article's record and chunk texts into what an older text reader would have stored.
+type OlderCut = fn(&mut likewise::store::format::ArticleRecord, &mut Vec<String>);
+
+#[test]
+fn an_article_an_older_reader_cut_otherwise_is_cut_again() {
+    // A Markdown file with front matter, stored as a reader that knew no front matter cut it:
+    // the same content hash, but the headline "---" and the heading's marks in a paragraph.
+    // Indexing the file again cuts it anew, once; the same file cut the same way is unchanged.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(
+        input.join("talks.md"),
+        "---\ntitle: Truce talks resume in Cairo\ndate: 2024-03-23\n---\n\nNegotiators met on Saturday.\n\n## Background\n\nThe talks stalled in March.\n",
+    )
+    .unwrap();
+    let fake = FakeEmbedder::new(32, 50);
+    let opts = IndexOptions::default();
+    let current = dir.path().join("current");
+    assert_eq!(run_index(&current, &fake, &input, &opts).articles_new, 1);
+    let made = Store::open(&current).unwrap();
+    let (loc, record) = made.live_articles().next().unwrap();
+    assert_eq!(record.title, "Truce talks resume in Cairo");
+    assert_eq!(record.meta.date.as_deref(), Some("2024-03-23"));
+    let seg = &made.segments[loc.segment];
+    let texts: Vec<String> = seg
+        .article_chunks(loc.article)
+        .map(|c| seg.chunk_text(c).into_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Negotiators met on Saturday.",
+            "Background",
+            "The talks stalled in March."
+        ]
+    );
+    // The same store as the older reader left it, in three ways: each is cut again.
+    let older_cuts: [(&str, OlderCut); 3] = [
+        ("headline", |r, _| r.title = "---".into()),
+        ("metadata", |r, _| r.meta = Default::default()),
+        ("a paragraph's text", |_, t| t[1] = "## Background".into()),
+    ];
+    for (n, (what, older_cut)) in older_cuts.into_iter().enumerate() {
+        let mut older_record = record.clone();
+        let mut older_texts = texts.clone();
+        older_cut(&mut older_record, &mut older_texts);
+        let mut segment = likewise::store::format::SegmentData {
+            dim: 32,
+            articles: vec![older_record],
+            article_vectors: seg.article_vector(loc.article).to_vec(),
+            ..Default::default()
+        };
+        for (c, text) in seg.article_chunks(loc.article).zip(&older_texts) {
+            let mut chunk = seg.chunk(c);
+            chunk.text_start = segment.text.len() as u64;
+            chunk.text_len = text.len() as u32;
+            segment.text.push_str(text);
+            segment.chunks.push(chunk);
+            segment.chunk_vectors.extend_from_slice(seg.chunk_vector(c));
+        }
+        let older = dir.path().join(format!("older-{n}"));
+        let mut w = Writer::open(&older, fake.identity(), "f32").unwrap();
+        w.commit(Some(&segment), &[]).unwrap();
+        drop(w);
+        let again = run_index(&older, &fake, &input, &opts);
+        assert_eq!(
+            (again.articles_changed, again.articles_unchanged),
+            (1, 0),
+            "{what}: {again:?}"
+        );
+        let store = Store::open(&older).unwrap();
+        let (loc, record) = store.live_articles().next().unwrap();
+        assert_eq!(record.title, "Truce talks resume in Cairo", "{what}");
+        let seg = &store.segments[loc.segment];
+        assert_eq!(
+            seg.chunk_text(seg.article_chunks(loc.article).start + 1),
+            "Background"
+        );
+        let settled = run_index(&older, &fake, &input, &opts);
+        assert_eq!(
+            (settled.articles_changed, settled.articles_unchanged),
+            (0, 1),
+            "{what}"
+        );
+    }
+}

@@ -1035,27 +1035,34 @@ fn cmd_embed(g: &Global, file: Option<&Path>) -> Result<i32, CliError> {
 }
 
 /// The lines of `file` (or standard input) as texts; a line that is not UTF-8 is read as
-/// Windows-1252, with a warning naming it.
+/// Windows-1252, with a warning naming it. An input that opens with UTF-16's byte-order mark is
+/// read whole as UTF-16 (its line ends are two bytes wide, so it cannot be cut at b'\n').
 fn read_embed_input(file: Option<&Path>) -> Result<Vec<String>, CliError> {
-    let reader: Box<dyn BufRead> = match file {
+    let mut reader: Box<dyn BufRead> = match file {
         None => Box::new(std::io::stdin().lock()),
         Some(p) if p == Path::new("-") => Box::new(std::io::stdin().lock()),
         Some(p) => Box::new(std::io::BufReader::new(
             std::fs::File::open(p).map_err(|e| CliError::Other(format!("{}: {e}", p.display())))?,
         )),
     };
+    if crate::text::utf16_bom(reader.fill_buf()?).is_some() {
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes)?;
+        let (text, note) = crate::text::decode_text(&bytes);
+        if let Some(note) = note {
+            eprintln!("likewise: warning: the input {note}");
+        }
+        return Ok(text.lines().map(str::to_string).collect());
+    }
     let mut texts = Vec::new();
     for (n, line) in reader.split(b'\n').enumerate() {
         let mut bytes = line?;
         if bytes.last() == Some(&b'\r') {
             bytes.pop();
         }
-        let (text, fallback) = crate::text::decode_text(&bytes);
-        if fallback {
-            eprintln!(
-                "likewise: warning: line {}: not valid UTF-8; read as Windows-1252",
-                n + 1
-            );
+        let (text, note) = crate::text::decode_text(&bytes);
+        if let Some(note) = note {
+            eprintln!("likewise: warning: line {}: {note}", n + 1);
         }
         texts.push(text);
     }
