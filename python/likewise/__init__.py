@@ -215,6 +215,11 @@ class Store:
             lines = []
             for i, rec in enumerate(records):
                 rec = {str(k): v for k, v in rec.items() if not _missing(v)}
+                rid = rec.get("id")
+                # pandas keeps whole numbers with a gap among them as floats (1.0, NaN): the id
+                # is still the whole number.
+                if isinstance(rid, (float, np.floating)) and float(rid).is_integer():
+                    rec["id"] = int(rid)
                 text = rec.get("text")
                 if text is None:
                     raise TypeError(f"record {i}: `text` is missing (absent, None or NaN)")

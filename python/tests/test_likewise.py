@@ -273,6 +273,12 @@ def test_a_dataframe_is_indexed_row_by_row_with_missing_fields_left_out(tmp_path
         s.query("floods", k=2**64)
     # A k past the store's size is every hit, not an allocation of k.
     assert len(s.query("floods", k=2**62)["hits"]) == 3
+    # An id column with a gap is floats in pandas (7.0, NaN): the id is still 7; the row
+    # without one is keyed by its content.
+    gap = likewise.Store(tmp_path / "gap", model=MODEL)
+    gap.index(pd.DataFrame({"id": [7, None], "text": ["Markets rallied on Friday.", "Bonds fell."]}))
+    keys = sorted(gap.articles()["key"])
+    assert keys[0] == "7" and keys[1].startswith("sha256:"), keys
 
 
 def test_bad_input_raises_clear_exceptions(seeds_store, model, tmp_path):
