@@ -164,7 +164,8 @@ fn is_indexable(path: &Path) -> bool {
 }
 
 /// The files to index under `paths`, sorted. A file named directly is taken whatever its
-/// extension; inside folders only `.txt`, `.md` and `.jsonl` files are.
+/// extension; inside folders only `.txt`, `.md`, `.jsonl` and `.parquet` files are (a folder
+/// with none is a warning).
 pub fn collect_files(paths: &[PathBuf], warn: &mut dyn FnMut(Warning)) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for root in paths {
@@ -182,6 +183,7 @@ pub fn collect_files(paths: &[PathBuf], warn: &mut dyn FnMut(Warning)) -> Vec<Pa
             files.push(root.clone());
             continue;
         }
+        let before = files.len();
         for entry in walkdir::WalkDir::new(root)
             .follow_links(true)
             .sort_by_file_name()
@@ -209,6 +211,17 @@ pub fn collect_files(paths: &[PathBuf], warn: &mut dyn FnMut(Warning)) -> Vec<Pa
                     warn(Warning { path, reason });
                 }
             }
+        }
+        if files.len() == before {
+            warn(Warning {
+                path: root.clone(),
+                reason: format!(
+                    "no file to index in this folder (it looks for .{} files)",
+                    [TEXT_EXTENSIONS, JSONL_EXTENSIONS, PARQUET_EXTENSIONS]
+                        .concat()
+                        .join(", .")
+                ),
+            });
         }
     }
     let mut seen = HashSet::new();
@@ -883,6 +896,11 @@ fn index_articles(
         }
     }
     writer.compact_if_needed()?;
+    // A first run that found nothing to store still leaves a store (empty), so the commands
+    // after it say "0 articles" rather than "no store here".
+    if writer.manifest().generation == 0 {
+        writer.commit(None, &[])?;
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

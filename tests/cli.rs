@@ -501,6 +501,27 @@ fn errors_are_one_line_with_a_documented_code() {
 }
 
 #[test]
+fn a_folder_with_nothing_to_index_is_a_warning_and_leaves_an_empty_store() {
+    // Before: "no store at … (build one with `likewise index PATH...`)", exit 5, from `index`
+    // itself, and every later command said the same.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("notes");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("page.html"), "<p>not a kind it reads</p>").unwrap();
+    let store = dir.path().join("store");
+    let msg = common::stderr_with_code(likewise(&store).arg("index").arg(&empty), 3);
+    assert!(
+        msg.contains("no file to index in this folder") && msg.contains(".txt, .md"),
+        "{msg}"
+    );
+    assert!(msg.contains("holds 0 articles"), "{msg}");
+    let info = json_out(likewise(&store).args(["info", "--format", "json"]));
+    assert_eq!(info["articles"], 0, "{info}");
+    let hits = json_out(likewise(&store).args(["query", RAFAH, "--format", "json"]));
+    assert_eq!(hits["hits"].as_array().unwrap().len(), 0);
+}
+
+#[test]
 fn embed_keeps_input_order_across_groups() {
     // More lines than one embedding group (1,024): groups are embedded and written in turn, and the
     // output must still follow the input line by line.
