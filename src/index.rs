@@ -144,6 +144,10 @@ impl Progress for Silent {
 
 const TEXT_EXTENSIONS: &[&str] = &["txt", "md", "markdown"];
 const JSONL_EXTENSIONS: &[&str] = &["jsonl", "ndjson"];
+/// One JSON document: an array of articles (or one article).
+const JSON_EXTENSIONS: &[&str] = &["json"];
+/// Tables with a header row (comma, semicolon or tab separated).
+const TABLE_EXTENSIONS: &[&str] = &["csv", "tsv"];
 const PARQUET_EXTENSIONS: &[&str] = &["parquet"];
 
 fn has_extension(path: &Path, extensions: &[&str]) -> bool {
@@ -157,9 +161,15 @@ fn is_indexable(path: &Path) -> bool {
         .and_then(|e| e.to_str())
         .map(|e| e.to_ascii_lowercase())
         .is_some_and(|e| {
-            TEXT_EXTENSIONS.contains(&e.as_str())
-                || JSONL_EXTENSIONS.contains(&e.as_str())
-                || PARQUET_EXTENSIONS.contains(&e.as_str())
+            [
+                TEXT_EXTENSIONS,
+                JSONL_EXTENSIONS,
+                JSON_EXTENSIONS,
+                TABLE_EXTENSIONS,
+                PARQUET_EXTENSIONS,
+            ]
+            .iter()
+            .any(|kind| kind.contains(&e.as_str()))
         })
 }
 
@@ -217,9 +227,15 @@ pub fn collect_files(paths: &[PathBuf], warn: &mut dyn FnMut(Warning)) -> Vec<Pa
                 path: root.clone(),
                 reason: format!(
                     "no file to index in this folder (it looks for .{} files)",
-                    [TEXT_EXTENSIONS, JSONL_EXTENSIONS, PARQUET_EXTENSIONS]
-                        .concat()
-                        .join(", .")
+                    [
+                        TEXT_EXTENSIONS,
+                        JSONL_EXTENSIONS,
+                        JSON_EXTENSIONS,
+                        TABLE_EXTENSIONS,
+                        PARQUET_EXTENSIONS
+                    ]
+                    .concat()
+                    .join(", .")
                 ),
             });
         }
@@ -271,6 +287,12 @@ pub fn read_file(
     }
     if is_jsonl {
         return read_jsonl(path, Some(&file), &bytes, opts, warn);
+    }
+    if has_extension(path, JSON_EXTENSIONS) {
+        return read_json_document(path, &file, &bytes, opts, warn);
+    }
+    if has_extension(path, TABLE_EXTENSIONS) {
+        return read_table(path, &file, &bytes, opts, warn);
     }
     if bytes.len() > opts.max_article_bytes {
         warn(w(format!(
@@ -399,30 +421,62 @@ fn read_jsonl(
                 continue;
             }
         };
-        let content_hash = sha256_hex(&[line.as_bytes()]);
+        let record = Record {
+            number: line_no,
+            content_hash: sha256_hex(&[line.as_bytes()]),
+            article,
+        };
+        out.extend(record.into_article(file, &mut keys, &mut |r| warn(w(r))));
+    }
+    out
+}
+
+/// One article record of a JSONL, JSON or table file, before it is parsed.
+struct Record {
+    /// Its line (JSONL, and the line a table's row starts on) or place (a JSON array's element),
+    /// from 1: its key when it has no `id`, and where warnings point.
+    number: usize,
+    content_hash: String,
+    article: JsonArticle,
+}
+
+impl Record {
+    /// The article, keyed by its `id` (else its place in `file`, else its content); `None`, with
+    /// a warning, for a bad or repeated id or an empty text.
+    fn into_article(
+        self,
+        file: Option<&str>,
+        keys: &mut HashSet<String>,
+        warn: &mut dyn FnMut(String),
+    ) -> Option<SourceArticle> {
+        let Record {
+            number,
+            content_hash,
+            article,
+        } = self;
         let key = match (&article.id, file) {
             (Some(serde_json::Value::String(s)), _) if !s.is_empty() => s.clone(),
             (Some(serde_json::Value::Number(n)), _) => n.to_string(),
-            (Some(other), _) if !other.is_null() => {
-                warn(w(format!(
+            (Some(other), _) if !other.is_null() && other != "" => {
+                warn(format!(
                     "`id` must be a string or a number, not {other}; skipped"
-                )));
-                continue;
+                ));
+                return None;
             }
-            (_, Some(file)) => format!("{file}#{line_no}"),
+            (_, Some(file)) => format!("{file}#{number}"),
             (_, None) => format!("sha256:{}", &content_hash[..16]),
         };
         if !keys.insert(key.clone()) {
-            warn(w(format!("id `{key}` repeats an earlier line; skipped")));
-            continue;
+            warn(format!("id `{key}` repeats an earlier record; skipped"));
+            return None;
         }
         let mut parsed = match &article.title {
             Some(t) if !t.trim().is_empty() => text::parse_titled(t, &article.text),
             _ => text::parse_article_text(&article.text),
         };
         if parsed.paragraphs.is_empty() && parsed.title.is_empty() {
-            warn(w("empty text; skipped".into()));
-            continue;
+            warn("empty text; skipped".into());
+            return None;
         }
         let meta = &mut parsed.meta;
         if let Some(d) = article.date.filter(|d| !d.trim().is_empty()) {
@@ -434,13 +488,256 @@ fn read_jsonl(
         if let Some(u) = article.url.filter(|u| !u.trim().is_empty()) {
             meta.url = Some(u);
         }
-        out.push(SourceArticle {
+        Some(SourceArticle {
             key,
             file: file.map(str::to_string),
             content_hash,
             parsed,
             given: None,
-        });
+        })
+    }
+}
+
+/// The largest `.json` document read whole (parsed, it takes several times its size in memory);
+/// past it, JSON lines are read a line at a time.
+const MAX_JSON_DOCUMENT_BYTES: usize = 256 << 20;
+
+/// Reads a JSON file holding an array of articles (objects with the JSONL fields), or one
+/// article; warnings name an element by its place in the array (`file:3` is the third).
+fn read_json_document(
+    path: &Path,
+    file: &str,
+    bytes: &[u8],
+    opts: &IndexOptions,
+    warn: &mut dyn FnMut(Warning),
+) -> Vec<SourceArticle> {
+    let at = |number: Option<usize>, reason: String| Warning {
+        path: match number {
+            Some(n) => PathBuf::from(format!("{}:{n}", path.display())),
+            None => path.to_path_buf(),
+        },
+        reason,
+    };
+    if bytes.len() > MAX_JSON_DOCUMENT_BYTES {
+        warn(at(None, format!(
+            "{} bytes, over the {}-byte limit for one JSON document (write it as JSON lines, one article a line); skipped",
+            bytes.len(),
+            MAX_JSON_DOCUMENT_BYTES
+        )));
+        return Vec::new();
+    }
+    let (content, fallback) = text::decode_text(bytes);
+    if let Some(note) = fallback {
+        warn(at(None, note.into()));
+    }
+    let elements = match serde_json::from_str::<serde_json::Value>(&content) {
+        Ok(serde_json::Value::Array(items)) => items,
+        Ok(one @ serde_json::Value::Object(_)) => vec![one],
+        Ok(other) => {
+            warn(at(None, format!(
+                "a JSON {} — give an array of articles, or one article (an object with a `text` field); skipped",
+                json_kind(&other)
+            )));
+            return Vec::new();
+        }
+        Err(e) => {
+            warn(at(None, format!("not JSON ({e}); skipped")));
+            return Vec::new();
+        }
+    };
+    let mut keys = HashSet::new();
+    let mut out = Vec::new();
+    for (i, element) in elements.into_iter().enumerate() {
+        let number = i + 1;
+        let raw = element.to_string();
+        if raw.len() > opts.max_article_bytes {
+            warn(at(
+                Some(number),
+                format!(
+                    "{} bytes, over the {}-byte limit for one article; skipped",
+                    raw.len(),
+                    opts.max_article_bytes
+                ),
+            ));
+            continue;
+        }
+        if !element.is_object() {
+            warn(at(
+                Some(number),
+                format!(
+                    "a JSON {}, not an article (an object with a `text` field); skipped",
+                    json_kind(&element)
+                ),
+            ));
+            continue;
+        }
+        let article: JsonArticle = match serde_json::from_value(element) {
+            Ok(a) => a,
+            Err(e) => {
+                warn(at(
+                    Some(number),
+                    format!("not a JSON article with a `text` field ({e}); skipped"),
+                ));
+                continue;
+            }
+        };
+        let record = Record {
+            number,
+            content_hash: sha256_hex(&[raw.as_bytes()]),
+            article,
+        };
+        out.extend(record.into_article(Some(file), &mut keys, &mut |r| warn(at(Some(number), r))));
+    }
+    out
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "true or false",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// Header names (lower case) each field of an article is read from in a table, first match.
+const TABLE_COLUMNS: [(&str, &[&str]); 6] = [
+    ("text", &["text", "body", "content", "article"]),
+    ("id", &["id"]),
+    ("title", &["title", "headline"]),
+    ("date", &["date", "published"]),
+    ("source", &["source", "publisher"]),
+    ("url", &["url", "link"]),
+];
+
+/// Reads a table with a header row (`.csv`, `.tsv`): one article a row, from the columns of
+/// [`TABLE_COLUMNS`] (the text's column is required; others are left as they are). The
+/// separator is the one of comma, semicolon and tab the header line has most of; fields may be
+/// quoted and span lines. Warnings name the line a row starts on.
+fn read_table(
+    path: &Path,
+    file: &str,
+    bytes: &[u8],
+    opts: &IndexOptions,
+    warn: &mut dyn FnMut(Warning),
+) -> Vec<SourceArticle> {
+    let at = |line: Option<u64>, reason: String| Warning {
+        path: match line {
+            Some(n) => PathBuf::from(format!("{}:{n}", path.display())),
+            None => path.to_path_buf(),
+        },
+        reason,
+    };
+    let (content, fallback) = text::decode_text(bytes);
+    if let Some(note) = fallback {
+        warn(at(None, note.into()));
+    }
+    let header_line = content.lines().next().unwrap_or_default();
+    let separator = [b',', b';', b'\t']
+        .into_iter()
+        .max_by_key(|&c| header_line.bytes().filter(|&b| b == c).count())
+        .unwrap_or(b',');
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(separator)
+        .flexible(true)
+        .from_reader(content.as_bytes());
+    let headers: Vec<String> = match reader.headers() {
+        Ok(h) => h.iter().map(|c| c.trim().to_lowercase()).collect(),
+        Err(e) => {
+            warn(at(None, format!("not a table ({e}); skipped")));
+            return Vec::new();
+        }
+    };
+    let column = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| headers.iter().position(|h| h == n))
+    };
+    let columns: Vec<(&str, Option<usize>)> = TABLE_COLUMNS
+        .iter()
+        .map(|(field, names)| (*field, column(names)))
+        .collect();
+    let Some(text_column) = columns[0].1 else {
+        warn(at(
+            None,
+            format!(
+            "no text column in its header (it looks for one named {}; the header has: {}); skipped",
+            TABLE_COLUMNS[0].1.join(", "),
+            headers.join(", ")
+        ),
+        ));
+        return Vec::new();
+    };
+    let mut keys = HashSet::new();
+    let mut out = Vec::new();
+    let mut row = csv::StringRecord::new();
+    loop {
+        let line = reader.position().line() + 1;
+        match reader.read_record(&mut row) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                warn(at(
+                    Some(line),
+                    format!("not a row of the table ({e}); skipped"),
+                ));
+                continue;
+            }
+        }
+        let line = row.position().map_or(line, |p| p.line());
+        if row.iter().all(|f| f.trim().is_empty()) {
+            continue;
+        }
+        if row.get(text_column).is_none() {
+            warn(at(
+                Some(line),
+                format!(
+                    "{} fields, and the text is field {}; skipped",
+                    row.len(),
+                    text_column + 1
+                ),
+            ));
+            continue;
+        }
+        let field = |c: Option<usize>| {
+            c.and_then(|c| row.get(c))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let text = row.get(text_column).unwrap_or_default().to_string();
+        if text.len() > opts.max_article_bytes {
+            warn(at(
+                Some(line),
+                format!(
+                    "{} bytes, over the {}-byte limit for one article; skipped",
+                    text.len(),
+                    opts.max_article_bytes
+                ),
+            ));
+            continue;
+        }
+        let mut raw = Vec::new();
+        for (_, c) in &columns {
+            raw.push(field(*c).unwrap_or_default());
+        }
+        let article = JsonArticle {
+            text,
+            id: field(columns[1].1).map(serde_json::Value::String),
+            title: field(columns[2].1),
+            date: field(columns[3].1),
+            source: field(columns[4].1),
+            url: field(columns[5].1),
+        };
+        let parts: Vec<&[u8]> = raw.iter().map(|f| f.as_bytes()).collect();
+        let record = Record {
+            number: line as usize,
+            content_hash: sha256_hex(&parts),
+            article,
+        };
+        out.extend(record.into_article(Some(file), &mut keys, &mut |r| warn(at(Some(line), r))));
     }
     out
 }

@@ -210,6 +210,111 @@ fn jsonl_articles_with_ids_and_metadata() {
     assert_eq!(a1.meta.source.as_deref(), Some("Wire"));
 }
 
+/// The warnings an indexing run gave, as `path: reason` lines.
+struct Collect(std::sync::Mutex<Vec<String>>);
+
+impl index::Progress for Collect {
+    fn start(&self, _: usize) {}
+    fn advance(&self, _: usize) {}
+    fn finish(&self) {}
+    fn warn(&self, w: &index::Warning) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{}: {}", w.path.display(), w.reason));
+    }
+}
+
+#[test]
+fn tables_and_json_documents_give_an_article_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    // A CSV as spreadsheets write it: quoted fields with commas and line breaks, gaps.
+    std::fs::write(
+        input.join("feed.csv"),
+        "id,Headline,text,date,category\n\
+         a1,Budget vote,\"MPs voted on the budget, late.\nThe vote passed.\",2024-03-01,politics\n\
+         ,Untitled,A story without an id.,,sport\n\
+         a1,Again,The same id again.,,\n\
+         a2,Short row\n",
+    )
+    .unwrap();
+    // Semicolons (a European spreadsheet's CSV), and a tab-separated file.
+    std::fs::write(
+        input.join("semi.csv"),
+        "title;body\nRates rise;The bank raised rates.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        input.join("wire.tsv"),
+        "text\tsource\nShares rose on Friday.\tWire\n",
+    )
+    .unwrap();
+    std::fs::write(
+        input.join("export.json"),
+        r#"[{"id": "j1", "text": "Floods hit the coast."}, {"txt": "no text"}, 7]"#,
+    )
+    .unwrap();
+    std::fs::write(input.join("columns.csv"), "a,b\n1,2\n").unwrap();
+    let fake = FakeEmbedder::new(16, 50);
+    let store = dir.path().join("s");
+    let mut w = Writer::open(&store, fake.identity(), "f32").unwrap();
+    let warnings = Collect(Default::default());
+    let report = index::index(
+        &mut w,
+        &fake,
+        std::slice::from_ref(&input),
+        &IndexOptions::default(),
+        &warnings,
+    )
+    .unwrap();
+    drop(w);
+    let warnings = warnings.0.into_inner().unwrap();
+    let said = |what: &str| warnings.iter().any(|w| w.contains(what));
+    assert!(
+        said("feed.csv:5: id `a1` repeats an earlier record"),
+        "{warnings:?}"
+    );
+    assert!(
+        said("feed.csv:6: 2 fields, and the text is field 3"),
+        "{warnings:?}"
+    );
+    assert!(
+        said("export.json:2: not a JSON article with a `text` field"),
+        "{warnings:?}"
+    );
+    assert!(
+        said("export.json:3: a JSON number, not an article"),
+        "{warnings:?}"
+    );
+    assert!(said("columns.csv: no text column"), "{warnings:?}");
+    assert_eq!(
+        (report.articles_new, report.skipped_inputs),
+        (5, 5),
+        "{warnings:?}"
+    );
+    let s = Store::open(&store).unwrap();
+    let a1 = s.article(s.find_key("a1").unwrap());
+    assert_eq!(a1.title, "Budget vote");
+    assert_eq!(a1.paragraphs, 2);
+    assert_eq!(a1.meta.date.as_deref(), Some("2024-03-01"));
+    // A row without an id is keyed by its file and the line it starts on.
+    let untitled = s.article(s.find_key("in/feed.csv#4").unwrap());
+    assert_eq!(untitled.title, "Untitled");
+    let rates = s.article(s.find_key("in/semi.csv#2").unwrap());
+    assert_eq!((rates.title.as_str(), rates.paragraphs), ("Rates rise", 1));
+    let wire = s.article(s.find_key("in/wire.tsv#2").unwrap());
+    assert_eq!(wire.meta.source.as_deref(), Some("Wire"));
+    assert_eq!(
+        s.article(s.find_key("j1").unwrap()).title,
+        "Floods hit the coast."
+    );
+    // The same files again: nothing changed.
+    let again = run_index(&store, &fake, &input, &IndexOptions::default());
+    assert_eq!((again.articles_new, again.articles_unchanged), (0, 5));
+}
+
 #[test]
 fn appending_to_a_large_store_merges_only_the_small_segments() {
     let dir = tempfile::tempdir().unwrap();

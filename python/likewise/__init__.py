@@ -187,7 +187,8 @@ class Store:
     # -- writing ------------------------------------------------------------------------------
 
     def index(self, paths_or_records: Union[PathLike, Iterable[Union[PathLike, dict]]]) -> dict:
-        """Indexes files and folders (`.txt`, `.md`, `.jsonl`, `.parquet`) and/or records: dicts
+        """Indexes files and folders (`.txt`, `.md`, `.jsonl`, `.json`, `.csv`, `.tsv`, `.parquet`)
+        and/or records: dicts
         with the JSONL fields (`text`, and `id`, `title`, `date`, `source`, `url`). Returns
         `{"report": …, "skipped": [reason, …]}`; unchanged articles are not embedded again.
         A DataFrame (pandas or polars) is taken row by row as records: a `text` column, and any

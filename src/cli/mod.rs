@@ -82,7 +82,7 @@ pub struct Global {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Embed articles from files and folders (.txt, .md, .jsonl) into the store.
+    /// Embed articles from files and folders (.txt, .md, .jsonl, .json, .csv, .tsv, .parquet) into the store.
     Index {
         /// Files or folders (searched recursively).
         #[arg(required_unless_present = "compact")]
