@@ -146,6 +146,8 @@ const TEXT_EXTENSIONS: &[&str] = &["txt", "md", "markdown"];
 const JSONL_EXTENSIONS: &[&str] = &["jsonl", "ndjson"];
 /// One JSON document: an array of articles (or one article).
 const JSON_EXTENSIONS: &[&str] = &["json"];
+/// Markup, refused when named directly (inside folders it is not looked at).
+const MARKUP_EXTENSIONS: &[&str] = &["html", "htm", "xhtml", "xml"];
 /// Tables with a header row (comma, semicolon or tab separated).
 const TABLE_EXTENSIONS: &[&str] = &["csv", "tsv"];
 const PARQUET_EXTENSIONS: &[&str] = &["parquet"];
@@ -283,6 +285,14 @@ pub fn read_file(
     }
     if text::looks_binary(&bytes) {
         warn(w("looks binary, not text; skipped".into()));
+        return Vec::new();
+    }
+    if has_extension(path, MARKUP_EXTENSIONS) {
+        // Read as text, its tags, scripts and styles would be embedded with the story.
+        warn(w(
+            "markup (HTML or XML) is not read: give the article's text as .txt or .md, or records as .jsonl, .csv or .parquet; skipped"
+                .into(),
+        ));
         return Vec::new();
     }
     if is_jsonl {

@@ -519,6 +519,12 @@ fn a_folder_with_nothing_to_index_is_a_warning_and_leaves_an_empty_store() {
     assert_eq!(info["articles"], 0, "{info}");
     let hits = json_out(likewise(&store).args(["query", RAFAH, "--format", "json"]));
     assert_eq!(hits["hits"].as_array().unwrap().len(), 0);
+    // Named directly, markup is refused rather than embedded with its tags.
+    let msg = common::stderr_with_code(
+        likewise(&store).arg("index").arg(empty.join("page.html")),
+        3,
+    );
+    assert!(msg.contains("markup (HTML or XML) is not read"), "{msg}");
 }
 
 #[test]
