@@ -305,11 +305,7 @@ pub fn read_file(
         return read_table(path, &file, &bytes, opts, warn);
     }
     if bytes.len() > opts.max_article_bytes {
-        warn(w(format!(
-            "{} bytes, over the {}-byte limit for one article; skipped",
-            bytes.len(),
-            opts.max_article_bytes
-        )));
+        warn(w(over_article_limit(bytes.len(), opts)));
         return Vec::new();
     }
     let (content, fallback) = text::decode_text(&bytes);
@@ -415,11 +411,7 @@ fn read_jsonl(
             reason,
         };
         if line.len() > opts.max_article_bytes {
-            warn(w(format!(
-                "{} bytes, over the {}-byte limit for one article; skipped",
-                line.len(),
-                opts.max_article_bytes
-            )));
+            warn(w(over_article_limit(line.len(), opts)));
             continue;
         }
         let article: JsonArticle = match serde_json::from_str(line) {
@@ -508,6 +500,25 @@ impl Record {
     }
 }
 
+/// A warning about `path`, or about its record at `place` (a line, or an element's number).
+fn warning_at(path: &Path, place: Option<usize>, reason: String) -> Warning {
+    Warning {
+        path: match place {
+            Some(n) => PathBuf::from(format!("{}:{n}", path.display())),
+            None => path.to_path_buf(),
+        },
+        reason,
+    }
+}
+
+/// What a warning says of an article over `--max-article-bytes`.
+fn over_article_limit(bytes: usize, opts: &IndexOptions) -> String {
+    format!(
+        "{bytes} bytes, over the {}-byte limit for one article; skipped",
+        opts.max_article_bytes
+    )
+}
+
 /// The largest `.json` document read whole (parsed, it takes several times its size in memory);
 /// past it, JSON lines are read a line at a time.
 const MAX_JSON_DOCUMENT_BYTES: usize = 256 << 20;
@@ -521,13 +532,7 @@ fn read_json_document(
     opts: &IndexOptions,
     warn: &mut dyn FnMut(Warning),
 ) -> Vec<SourceArticle> {
-    let at = |number: Option<usize>, reason: String| Warning {
-        path: match number {
-            Some(n) => PathBuf::from(format!("{}:{n}", path.display())),
-            None => path.to_path_buf(),
-        },
-        reason,
-    };
+    let at = |number: Option<usize>, reason: String| warning_at(path, number, reason);
     if bytes.len() > MAX_JSON_DOCUMENT_BYTES {
         warn(at(None, format!(
             "{} bytes, over the {}-byte limit for one JSON document (write it as JSON lines, one article a line); skipped",
@@ -561,14 +566,7 @@ fn read_json_document(
         let number = i + 1;
         let raw = element.to_string();
         if raw.len() > opts.max_article_bytes {
-            warn(at(
-                Some(number),
-                format!(
-                    "{} bytes, over the {}-byte limit for one article; skipped",
-                    raw.len(),
-                    opts.max_article_bytes
-                ),
-            ));
+            warn(at(Some(number), over_article_limit(raw.len(), opts)));
             continue;
         }
         if !element.is_object() {
@@ -633,13 +631,7 @@ fn read_table(
     opts: &IndexOptions,
     warn: &mut dyn FnMut(Warning),
 ) -> Vec<SourceArticle> {
-    let at = |line: Option<u64>, reason: String| Warning {
-        path: match line {
-            Some(n) => PathBuf::from(format!("{}:{n}", path.display())),
-            None => path.to_path_buf(),
-        },
-        reason,
-    };
+    let at = |line: Option<u64>, reason: String| warning_at(path, line.map(|l| l as usize), reason);
     let (content, fallback) = text::decode_text(bytes);
     if let Some(note) = fallback {
         warn(at(None, note.into()));
@@ -719,14 +711,7 @@ fn read_table(
         };
         let text = row.get(text_column).unwrap_or_default().to_string();
         if text.len() > opts.max_article_bytes {
-            warn(at(
-                Some(line),
-                format!(
-                    "{} bytes, over the {}-byte limit for one article; skipped",
-                    text.len(),
-                    opts.max_article_bytes
-                ),
-            ));
+            warn(at(Some(line), over_article_limit(text.len(), opts)));
             continue;
         }
         let mut raw = Vec::new();
