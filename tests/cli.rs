@@ -498,6 +498,21 @@ fn errors_are_one_line_with_a_documented_code() {
         .args(["query", "--bogus"])
         .assert()
         .code(2);
+    // A PDF given as the passage, or to `embed`, is refused, not embedded as noise.
+    let pdf = dir.path().join("report.pdf");
+    std::fs::write(&pdf, b"%PDF-1.7\n\x00\x01\x02\x03 binary stream\x00").unwrap();
+    let msg = common::stderr_with_code(
+        likewise(&dir.path().join("missing"))
+            .args(["query", "--file"])
+            .arg(&pdf),
+        1,
+    );
+    assert!(msg.contains("report.pdf: looks binary, not text"), "{msg}");
+    let msg = common::stderr_with_code(
+        likewise(&dir.path().join("missing")).arg("embed").arg(&pdf),
+        1,
+    );
+    assert!(msg.contains("report.pdf: looks binary, not text"), "{msg}");
 }
 
 #[test]

@@ -957,9 +957,21 @@ fn cmd_index(
     Ok(exit::SUCCESS)
 }
 
+/// A passage file's text; a file that looks binary (a PDF, a Word file) is refused rather than
+/// embedded as noise, and one that is not UTF-8 is read with a warning.
 fn read_text_file(f: &Path) -> Result<String, CliError> {
     let bytes = std::fs::read(f).map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?;
-    Ok(crate::text::decode_text(&bytes).0)
+    if crate::text::looks_binary(&bytes) {
+        return Err(CliError::Other(format!(
+            "{}: looks binary, not text (give plain text: UTF-8, or UTF-16 with its byte-order mark)",
+            f.display()
+        )));
+    }
+    let (text, note) = crate::text::decode_text(&bytes);
+    if let Some(note) = note {
+        eprintln!("likewise: warning: {}: {note}", f.display());
+    }
+    Ok(text)
 }
 
 /// Texts embedded together by `likewise embed`: enough for every thread to have long runs of
@@ -1045,7 +1057,14 @@ fn read_embed_input(file: Option<&Path>) -> Result<Vec<String>, CliError> {
             std::fs::File::open(p).map_err(|e| CliError::Other(format!("{}: {e}", p.display())))?,
         )),
     };
-    if crate::text::utf16_bom(reader.fill_buf()?).is_some() {
+    let head = reader.fill_buf()?;
+    if crate::text::looks_binary(head) {
+        return Err(CliError::Other(format!(
+            "{}: looks binary, not text (give one text a line: UTF-8, or UTF-16 with its byte-order mark)",
+            file.map_or("standard input".into(), |p| p.display().to_string())
+        )));
+    }
+    if crate::text::utf16_bom(head).is_some() {
         let mut bytes = Vec::new();
         reader.read_to_end(&mut bytes)?;
         let (text, note) = crate::text::decode_text(&bytes);
