@@ -1558,9 +1558,27 @@ pub struct PartTarget<'a> {
     pub article_vectors: ArticleVectorMode,
 }
 
+/// How a distributed job knows a stored article: its content hash and a fingerprint of how it
+/// was cut (headline, metadata, paragraph count), so that a part re-cuts an article whose
+/// unchanged content a newer reader cuts otherwise, as [`index`] does.
+pub fn known_form(record: &ArticleRecord) -> String {
+    cut_form(
+        &record.content_hash,
+        &record.title,
+        &record.meta,
+        record.paragraphs as usize,
+    )
+}
+
+fn cut_form(content_hash: &str, title: &str, meta: &Metadata, paragraphs: usize) -> String {
+    let meta = serde_json::to_string(meta).unwrap_or_default();
+    let cut = sha256_hex(&[title.as_bytes(), meta.as_bytes(), &paragraphs.to_le_bytes()]);
+    format!("{content_hash}:{}", &cut[..16])
+}
+
 /// Indexes one part of a larger job without the store's lock: reads `lines` (JSON lines, the
-/// fields `index` takes), skips articles whose key and content hash are in `known` (the store's
-/// live articles), embeds the rest exactly as [`index`] does and writes them as segment files
+/// fields `index` takes), skips articles whose key and [`known_form`] are in `known` (the
+/// store's live articles), embeds the rest exactly as [`index`] does and writes them as segment files
 /// that [`Writer::commit_segments`] names afterwards. Nothing is visible to readers until then.
 pub fn write_part(
     target: &PartTarget,
@@ -1589,8 +1607,16 @@ pub fn write_part(
     });
     let mut todo = Vec::new();
     for a in articles {
+        let form = || {
+            cut_form(
+                &a.content_hash,
+                &a.parsed.title,
+                &a.parsed.meta,
+                a.parsed.paragraphs.len(),
+            )
+        };
         match known.get(&a.key) {
-            Some(hash) if *hash == a.content_hash => written.articles_unchanged += 1,
+            Some(stored) if *stored == form() => written.articles_unchanged += 1,
             Some(_) => {
                 written.articles_changed += 1;
                 todo.push(a);

@@ -723,3 +723,56 @@ fn an_article_an_older_reader_cut_otherwise_is_cut_again() {
         );
     }
 }
+
+#[test]
+fn a_distributed_part_cuts_again_what_the_store_holds_cut_otherwise() {
+    // A Spark job's part knows each stored article by its content hash and how it was cut: the
+    // same content stored with another headline (front matter once read as text) is changed.
+    let dir = tempfile::tempdir().unwrap();
+    let line = r#"{"id": "t1", "text": "---\ntitle: Truce talks resume\n---\nNegotiators met on Saturday."}"#;
+    let fake = FakeEmbedder::new(16, 50);
+    let store = dir.path().join("s");
+    let mut w = Writer::open(&store, fake.identity(), "f32").unwrap();
+    index::index_json_lines(
+        &mut w,
+        &fake,
+        "feed",
+        &format!("{line}\n"),
+        &IndexOptions::default(),
+        &Silent,
+    )
+    .unwrap();
+    drop(w);
+    let s = Store::open(&store).unwrap();
+    let (_, record) = s.live_articles().next().unwrap();
+    assert_eq!(record.title, "Truce talks resume");
+    let mut older = record.clone();
+    older.title = "---".into();
+    older.paragraphs = 3;
+    let target = index::PartTarget {
+        dir: &store,
+        file_stem: "seg-part-test",
+        compact: None,
+        generation: 2,
+        articles_per_segment: 100,
+        article_vectors: s.manifest.article_vectors,
+    };
+    for (stored, changed) in [(record.clone(), 0), (older, 1)] {
+        let known = [(stored.key.clone(), index::known_form(&stored))].into();
+        let written = index::write_part(
+            &target,
+            &fake,
+            "part",
+            &format!("{line}\n"),
+            &known,
+            &IndexOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (written.articles_changed, written.articles_unchanged),
+            (changed, 1 - changed),
+            "stored as {:?}",
+            stored.title
+        );
+    }
+}

@@ -246,7 +246,7 @@ impl Job {
         })))
     }
 
-    /// The store's live articles as two lists: keys, and their content hashes.
+    /// The store's live articles as two lists: keys, and how each was stored (its content hash and a fingerprint of its cut).
     fn known(&self) -> PyResult<(Vec<String>, Vec<String>)> {
         let slot = self.job.lock().unwrap_or_else(|p| p.into_inner());
         let job = slot

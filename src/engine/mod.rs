@@ -778,7 +778,7 @@ impl Engine {
         let snapshot = writer.snapshot()?;
         let known = snapshot
             .live_articles()
-            .map(|(_, rec)| (rec.key.clone(), rec.content_hash.clone()))
+            .map(|(_, rec)| (rec.key.clone(), index::known_form(rec)))
             .collect();
         let m = writer.manifest();
         let start = JobStart {
@@ -870,6 +870,7 @@ pub struct JobStart {
     #[serde(default)]
     pub article_vectors: crate::store::ArticleVectorMode,
     pub generation: u64,
+    /// Each live article's key and [`index::known_form`] (content hash and how it was cut).
     pub known: std::collections::HashMap<String, String>,
 }
 
