@@ -540,6 +540,28 @@ fn a_folder_with_nothing_to_index_is_a_warning_and_leaves_an_empty_store() {
         3,
     );
     assert!(msg.contains("markup (HTML or XML) is not read"), "{msg}");
+    // For scripts: the report, what was skipped and why, and the store's counts on stdout.
+    let out = likewise(&store)
+        .args(["index", "--format", "json"])
+        .arg(&empty)
+        .arg(empty.join("page.html"))
+        .assert()
+        .code(3)
+        .get_output()
+        .stdout
+        .clone();
+    let doc: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["report"]["skipped_inputs"], 2, "{doc}");
+    let skipped = doc["skipped"].as_array().unwrap();
+    assert!(
+        skipped[0].as_str().unwrap().contains("no file to index"),
+        "{doc}"
+    );
+    assert!(
+        skipped[1].as_str().unwrap().contains("page.html: markup"),
+        "{doc}"
+    );
+    assert_eq!(doc["store"]["articles"], 0, "{doc}");
 }
 
 #[test]

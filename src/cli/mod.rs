@@ -101,6 +101,10 @@ pub enum Command {
         /// Articles embedded per commit: what an interruption can lose at most.
         #[arg(long, default_value_t = 64)]
         commit_every: usize,
+        /// `json`: the run's report, the inputs skipped and the store's counts on stdout (for
+        /// scripts); by default the summary is a line on stderr.
+        #[arg(long, value_enum)]
+        format: Option<IndexFormat>,
     },
     /// Find articles or paragraphs similar to a passage or to an indexed article.
     Query(QueryArgs),
@@ -500,6 +504,12 @@ pub enum Level {
     Paragraph,
 }
 
+/// `index`'s one document for scripts.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexFormat {
+    Json,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Table,
@@ -578,10 +588,12 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             max_article_bytes,
             commit_every,
             compact,
+            format,
         } => cmd_index(
             g,
             paths,
             *compact,
+            *format,
             IndexOptions {
                 prune: *prune,
                 max_article_bytes: *max_article_bytes,
@@ -834,6 +846,8 @@ fn write_json(out: &mut impl Write, doc: &impl Serialize) -> std::io::Result<()>
 struct Bar {
     bar: ProgressBar,
     warnings: std::sync::atomic::AtomicUsize,
+    /// Each skipped input and why, for `index --format json`.
+    skipped: std::sync::Mutex<Vec<String>>,
 }
 
 impl Bar {
@@ -848,6 +862,7 @@ impl Bar {
         Self {
             bar,
             warnings: Default::default(),
+            skipped: Default::default(),
         }
     }
 }
@@ -861,6 +876,10 @@ impl Progress for Bar {
     }
     fn warn(&self, w: &Warning) {
         self.warnings.fetch_add(1, Ordering::Relaxed);
+        self.skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w.to_string());
         self.bar.suspend(|| {
             eprintln!(
                 "likewise: warning: {}",
@@ -885,6 +904,7 @@ fn cmd_index(
     g: &Global,
     paths: &[PathBuf],
     compact: Option<CompactArg>,
+    format: Option<IndexFormat>,
     mut opts: IndexOptions,
 ) -> Result<i32, CliError> {
     let engine = g.engine();
@@ -949,6 +969,19 @@ fn cmd_index(
         store.article_count(),
         store.paragraph_count(),
     );
+    if format == Some(IndexFormat::Json) {
+        let skipped = bar.skipped.lock().unwrap_or_else(|p| p.into_inner());
+        let doc = serde_json::json!({
+            "report": report,
+            "skipped": *skipped,
+            "store": {
+                "path": g.index,
+                "articles": store.article_count(),
+                "paragraphs": store.paragraph_count(),
+            },
+        });
+        write_json(&mut std::io::stdout().lock(), &doc)?;
+    }
     let warnings = bar.warnings.load(Ordering::Relaxed);
     if warnings > 0 {
         eprintln!("likewise: {warnings} inputs were skipped (see the warnings above)");
