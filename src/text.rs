@@ -103,31 +103,76 @@ pub fn split_front_matter(text: &str) -> (BTreeMap<String, String>, &str) {
         _ => return (fields, text),
     };
     let mut at = first.len();
+    let mut known = false;
     for line in lines.take(100) {
         at += line.len();
         let line = line.trim_end();
         if closers.contains(&line) {
-            return (fields, &text_start[at..]);
+            // A story that opens with a rule is not front matter: the block must name one of
+            // the fields front matter has.
+            let kept = if known { fields } else { BTreeMap::new() };
+            return (kept, if known { &text_start[at..] } else { text });
         }
         // Indented lines belong to a list or table of the field above: not a field.
-        if line.starts_with([' ', '\t', '-', '#', '[']) {
+        if line.trim().is_empty() || line.starts_with([' ', '\t', '-', '#', '[']) {
             continue;
         }
-        if let Some((key, value)) = line.split_once(separator) {
+        let Some((key, value)) = line.split_once(separator) else {
+            return (BTreeMap::new(), text);
+        };
+        let key = key.trim().to_lowercase();
+        // A key is one word (`title`, `publish_date`, `og-title`); "Breaking news: …" is text.
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return (BTreeMap::new(), text);
+        }
+        known |= FRONT_KEYS.contains(&key.as_str());
+        {
             let value = value.trim();
             let value = value
                 .strip_prefix('"')
                 .and_then(|v| v.strip_suffix('"'))
                 .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
                 .unwrap_or(value);
-            let key = key.trim().to_lowercase();
-            if !value.is_empty() && !key.is_empty() && !value.starts_with(['[', '{', '|', '>']) {
+            if !value.is_empty() && !value.starts_with(['[', '{', '|', '>']) {
                 fields.insert(key, normalize_whitespace(value));
             }
         }
     }
     (BTreeMap::new(), text)
 }
+
+/// Fields of which a front matter block must name one (Jekyll's, Hugo's and the usual news
+/// export's).
+const FRONT_KEYS: &[&str] = &[
+    "title",
+    "date",
+    "published",
+    "publishdate",
+    "pubdate",
+    "source",
+    "publisher",
+    "url",
+    "link",
+    "canonical",
+    "permalink",
+    "author",
+    "authors",
+    "tags",
+    "categories",
+    "category",
+    "layout",
+    "slug",
+    "description",
+    "summary",
+    "draft",
+    "lang",
+    "language",
+    "id",
+];
 
 /// Keys of front matter fields read as an article's date, source and address.
 const FRONT_DATE: &[&str] = &["date", "published", "publishdate", "pubdate"];
@@ -574,10 +619,18 @@ mod tests {
         );
         assert_eq!(p.meta.date.as_deref(), Some("2024-05-01"));
 
-        // A rule that is never closed, or that opens a story, is text.
+        // A rule that is never closed, or that sets off a story's first lines, is text.
         let p = parse_article_text("---\nHeadline: the day after\nBody.\n");
         assert_eq!(p.title, "---");
         assert_eq!(p.paragraphs.len(), 2);
+        let p = parse_article_text("---\nBreaking: markets fall\n---\nShares fell.\n");
+        assert_eq!(p.title, "---");
+        assert_eq!(
+            p.paragraphs,
+            ["Breaking: markets fall", "---", "Shares fell."]
+        );
+        let p = parse_article_text("---\nMarkets fall as rates rise\n---\nShares fell.\n");
+        assert_eq!(p.paragraphs[0], "Markets fall as rates rise");
     }
 
     #[test]
