@@ -1,13 +1,15 @@
 //! Indexing: from files on disk to articles, paragraphs and vectors in the store.
 //!
-//! Steps: walk the inputs (files and folders, recursively; `.txt`, `.md`, `.jsonl`), read and
-//! parse each article, skip articles whose content hash the store already holds, embed the rest
+//! Steps: walk the inputs (files and folders, recursively; `.txt`, `.md`, `.jsonl`, `.json`,
+//! `.csv`, `.tsv`, `.parquet`), read and parse each article (a record of a JSONL, JSON or table
+//! file is one), skip articles the store already holds with the same content cut the same way
+//! (content hash, headline, metadata, paragraphs), embed the rest
 //! paragraph by paragraph (a paragraph over the model's window is cut into windows, none dropped),
 //! and commit them in groups, so an interrupted run keeps every group it committed and a rerun
 //! embeds only what is missing.
 //!
-//! Every file that cannot be used (unreadable, binary, empty, too large, a broken JSONL line) gets
-//! one warning naming it and the reason; the rest is indexed.
+//! Every file that cannot be used (unreadable, binary, empty, too large, markup, a broken record,
+//! a folder with nothing to read) gets one warning naming it and the reason; the rest is indexed.
 
 use crate::model::{Embedder, ModelError};
 use crate::store::format::{ArticleRecord, ChunkRecord, SegmentData};

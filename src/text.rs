@@ -1,7 +1,8 @@
 //! From raw article text to a headline, paragraphs and metadata.
 //!
 //! Text files follow one shape: the first non-empty line is the headline, every further non-empty
-//! line a paragraph. Scraped pages carry page furniture after the story — "Similar Readings (5
+//! line a paragraph; a front matter block on top (Jekyll's and Hugo's `---` / `+++`) gives the
+//! headline and metadata instead. Scraped pages carry page furniture after the story — "Similar Readings (5
 //! items)" with a list of related headlines, a "Summary", "Statistics", "Read Count", and
 //! `Key: value` lines such as "URL:" and "Date:". That tail is metadata, not paragraphs: URL, date and
 //! source become the article's metadata, the rest is kept in `extra` and never embedded. A bare
