@@ -81,19 +81,43 @@ def _missing(value: Any) -> bool:
         return False
 
 
+# The columns a DataFrame's fields are read from, first match, case as written or lower: the
+# names `likewise index` reads from a CSV's header.
+_COLUMNS = {
+    "text": ("text", "body", "content", "article"),
+    "id": ("id",),
+    "title": ("title", "headline"),
+    "date": ("date", "published"),
+    "source": ("source", "publisher"),
+    "url": ("url", "link"),
+}
+
+
 def _records(items: Any) -> Optional[list]:
-    """The rows of a DataFrame (pandas, or one with `to_dicts` like polars) as dicts, else None."""
+    """The rows of a DataFrame (pandas, or one with `to_dicts` like polars) as dicts with the
+    index's fields (see `_COLUMNS`; other columns are left out), else None."""
     columns = getattr(items, "columns", None)
     if columns is None or isinstance(items, (str, os.PathLike, dict)):
         return None
     names = [str(c) for c in columns]
-    if "text" not in names:
-        raise ValueError(f"the DataFrame has no `text` column (its columns: {', '.join(names)})")
+    lower = {}
+    for name in names:
+        lower.setdefault(name.strip().lower(), name)
+    chosen = {}
+    for field, aliases in _COLUMNS.items():
+        found = next((lower[a] for a in aliases if a in lower), None)
+        if found is not None:
+            chosen[field] = found
+    if "text" not in chosen:
+        raise ValueError(f"the DataFrame has no text column: none named {', '.join(_COLUMNS['text'])} (its columns: {', '.join(names)})")
     if hasattr(items, "to_dicts"):
-        return items.to_dicts()
-    if hasattr(items, "to_dict"):
-        return items.to_dict("records")
-    raise TypeError(f"{type(items).__name__} has columns but no rows to read: give a pandas DataFrame or dicts")
+        rows = items.to_dicts()
+    elif hasattr(items, "to_dict"):
+        rows = items.to_dict("records")
+    else:
+        raise TypeError(f"{type(items).__name__} has columns but no rows to read: give a pandas DataFrame or dicts")
+    by_name = {str(c): c for c in columns}
+    return [{field: row[by_name[col]] for field, col in chosen.items()} for row in rows]
 
 
 def _number(name: str, value: Any) -> Optional[float]:
@@ -191,8 +215,10 @@ class Store:
         and/or records: dicts
         with the JSONL fields (`text`, and `id`, `title`, `date`, `source`, `url`). Returns
         `{"report": …, "skipped": [reason, …]}`; unchanged articles are not embedded again.
-        A DataFrame (pandas or polars) is taken row by row as records: a `text` column, and any
-        of the other fields; missing values (None, NaN, NaT) are fields left out."""
+        A DataFrame (pandas or polars) is taken row by row as records: a text column (`text`, or
+        `body`, `content`, `article`), and any of `id`, `title` (or `headline`), `date` (or
+        `published`), `source` (or `publisher`), `url` (or `link`); other columns are not read;
+        missing values (None, NaN, NaT) are fields left out."""
         frame_rows = _records(paths_or_records)
         if frame_rows is not None:
             items = frame_rows

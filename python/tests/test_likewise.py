@@ -265,7 +265,7 @@ def test_a_dataframe_is_indexed_row_by_row_with_missing_fields_left_out(tmp_path
     # A one-line text is its own headline and its one paragraph: found at paragraph level.
     hits = s.query("flooding on the Valencia coast", level="paragraph", k=1)["hits"]
     assert hits[0]["key"] == "101" and hits[0]["text"].startswith("Storms flooded"), hits
-    with pytest.raises(ValueError, match="no `text` column"):
+    with pytest.raises(ValueError, match="no text column: none named text, body"):
         s.index(frame[["id", "title"]])
     with pytest.raises(TypeError, match="record 1: `text` is missing"):
         s.index(pd.DataFrame({"text": ["fine", np.nan]}))
@@ -279,6 +279,13 @@ def test_a_dataframe_is_indexed_row_by_row_with_missing_fields_left_out(tmp_path
     gap.index(pd.DataFrame({"id": [7, None], "text": ["Markets rallied on Friday.", "Bonds fell."]}))
     keys = sorted(gap.articles()["key"])
     assert keys[0] == "7" and keys[1].startswith("sha256:"), keys
+    # A news dataset's own column names (as a CSV's header is read): `Headline`, `content`,
+    # `published`; a column the index has no field for is not read.
+    named = likewise.Store(tmp_path / "named", model=MODEL)
+    named.index(pd.DataFrame({"ID": ["n1"], "Headline": ["Rates rise"], "content": ["The bank raised rates."],
+                              "published": ["3 March 2024"], "category": ["business"]}))
+    row = named.articles().set_index("key").loc["n1"]
+    assert (row["title"], row["date"]) == ("Rates rise", "2024-03-03"), row
 
 
 def test_bad_input_raises_clear_exceptions(seeds_store, model, tmp_path):
