@@ -89,8 +89,10 @@ fn markdown_heading(line: &str) -> Option<&str> {
 /// Splits a front matter block off the top of a text: the fields of a `---` … `---` (YAML, as
 /// Jekyll and Hugo write it; `...` also closes it) or `+++` … `+++` (TOML) block, and the text
 /// after it. Only one-line `key: value` / `key = value` fields are read (quotes removed; lists
-/// and nested tables are left out); keys are lower-cased. A text whose first line is not a
-/// delimiter, or whose block is not closed within 100 lines, has no front matter.
+/// and nested tables are left out); keys are lower-cased. A text has no front matter when its
+/// first line is not a delimiter, when the block is not closed within 100 lines, or when a line
+/// of it is not `key: value` with a one-word key or none of its keys is one of [`FRONT_KEYS`]
+/// (a story whose first lines are set off by rules).
 pub fn split_front_matter(text: &str) -> (BTreeMap<String, String>, &str) {
     let mut fields = BTreeMap::new();
     let text_start = text.trim_start_matches('\u{FEFF}');
@@ -131,16 +133,14 @@ pub fn split_front_matter(text: &str) -> (BTreeMap<String, String>, &str) {
             return (BTreeMap::new(), text);
         }
         known |= FRONT_KEYS.contains(&key.as_str());
-        {
-            let value = value.trim();
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(value);
-            if !value.is_empty() && !value.starts_with(['[', '{', '|', '>']) {
-                fields.insert(key, normalize_whitespace(value));
-            }
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        if !value.is_empty() && !value.starts_with(['[', '{', '|', '>']) {
+            fields.insert(key, normalize_whitespace(value));
         }
     }
     (BTreeMap::new(), text)
