@@ -108,6 +108,9 @@ pub struct IndexReport {
     /// Word pieces embedded (special tokens included), and the wall time of the embedding stages.
     pub tokens_embedded: usize,
     pub embed_seconds: f64,
+    /// Segments whose lexical index was built from their stored text (a store made before
+    /// lexical search, or a damaged or missing index).
+    pub lexical_rebuilt: usize,
 }
 
 /// What the indexing stages tell the reporting thread.
@@ -1190,6 +1193,7 @@ fn index_articles(
         }
     }
     writer.compact_if_needed()?;
+    report.lexical_rebuilt = writer.ensure_lexical()?;
     // A first run that found nothing to store still leaves a store (empty), so the commands
     // after it say "0 articles" rather than "no store here".
     if writer.manifest().generation == 0 {
@@ -1741,5 +1745,6 @@ pub fn commit_parts(writer: &mut Writer, parts: &[PartWritten]) -> Result<(), In
     let entries: Vec<_> = parts.iter().flat_map(|p| p.segments.clone()).collect();
     writer.commit_segments(&entries)?;
     writer.compact_if_needed()?;
+    writer.ensure_lexical()?;
     Ok(())
 }

@@ -282,10 +282,17 @@ class Store:
         until: Optional[str] = None,
         path: Optional[Union[str, Sequence[str]]] = None,
         scan: Optional[str] = None,
+        mode: str = "hybrid",
     ) -> dict:
         """Articles (or paragraphs, `level="paragraph"`) like a passage, several passages (a
-        list), or indexed articles (`like`): the document of `likewise query --format json`."""
-        req: dict = {"level": level, "k": _int("k", k)}
+        list), or indexed articles (`like`): the document of `likewise query --format json`.
+        `mode`: "hybrid" (words and meaning, the default), "semantic" or "lexical"; in every
+        mode `"a phrase"` must occur and `-word` must not."""
+        if mode not in ("hybrid", "semantic", "lexical"):
+            raise InvalidRequestError(
+                f"mode must be 'hybrid', 'semantic' or 'lexical', not {mode!r}"
+            )
+        req: dict = {"level": level, "k": _int("k", k), "mode": mode}
         if isinstance(text, str):
             req["text"] = text
         elif text is not None:
@@ -387,9 +394,9 @@ class Store:
         if "queries" in doc:
             for i, q in enumerate(doc["queries"]):
                 for h in q["hits"]:
-                    rows.append(dict(h, query=i))
+                    rows.append(_hit_row(h, i))
         else:
-            rows = [dict(h, query=0) for h in doc["hits"]]
+            rows = [_hit_row(h, 0) for h in doc["hits"]]
         return _frame(pd, rows, HIT_COLUMNS)
 
 
@@ -430,7 +437,19 @@ HIT_COLUMNS = {
     "query": "int64", "rank": "int64", "score": "float32", "key": "string", "id": "string",
     "path": "string", "title": "string", "date": "string", "source": "string", "url": "string",
     "paragraph": "Int64", "window": "Int64", "paragraph_score": "Float32", "text": "string",
+    "semantic_score": "Float32", "semantic_rank": "Int64", "lexical_score": "Float32",
+    "lexical_rank": "Int64",
 }
+
+
+def _hit_row(hit: dict, query: int) -> dict:
+    """A hit as a row: each half's verdict in columns of its own (`semantic_score`, …)."""
+    row = dict(hit, query=query)
+    for half in ("semantic", "lexical"):
+        verdict = row.pop(half, None) or {}
+        row[f"{half}_score"] = verdict.get("score")
+        row[f"{half}_rank"] = verdict.get("rank")
+    return row
 
 
 def _pandas():

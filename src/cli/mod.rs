@@ -168,10 +168,16 @@ pub struct QueryArgs {
     pub queries: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Level::Article)]
     pub level: Level,
+    /// How to rank: words and meaning together (hybrid), meaning alone (semantic: the model's
+    /// cosine), or words alone (lexical: BM25). In every mode `"a phrase"` must occur and
+    /// `-word` must not.
+    #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
+    pub mode: Mode,
     /// Number of results.
     #[arg(short = 'k', long = "top", default_value_t = 10)]
     pub k: usize,
-    /// Only results with at least this cosine similarity.
+    /// Only results with at least this score (the cosine in semantic mode, BM25 in lexical
+    /// mode, the fused score in hybrid mode).
     #[arg(long)]
     pub min_score: Option<f32>,
     /// Only articles from this source or agency credit (repeatable; any of them).
@@ -317,6 +323,11 @@ impl QueryArgs {
             level: match self.level {
                 Level::Article => docs::Level::Article,
                 Level::Paragraph => docs::Level::Paragraph,
+            },
+            mode: match self.mode {
+                Mode::Hybrid => docs::SearchMode::Hybrid,
+                Mode::Semantic => docs::SearchMode::Semantic,
+                Mode::Lexical => docs::SearchMode::Lexical,
             },
             k: self.k,
             min_score: self.min_score,
@@ -496,6 +507,14 @@ pub enum BenchCommand {
     /// Load on a `likewise serve` of the store (--index), on loopback: queries/s and latency
     /// at several numbers of concurrent clients, bounded in time.
     Serve(crate::bench::ServeBenchArgs),
+}
+
+/// `query --mode`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Hybrid,
+    Semantic,
+    Lexical,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -952,6 +971,12 @@ fn cmd_index(
         return Ok(exit::INTERRUPTED);
     }
     let store = engine.store()?;
+    if report.lexical_rebuilt > 0 {
+        eprintln!(
+            "likewise: built the lexical index of {} segment(s) from their stored text (nothing embedded again)",
+            report.lexical_rebuilt
+        );
+    }
     eprintln!(
         "likewise: {} files read; {} new, {} changed, {} unchanged, {} removed articles; {} paragraphs ({} chunks, {} tokens) embedded in {:.1}s ({:.0} tokens/s; {:.1}s in all); the store {} holds {} articles, {} paragraphs",
         report.files,

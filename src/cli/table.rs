@@ -79,6 +79,22 @@ fn hits_table(out: &mut impl Write, hits: &[Hit], level: Level) -> Result<()> {
             format!("  [{}]", shorten(&meta.join(" · "), 40))
         };
         writeln!(out, "           {}{}", shorten(&place, 80), meta)?;
+        let half = |name: &str, h: &Option<HalfDoc>, digits: usize| {
+            h.map(|h| match h.rank {
+                Some(r) => format!("{name} {:.digits$} #{r}", h.score),
+                None => format!("{name} {:.digits$}", h.score),
+            })
+        };
+        let why: Vec<String> = [
+            half("meaning", &h.semantic, 3),
+            half("words", &h.lexical, 2),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !why.is_empty() {
+            writeln!(out, "           {}", why.join(" · "))?;
+        }
         if let (Some(text), Some(p)) = (&h.text, h.paragraph) {
             let label = match level {
                 Level::Article => format!("¶{p} {:.3}", h.paragraph_score.unwrap_or(0.0)),

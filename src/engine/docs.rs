@@ -24,6 +24,27 @@ impl Level {
 
 /// How paragraph vectors are scanned: every exact vector, or candidates from a compact copy
 /// first (scores are exact either way).
+/// How a query ranks: by words and meaning together (`hybrid`), by meaning alone (the
+/// sentence-transformer's cosine) or by words alone (BM25).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    #[default]
+    Hybrid,
+    Semantic,
+    Lexical,
+}
+
+impl SearchMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchMode::Hybrid => "hybrid",
+            SearchMode::Semantic => "semantic",
+            SearchMode::Lexical => "lexical",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scan {
@@ -77,6 +98,9 @@ pub struct QueryRequest {
     pub like: Strings,
     #[serde(default)]
     pub level: Level,
+    /// Words and meaning (`hybrid`, the default), `semantic` or `lexical`.
+    #[serde(default)]
+    pub mode: SearchMode,
     #[serde(default = "default_k")]
     pub k: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,6 +128,7 @@ impl Default for QueryRequest {
             texts: Vec::new(),
             like: Strings::default(),
             level: Level::Article,
+            mode: SearchMode::default(),
             k: default_k(),
             min_score: None,
             source: Strings::default(),
@@ -190,6 +215,27 @@ pub struct Hit {
     /// The best paragraph's own score (article level).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paragraph_score: Option<f32>,
+    /// Hybrid and lexical modes: the semantic half's verdict (cosine similarity, and rank among
+    /// the semantic candidates when it was one of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<HalfDoc>,
+    /// Hybrid and lexical modes: the lexical half's verdict (BM25 score, 0 when no word
+    /// matched, and rank among every lexical match).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<HalfDoc>,
+    /// The words of `text` that match the query's words (as written there: "Blinken's" for
+    /// `Blinken`), for marking them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub matched: Vec<String>,
+}
+
+/// One half's verdict on a hybrid hit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HalfDoc {
+    pub score: f32,
+    /// 1-based; absent when the document ranked past the candidates that half proposed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank: Option<usize>,
 }
 
 /// The answer to one query.
@@ -206,10 +252,12 @@ pub enum QueryResult {
     One {
         query: QueryLabel,
         level: Level,
+        mode: SearchMode,
         hits: Vec<Hit>,
     },
     Many {
         level: Level,
+        mode: SearchMode,
         queries: Vec<QueryAnswer>,
     },
 }

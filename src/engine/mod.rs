@@ -23,6 +23,7 @@ use crate::model::fetch::{self, ModelRef};
 use crate::model::{Embedder, ModelError, ModelFolder, Precision, SentenceEncoder};
 use crate::search::{self, ArticleHit, ChunkHit, SearchOptions};
 use crate::store::{read_manifest, ArticleLoc, Store, StoreError, Writer};
+use crate::{hybrid, lexical};
 use docs::*;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -195,6 +196,8 @@ pub struct Engine {
     /// Whether `like` may name a file on disk (the CLI), or only keys and stored names (a server:
     /// no path from a request is ever opened).
     pub like_by_file: bool,
+    /// The store generation (+1) whose missing lexical indexes were last warned of.
+    lexical_warned: AtomicU64,
 }
 
 /// Longest passage accepted, in bytes: longer ones are embedded window by window, which costs
@@ -211,6 +214,7 @@ impl Engine {
             snapshot: Mutex::new(None),
             batcher: None,
             like_by_file: true,
+            lexical_warned: AtomicU64::new(0),
         }
     }
 
@@ -417,6 +421,21 @@ impl Engine {
                 ))
             }
         };
+        let syntaxes = passages
+            .iter()
+            .map(|p| lexical::parse_query(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        if !req.like.is_empty() && req.mode == SearchMode::Lexical {
+            return Err(EngineError::Invalid(
+                "like (more like this) ranks articles by meaning: use mode hybrid or semantic, or give words to search for".into(),
+            ));
+        }
+        let plain_semantic = !req.like.is_empty()
+            || (req.mode == SearchMode::Semantic && syntaxes.iter().all(|s| !s.has_conditions()));
+        if !plain_semantic {
+            return self.query_words(req, &filters, &passages, &syntaxes);
+        }
         // Passages need the model: check it before the store, so its problems come first.
         if !passages.is_empty() {
             self.encoder()?;
@@ -492,11 +511,13 @@ impl Engine {
             QueryResult::One {
                 query: labels.pop().expect("one label"),
                 level: req.level,
+                mode: SearchMode::Semantic,
                 hits: results.into_iter().next().expect("one result"),
             }
         } else {
             QueryResult::Many {
                 level: req.level,
+                mode: SearchMode::Semantic,
                 queries: labels
                     .into_iter()
                     .zip(results)
@@ -504,6 +525,130 @@ impl Engine {
                     .collect(),
             }
         })
+    }
+
+    /// Passages answered in hybrid or lexical mode, or with the conditions of the query syntax
+    /// (a phrase that must occur, a word that must not) in any mode.
+    fn query_words(
+        &self,
+        req: &QueryRequest,
+        filters: &search::Filters,
+        passages: &[String],
+        syntaxes: &[lexical::QuerySyntax],
+    ) -> Result<QueryResult, EngineError> {
+        let needs_model = req.mode != SearchMode::Lexical;
+        if needs_model {
+            self.encoder()?;
+        }
+        let store = self.store()?;
+        let analysis = lexical::Analysis::CHOSEN;
+        let lexical_ready = !store.lexical_indexes().is_empty();
+        if !store.lexical_problems.is_empty() {
+            if req.mode == SearchMode::Lexical && !lexical_ready {
+                return Err(EngineError::Invalid(format!(
+                    "{}: lexical search needs the store's lexical index; `likewise index` builds it from the stored text (nothing is embedded again)",
+                    store.lexical_problems[0]
+                )));
+            }
+            self.warn_lexical(&store);
+        }
+        let compact = scan_layout(&store, req.scan, &self.dir)?;
+        let vectors: Vec<Option<Vec<f32>>> = if needs_model {
+            let encoder = self.encoder()?;
+            store.check_model(encoder.identity(), encoder.precision().as_str())?;
+            // A plain passage is embedded exactly as semantic search embeds it; a query with
+            // conditions without its `-words`.
+            let texts: Vec<String> = passages
+                .iter()
+                .zip(syntaxes)
+                .map(|(p, s)| {
+                    if s.has_conditions() {
+                        s.passage.clone()
+                    } else {
+                        p.clone()
+                    }
+                })
+                .collect();
+            self.embed_passages(&texts)?.into_iter().map(Some).collect()
+        } else {
+            vec![None; passages.len()]
+        };
+        let filter_fn = |store: &Store, loc: ArticleLoc| filters.matches(store, loc);
+        let opts = SearchOptions {
+            k: req.k,
+            min_score: req.min_score,
+            exclude: None,
+            filter: if filters.is_empty() {
+                None
+            } else {
+                Some(&filter_fn)
+            },
+            compact,
+        };
+        let unit = match req.level {
+            Level::Article => lexical::Unit::Article,
+            Level::Paragraph => lexical::Unit::Paragraph,
+        };
+        let mut answers = Vec::with_capacity(passages.len());
+        for ((text, syntax), vector) in passages.iter().zip(syntaxes).zip(&vectors) {
+            let words = lexical::LexicalQuery::new(syntax, analysis);
+            if req.mode == SearchMode::Lexical && !words.has_words() {
+                return Err(EngineError::Invalid(format!(
+                    "the query {text:?} has no word to search for (only stop words or punctuation); try mode semantic"
+                )));
+            }
+            let halves = match req.mode {
+                SearchMode::Lexical => hybrid::Halves::LexicalOnly,
+                SearchMode::Semantic => hybrid::Halves::SemanticOnly,
+                SearchMode::Hybrid if lexical_ready && words.has_words() => hybrid::Halves::Both,
+                SearchMode::Hybrid => hybrid::Halves::SemanticOnly,
+            };
+            let query = hybrid::HybridQuery {
+                vector: vector.as_deref(),
+                lexical: (lexical_ready && (words.has_words() || words.has_conditions()))
+                    .then_some(&words),
+                halves,
+                fusion: hybrid::Fusion::CHOSEN,
+            };
+            let found = hybrid::search(&store, &query, unit, &opts)
+                .map_err(|e| EngineError::Input(e.to_string()))?;
+            let marked = words.marked_words();
+            let hits = found
+                .iter()
+                .enumerate()
+                .map(|(i, h)| fused_hit(&store, h, i + 1, req.level, analysis, &marked))
+                .collect();
+            answers.push(QueryAnswer {
+                query: QueryLabel::Text { text: text.clone() },
+                hits,
+            });
+        }
+        Ok(if answers.len() == 1 {
+            let a = answers.pop().expect("one answer");
+            QueryResult::One {
+                query: a.query,
+                level: req.level,
+                mode: req.mode,
+                hits: a.hits,
+            }
+        } else {
+            QueryResult::Many {
+                level: req.level,
+                mode: req.mode,
+                queries: answers,
+            }
+        })
+    }
+
+    /// Says once per store generation which segments lexical search leaves out, and why.
+    fn warn_lexical(&self, store: &Store) {
+        let generation = store.manifest.generation + 1;
+        if self.lexical_warned.swap(generation, Ordering::Relaxed) == generation {
+            return;
+        }
+        for p in &store.lexical_problems {
+            eprintln!("likewise: warning: {p}; its articles are found by meaning only until `likewise index` rebuilds it from the stored text");
+        }
     }
 
     /// One article whole: its paragraphs (each scored against `passage` when given), its
@@ -950,6 +1095,11 @@ pub fn filters(req: &QueryRequest) -> Result<search::Filters, EngineError> {
                     && b[7] == b'-'
                     && d.chars().filter(|c| c.is_ascii_digit()).count() == 8
                 {
+                    if !is_calendar_day(&d) {
+                        return Err(EngineError::Invalid(format!(
+                            "{flag} {s:?} is not a day of the calendar (month 01–12, and a day that month has)"
+                        )));
+                    }
                     Ok(Some(d))
                 } else {
                     Err(EngineError::Invalid(format!(
@@ -994,6 +1144,27 @@ pub fn filters(req: &QueryRequest) -> Result<search::Filters, EngineError> {
         until: day("--until", &req.until)?,
         paths,
     })
+}
+
+/// Whether `YYYY-MM-DD` names a day that exists (Gregorian calendar): not 2024-13-45 nor
+/// 2023-02-29.
+fn is_calendar_day(d: &str) -> bool {
+    let (Ok(year), Ok(month), Ok(day)) = (
+        d[0..4].parse::<u32>(),
+        d[5..7].parse::<u32>(),
+        d[8..10].parse::<u32>(),
+    ) else {
+        return false;
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day)
 }
 
 /// See [`Engine::find_article`].
@@ -1072,7 +1243,49 @@ fn hit(store: &Store, loc: ArticleLoc, rank: usize, score: f32) -> Hit {
         window: None,
         text: None,
         paragraph_score: None,
+        semantic: None,
+        lexical: None,
+        matched: Vec::new(),
     }
+}
+
+/// A hybrid or lexical hit as the result document shows it.
+fn fused_hit(
+    store: &Store,
+    h: &hybrid::FusedHit,
+    rank: usize,
+    level: Level,
+    analysis: lexical::Analysis,
+    marked: &[String],
+) -> Hit {
+    let half = |x: Option<hybrid::HalfScore>| {
+        x.map(|x| HalfDoc {
+            score: x.score,
+            rank: x.rank,
+        })
+    };
+    let mut v = hit(store, h.loc, rank, h.score);
+    v.semantic = half(h.semantic);
+    v.lexical = half(h.lexical);
+    if let Some(c) = h.chunk {
+        let seg = &store.segments[h.loc.segment];
+        let chunk = seg.chunk(c);
+        v.paragraph = Some(chunk.paragraph);
+        let text = seg.chunk_text(c).into_owned();
+        v.matched = lexical::matched_words(analysis, &text, marked);
+        if level == Level::Paragraph {
+            let more = c + 1 < seg.chunk_count() && {
+                let next = seg.chunk(c + 1);
+                next.article == chunk.article && next.paragraph == chunk.paragraph
+            };
+            if chunk.window > 0 || more {
+                v.window = Some(chunk.window);
+            }
+        }
+        v.paragraph_score = h.chunk_score;
+        v.text = Some(text);
+    }
+    v
 }
 
 fn article_hits(store: &Store, hits: &[ArticleHit]) -> Vec<Hit> {

@@ -17,6 +17,7 @@
 pub mod format;
 
 use crate::compact::Compact;
+use crate::lexical::{self, Analysis, ArticleText, LexicalIndex};
 use crate::model::ModelIdentity;
 use format::{ArticleRecord, ChunkRecord, FormatError, SegmentData};
 use serde::{Deserialize, Serialize};
@@ -138,6 +139,10 @@ pub struct Manifest {
     /// How the article vectors were made.
     #[serde(default = "ArticleVectorMode::unrecorded")]
     pub article_vectors: ArticleVectorMode,
+    /// The analysis the segments' lexical indexes were made with ([`crate::lexical::Analysis`]);
+    /// absent in a store made before lexical search. An index of another analysis is rebuilt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<String>,
     pub segments: Vec<SegmentEntry>,
 }
 
@@ -163,18 +168,22 @@ pub struct SegmentEntry {
     /// The file of this segment's compact vectors, when the store keeps them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compact: Option<CompactFile>,
+    /// The folder of this segment's lexical index (absent in a store made before lexical search).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<CompactFile>,
 }
 
 impl SegmentEntry {
-    /// The segment's file and its compact file, if any.
+    /// The segment's file, its compact file and its lexical index folder, if any.
     pub fn files(&self) -> Vec<String> {
         std::iter::once(self.file.clone())
             .chain(self.compact.as_ref().map(|c| c.file.clone()))
+            .chain(self.lexical.as_ref().map(|c| c.file.clone()))
             .collect()
     }
 }
 
-/// A compact-vectors file (`.lkc`) as the manifest names it.
+/// A compact-vectors file (`.lkc`) or a lexical index folder (`.lex`) as the manifest names it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompactFile {
     pub file: String,
@@ -200,6 +209,8 @@ pub struct Segment {
     pub live: Vec<bool>,
     /// The compact copies of the chunk vectors, when the store keeps them and they are sound.
     compact: Option<CompactView>,
+    /// The segment's lexical index, when it has a sound one.
+    pub lexical: Option<LexicalIndex>,
 }
 
 /// A compact-vectors file opened for reading (memory-mapped, read in place).
@@ -278,6 +289,9 @@ pub struct Store {
     pub base: PathBuf,
     pub manifest: Manifest,
     pub segments: Vec<Segment>,
+    /// Segments whose lexical index is missing or unusable, each with why: lexical search
+    /// leaves them out (a query warns), and the next `likewise index` rebuilds them.
+    pub lexical_problems: Vec<String>,
     /// Problems that did not stop the store from opening (an unusable compact-vectors file:
     /// its segment is then scanned with the exact vectors). Each names its file.
     pub warnings: Vec<String>,
@@ -308,6 +322,7 @@ impl Store {
     fn load(dir: &Path, manifest: Manifest) -> Result<Store, StoreError> {
         let mut segments = Vec::with_capacity(manifest.segments.len());
         let mut warnings = Vec::new();
+        let mut lexical_problems = Vec::new();
         let mut budget = VERIFY_ON_OPEN_BYTES;
         for entry in &manifest.segments {
             let mut seg = load_segment(dir, entry, manifest.model.dim, &mut budget)?;
@@ -325,6 +340,10 @@ impl Store {
                     "segment {} has no {kind} copy; its paragraphs are scanned with their exact vectors. `likewise index --compact {kind}` adds it",
                     dir.join(&entry.file).display()
                 ));
+            }
+            match open_lexical(dir, &manifest, entry) {
+                Ok(ix) => seg.lexical = Some(ix),
+                Err(problem) => lexical_problems.push(problem),
             }
             segments.push(seg);
         }
@@ -348,6 +367,7 @@ impl Store {
             manifest,
             segments,
             warnings,
+            lexical_problems,
             by_key,
         })
     }
@@ -410,8 +430,30 @@ impl Store {
                 .manifest
                 .segments
                 .iter()
-                .map(|s| s.bytes + s.compact.as_ref().map_or(0, |c| c.bytes))
+                .map(|s| {
+                    s.bytes
+                        + s.compact.as_ref().map_or(0, |c| c.bytes)
+                        + s.lexical.as_ref().map_or(0, |c| c.bytes)
+                })
                 .sum::<u64>()
+    }
+
+    /// Bytes of the lexical indexes (a part of [`Store::disk_bytes`]).
+    pub fn lexical_bytes(&self) -> u64 {
+        self.manifest
+            .segments
+            .iter()
+            .filter_map(|s| s.lexical.as_ref().map(|c| c.bytes))
+            .sum()
+    }
+
+    /// The lexical indexes of the segments that have a sound one, with their segment's index.
+    pub fn lexical_indexes(&self) -> Vec<(usize, &LexicalIndex)> {
+        self.segments
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.lexical.as_ref().map(|ix| (i, ix)))
+            .collect()
     }
 
     /// Bytes of the compact copies (a part of [`Store::disk_bytes`]).
@@ -466,6 +508,10 @@ pub struct Verified {
     /// Compact copies that failed a check, each naming its file (the store still answers,
     /// scanning those segments' exact vectors).
     pub damaged_compact: Vec<String>,
+    pub lexical_indexes: usize,
+    /// Lexical indexes missing or failing a check, each naming its files (the store still
+    /// answers semantic queries; `likewise index` rebuilds them from the stored text).
+    pub damaged_lexical: Vec<String>,
 }
 
 /// Checks every byte of the store against its CRCs: each segment's every section (a damaged
@@ -491,6 +537,21 @@ pub fn verify_all(dir: &Path) -> Result<Verified, StoreError> {
                     .damaged_compact
                     .push(format!("{}: {reason}", dir.join(&file.file).display())),
             }
+        }
+        match open_lexical(dir, &manifest, entry) {
+            Ok(ix) => match ix.verify() {
+                Ok(damaged) if damaged.is_empty() => {
+                    done.lexical_indexes += 1;
+                    done.bytes_checked += ix.disk_bytes();
+                }
+                Ok(damaged) => done.damaged_lexical.push(format!(
+                    "{}: damaged files {}",
+                    ix.path.display(),
+                    damaged.join(", ")
+                )),
+                Err(e) => done.damaged_lexical.push(e.to_string()),
+            },
+            Err(problem) => done.damaged_lexical.push(problem),
         }
     }
     Ok(done)
@@ -581,7 +642,37 @@ fn load_segment(
         articles,
         live,
         compact: None,
+        lexical: None,
     })
+}
+
+/// Opens a segment's lexical index, made with the analysis in use; why not otherwise.
+fn open_lexical(
+    dir: &Path,
+    manifest: &Manifest,
+    entry: &SegmentEntry,
+) -> Result<LexicalIndex, String> {
+    let analysis = Analysis::CHOSEN;
+    let Some(file) = &entry.lexical else {
+        return Err(format!(
+            "segment {} has no lexical index (made by an older likewise)",
+            dir.join(&entry.file).display()
+        ));
+    };
+    if manifest.lexical.as_deref() != Some(analysis.name().as_str()) {
+        return Err(format!(
+            "the lexical index {} was made with another analysis ({})",
+            dir.join(&file.file).display(),
+            manifest.lexical.as_deref().unwrap_or("none")
+        ));
+    }
+    LexicalIndex::open(
+        &dir.join(&file.file),
+        analysis,
+        entry.articles,
+        entry.chunks,
+    )
+    .map_err(|e| format!("{e}"))
 }
 
 /// Opens a segment's compact file and checks it belongs to that segment; the reason otherwise.
@@ -683,6 +774,7 @@ impl Writer {
                 generation: 0,
                 compact: None,
                 article_vectors: ArticleVectorMode::default(),
+                lexical: Some(Analysis::CHOSEN.name()),
                 segments: Vec::new(),
             },
         };
@@ -724,7 +816,7 @@ impl Writer {
             let named = named_files.contains(&name);
             let debris = (name.starts_with("seg-") && !named) || name.ends_with(".tmp");
             if debris {
-                let _ = std::fs::remove_file(entry.path());
+                remove_path(&entry.path());
             }
         }
     }
@@ -774,7 +866,7 @@ impl Writer {
         self.write_manifest(&next)?;
         self.manifest = next;
         for file in dropped {
-            let _ = std::fs::remove_file(self.dir.join(file));
+            remove_path(&self.dir.join(file));
         }
         Ok(())
     }
@@ -812,7 +904,7 @@ impl Writer {
             self.write_manifest(&next)?;
             self.manifest = next;
             for file in old {
-                let _ = std::fs::remove_file(self.dir.join(file));
+                remove_path(&self.dir.join(file));
             }
             changed = true;
         }
@@ -959,9 +1051,61 @@ impl Writer {
         self.write_manifest(&next)?;
         self.manifest = next;
         for file in old {
-            let _ = std::fs::remove_file(self.dir.join(file));
+            remove_path(&self.dir.join(file));
         }
         Ok(true)
+    }
+
+    /// Gives every segment a sound lexical index of the analysis in use, built from its stored
+    /// text (nothing is embedded again), in one atomic commit: a store made before lexical
+    /// search, or whose lexical files are damaged or missing. Returns how many were built.
+    pub fn ensure_lexical(&mut self) -> Result<usize, StoreError> {
+        let snapshot = self.snapshot()?;
+        let wanted = Analysis::CHOSEN.name();
+        let mut next = self.manifest.clone();
+        next.generation += 1;
+        next.lexical = Some(wanted.clone());
+        let mut old = Vec::new();
+        let mut built = 0;
+        for (entry, seg) in next.segments.iter_mut().zip(&snapshot.segments) {
+            if seg.lexical.is_some() && self.manifest.lexical.as_deref() == Some(wanted.as_str()) {
+                continue;
+            }
+            let texts: Vec<(String, Vec<String>)> = seg
+                .articles
+                .iter()
+                .enumerate()
+                .map(|(a, rec)| {
+                    let chunks = seg
+                        .article_chunks(a)
+                        .map(|c| seg.chunk_text(c).into_owned())
+                        .collect();
+                    (rec.title.clone(), chunks)
+                })
+                .collect();
+            let texts: Vec<ArticleText> = texts
+                .iter()
+                .map(|(title, chunks)| ArticleText {
+                    title,
+                    chunks: chunks.iter().map(String::as_str).collect(),
+                })
+                .collect();
+            let file = lexical_file(&self.dir, &entry.file, next.generation, &texts)?;
+            if let Some(previous) = entry.lexical.replace(file) {
+                old.push(previous.file);
+            }
+            built += 1;
+        }
+        if built == 0 && self.manifest.lexical == next.lexical {
+            return Ok(0);
+        }
+        drop(snapshot);
+        self.write_manifest(&next)?;
+        self.manifest = next;
+        for file in old {
+            remove_path(&self.dir.join(file));
+        }
+        Ok(built)
     }
 
     fn write_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
@@ -981,6 +1125,7 @@ pub fn write_segment_file(
     generation: u64,
 ) -> Result<SegmentEntry, StoreError> {
     let bytes = format::encode_segment(seg);
+    let lexical = Some(write_lexical(dir, file, generation, seg)?);
     let compact = match compact {
         Some(kind) => Some(write_compact(
             dir,
@@ -1001,6 +1146,53 @@ pub fn write_segment_file(
         chunks: seg.chunks.len() as u64,
         deleted: Vec::new(),
         compact,
+        lexical,
+    })
+}
+
+/// Writes the lexical index of a segment's articles next to it (see [`crate::lexical`]).
+fn write_lexical(
+    dir: &Path,
+    segment_file: &str,
+    generation: u64,
+    seg: &SegmentData,
+) -> Result<CompactFile, StoreError> {
+    let texts: Vec<ArticleText> = seg
+        .articles
+        .iter()
+        .map(|a| {
+            let range = a.chunk_start as usize..(a.chunk_start + a.chunk_count as u64) as usize;
+            ArticleText {
+                title: &a.title,
+                chunks: seg.chunks[range]
+                    .iter()
+                    .map(|c| {
+                        let start = c.text_start as usize;
+                        &seg.text[start..start + c.text_len as usize]
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    lexical_file(dir, segment_file, generation, &texts)
+}
+
+fn lexical_file(
+    dir: &Path,
+    segment_file: &str,
+    generation: u64,
+    texts: &[ArticleText<'_>],
+) -> Result<CompactFile, StoreError> {
+    let stem = segment_file.trim_end_matches(".lkw");
+    let file = format!("{stem}.{generation}.lex");
+    let built =
+        lexical::build(dir, &file, Analysis::CHOSEN, texts).map_err(|e| StoreError::Io {
+            path: dir.join(&file),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    Ok(CompactFile {
+        file,
+        bytes: built.bytes,
     })
 }
 
@@ -1136,6 +1328,16 @@ pub fn merge_segments(store: &Store, which: &[usize]) -> SegmentData {
     out
 }
 
+/// Removes a store file, or a folder (a lexical index) with what it holds; a failure leaves
+/// debris that the next writer removes.
+fn remove_path(path: &Path) {
+    if path.is_dir() {
+        let _ = std::fs::remove_dir_all(path);
+    } else {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Writes `bytes` to `dir/name` so that the file is either absent/old or complete: temp file,
 /// fsync, rename, fsync of the folder.
 pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
@@ -1201,6 +1403,7 @@ mod compaction_tests {
             chunks: articles,
             deleted: (0..deleted as u32).collect(),
             compact: None,
+            lexical: None,
         }
     }
 

@@ -101,6 +101,21 @@ function marked(text, words) {
   return out;
 }
 
+/** `text` as nodes, with the words (letters and digits) the server matched in <mark>. */
+function markedWords(text, words) {
+  const out = [];
+  let last = 0;
+  for (const m of text.matchAll(/[\p{L}\p{N}]+/gu)) {
+    if (words.has(m[0].toLowerCase())) {
+      if (m.index > last) out.push(text.slice(last, m.index));
+      out.push(el("mark", {}, m[0]));
+      last = m.index + m[0].length;
+    }
+  }
+  if (last < text.length) out.push(text.slice(last));
+  return out;
+}
+
 // ---- views --------------------------------------------------------------------------------
 
 const views = ["search", "article", "compare", "topics", "dupes", "info"];
@@ -133,12 +148,13 @@ async function route() {
 
 // Search ------------------------------------------------------------------------------------
 
-const FIELDS = ["text", "level", "k", "min_score", "source", "since", "until", "path"];
+const FIELDS = ["text", "level", "mode", "k", "min_score", "source", "since", "until", "path"];
 
 function fillForm(params) {
   const form = document.getElementById("search-form");
   document.getElementById("passage").value = params.get("text") || "";
   form.level.value = params.get("level") || "article";
+  form.mode.value = params.get("mode") || "hybrid";
   form.k.value = params.get("k") || "10";
   for (const f of ["min_score", "source", "since", "until", "path"]) form[f].value = params.get(f) || "";
 }
@@ -150,6 +166,7 @@ async function searchView(params) {
   const like = params.get("like");
   if (!text && !like) { status("search-status", ""); return; }
   const req = { level: params.get("level") || "article", k: Number(params.get("k") || 10) };
+  if (params.get("mode")) req.mode = params.get("mode");
   if (like) req.like = like; else req.text = text;
   if (params.get("min_score")) req.min_score = Number(params.get("min_score"));
   for (const f of ["source", "since", "until", "path"]) if (params.get(f)) req[f] = params.get(f);
@@ -167,11 +184,16 @@ async function searchView(params) {
     const para = h.text
       ? el("blockquote", { class: "evidence" },
           el("span", { class: "meta" }, `¶${h.paragraph}${h.paragraph_score !== undefined ? " · " + fmt(h.paragraph_score) : ""} `),
-          words.size ? marked(h.text, words) : h.text)
+          h.matched ? markedWords(h.text, new Set(h.matched.map((w) => w.toLowerCase())))
+            : words.size ? marked(h.text, words) : h.text)
       : null;
+    // Why the hit ranks here: each half's score and rank (hybrid and lexical modes).
+    const half = (name, v, digits) => v ? `${name} ${v.score.toFixed(digits)}${v.rank ? " (#" + v.rank + ")" : ""}` : null;
+    const why = [half("meaning", h.semantic, 3), half("words", h.lexical, 2)].filter(Boolean).join(" · ");
     results.append(el("li", { class: "hit", "data-key": h.key },
       el("h3", {}, el("span", { class: "score" }, `${h.rank}. ${fmt(h.score)}`), articleLink(h, text)),
       el("div", { class: "meta" }, meta),
+      why ? el("div", { class: "meta why", title: "meaning: cosine similarity of the model's vectors; words: BM25 score of the query's words; #: rank by that half alone" }, why) : null,
       para,
       el("div", { class: "actions" },
         el("a", { href: href("search", { like: h.key, level: req.level, k: req.k }) }, "More like this"),
@@ -188,6 +210,7 @@ function setUpSearchForm() {
     for (const f of FIELDS) p[f] = f === "text" ? document.getElementById("passage").value.trim() : form[f].value;
     if (!p.text) { status("search-status", "Give a passage to search for.", true); return; }
     if (p.level === "article") delete p.level;
+    if (p.mode === "hybrid") delete p.mode;
     if (p.k === "10") delete p.k;
     location.hash = href("search", p);
   });
