@@ -13,11 +13,18 @@
 //!     likewise --index STORE index pairs-articles.jsonl
 //!     cargo run --release --example hybrid_eval -- stories STORE PAIRS.jsonl
 //!
+//! Lexical search alone with each analysis (stems or not, stop words or not), its indexes built
+//! afresh in a temporary folder from the store's text:
+//!
+//!     cargo run --release --example hybrid_eval -- analysis STORE QUERIES.jsonl
+//!
 //! Each prints recall@10 and MRR (first relevant hit within 10) per mode and fusion, per kind.
 
 use likewise::engine::{Engine, ModelSpec};
 use likewise::hybrid::{self, Fusion, Halves, HybridQuery};
-use likewise::lexical::{parse_query, Analysis, LexicalQuery, Unit};
+use likewise::lexical::{
+    self, parse_query, Analysis, ArticleText, LexicalIndex, LexicalQuery, Unit,
+};
 use likewise::search::SearchOptions;
 use likewise::store::Store;
 use std::collections::{BTreeMap, HashSet};
@@ -37,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Some("stories-jsonl") => stories_jsonl(Path::new(&args[1])),
         Some("keywords") => run(Path::new(&args[1]), keyword_cases(Path::new(&args[2]))?),
         Some("stories") => run(Path::new(&args[1]), story_cases(Path::new(&args[2]))?),
+        Some("analysis") => analyses(Path::new(&args[1]), keyword_cases(Path::new(&args[2]))?),
         _ => {
             anyhow::bail!("usage: hybrid_eval keywords|stories STORE FILE, or stories-jsonl PAIRS")
         }
@@ -164,12 +172,7 @@ fn run(store_dir: &Path, cases: Vec<Case>) -> anyhow::Result<()> {
             };
             let hits = hybrid::search(&store, &q, Unit::Article, &opts)?;
             let names: Vec<String> = hits.iter().map(|h| name_of(&store, h.loc)).collect();
-            let found = case.relevant.iter().filter(|r| names.contains(r)).count();
-            let recall = found as f64 / case.relevant.len().max(1) as f64;
-            let rr = names
-                .iter()
-                .position(|n| case.relevant.contains(n))
-                .map_or(0.0, |p| 1.0 / (p + 1) as f64);
+            let (recall, rr) = score(&names, case);
             for kind in [case.kind.clone(), "all".to_string()] {
                 let e = per_kind.entry(kind).or_default();
                 e.0 += 1;
@@ -183,6 +186,95 @@ fn run(store_dir: &Path, cases: Vec<Case>) -> anyhow::Result<()> {
                 recall / n as f64,
                 rr / n as f64
             );
+        }
+    }
+    Ok(())
+}
+
+fn score(names: &[String], case: &Case) -> (f64, f64) {
+    let found = case.relevant.iter().filter(|r| names.contains(r)).count();
+    let recall = found as f64 / case.relevant.len().max(1) as f64;
+    let rr = names
+        .iter()
+        .position(|n| case.relevant.contains(n))
+        .map_or(0.0, |p| 1.0 / (p + 1) as f64);
+    (recall, rr)
+}
+
+fn analyses(store_dir: &Path, cases: Vec<Case>) -> anyhow::Result<()> {
+    let engine = Engine::new(store_dir, ModelSpec::default());
+    let store = engine.store()?;
+    let tmp = std::env::temp_dir().join(format!("likewise-analysis-{}", std::process::id()));
+    println!("| analysis | kind | queries | recall@10 | MRR |");
+    println!("|---|---|---|---|---|");
+    use likewise::lexical::Stemming;
+    for stem in [Stemming::Snowball, Stemming::Plurals, Stemming::None] {
+        for stop_words in [true, false] {
+            let analysis = Analysis { stem, stop_words };
+            std::fs::create_dir_all(&tmp)?;
+            let mut indexes: Vec<LexicalIndex> = Vec::new();
+            for (s, seg) in store.segments.iter().enumerate() {
+                let owned: Vec<(String, Vec<String>)> = (0..seg.articles.len())
+                    .map(|a| {
+                        let chunks = seg
+                            .article_chunks(a)
+                            .map(|c| seg.chunk_text(c).into_owned());
+                        (seg.articles[a].title.clone(), chunks.collect())
+                    })
+                    .collect();
+                let texts: Vec<ArticleText> = owned
+                    .iter()
+                    .map(|(t, c)| ArticleText {
+                        title: t,
+                        chunks: c.iter().map(String::as_str).collect(),
+                    })
+                    .collect();
+                let name = format!("{s}.lex");
+                lexical::build(&tmp, &name, analysis, &texts)?;
+                indexes.push(LexicalIndex::open(
+                    &tmp.join(&name),
+                    analysis,
+                    seg.articles.len() as u64,
+                    seg.chunk_count() as u64,
+                )?);
+            }
+            let ixs: Vec<&LexicalIndex> = indexes.iter().collect();
+            let mut per_kind: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
+            for case in &cases {
+                let q = LexicalQuery::new(&parse_query(&case.query)?, analysis);
+                let hits = lexical::top_k(&ixs, &q, Unit::Article, 10, &|i, a| {
+                    store.segments[i].live[a as usize]
+                })?;
+                let names: Vec<String> = hits
+                    .iter()
+                    .map(|h| {
+                        name_of(
+                            &store,
+                            likewise::store::ArticleLoc {
+                                segment: h.index,
+                                article: h.unit as usize,
+                            },
+                        )
+                    })
+                    .collect();
+                let (recall, rr) = score(&names, case);
+                for kind in [case.kind.clone(), "all".to_string()] {
+                    let e = per_kind.entry(kind).or_default();
+                    e.0 += 1;
+                    e.1 += recall;
+                    e.2 += rr;
+                }
+            }
+            for (kind, (n, recall, rr)) in per_kind {
+                println!(
+                    "| {} | {kind} | {n} | {:.3} | {:.3} |",
+                    analysis.name(),
+                    recall / n as f64,
+                    rr / n as f64
+                );
+            }
+            drop(indexes);
+            std::fs::remove_dir_all(&tmp)?;
         }
     }
     Ok(())

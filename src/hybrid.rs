@@ -4,9 +4,9 @@
 //! Both halves see the same candidates: the metadata filters, deleted articles, the `--like`
 //! article and the query's conditions (a quoted phrase must occur, a `-word` must not) are
 //! applied before either half scores, never after. Each half proposes its best
-//! [`CANDIDATES`] (the lexical half knows every match, so its ranks are exact); every candidate
-//! is then scored by both — its exact cosine and its BM25 score, 0 when no word matches — and the
-//! two are combined by [`Fusion`]. Ties go to storage order, so results are deterministic.
+//! [`CANDIDATES`]; every candidate is then scored by both — its exact cosine and its BM25 score
+//! (0 when no word matches), each half's rank when that half proposed it — and the two scores
+//! are combined by [`Fusion`]. Ties go to storage order, so results are deterministic.
 //!
 //! Semantic mode is exactly [`crate::search`]'s ranking (its conditions aside); lexical mode
 //! ranks by BM25 alone and needs no model.
@@ -191,14 +191,14 @@ pub fn search(
         }
     }
 
-    // The lexical half: every match, ranked.
+    // The lexical half's candidates, best first.
     let mut lexical_hits: Vec<LexicalHit> = Vec::new();
     if let (Some(q), true) = (lexq, query.halves != Halves::SemanticOnly) {
-        lexical_hits = Vec::new();
-        lexical::search_all(&ixs, q, unit, &|i, u| keep(segs[i], u as usize), &mut |h| {
-            lexical_hits.push(h)
-        })?;
-        lexical::sort_hits(&mut lexical_hits);
+        let wanted = match query.halves {
+            Halves::LexicalOnly => opts.k,
+            _ => opts.k.max(CANDIDATES),
+        };
+        lexical_hits = lexical::top_k(&ixs, q, unit, wanted, &|i, u| keep(segs[i], u as usize))?;
     }
     let lexical_rank: HashMap<Key, (usize, f32)> = lexical_hits
         .iter()
@@ -235,6 +235,19 @@ pub fn search(
         }
     }
 
+    // The lexical scores of the semantic candidates the lexical half did not propose.
+    let index_of: HashMap<usize, usize> = segs.iter().enumerate().map(|(i, &s)| (s, i)).collect();
+    let mut lexical_rank = lexical_rank;
+    if let (Some(q), Halves::Both) = (lexq, query.halves) {
+        let missing: Vec<(usize, u32)> = candidates
+            .iter()
+            .filter(|k| !lexical_rank.contains_key(k))
+            .filter_map(|k| index_of.get(&k.0).map(|&i| (i, k.1 as u32)))
+            .collect();
+        for (w, score) in missing.iter().zip(lexical::scores_of(&ixs, q, unit, &missing)?) {
+            lexical_rank.insert((segs[w.0], w.1 as usize), (0, score));
+        }
+    }
     let mut fused: Vec<(Key, f32, Option<HalfScore>, Option<HalfScore>)> = candidates
         .into_iter()
         .map(|key| {
@@ -252,7 +265,7 @@ pub fn search(
                 _ if lexq.is_none() => None,
                 _ => Some(HalfScore {
                     score: lexical_rank.get(&key).map_or(0.0, |x| x.1),
-                    rank: lexical_rank.get(&key).map(|x| x.0),
+                    rank: lexical_rank.get(&key).map(|x| x.0).filter(|&r| r > 0),
                 }),
             };
             let score = match query.halves {
@@ -275,24 +288,25 @@ pub fn search(
     let mut out = Vec::with_capacity(fused.len());
     let chunk_scores = match (unit, lexq, query.halves) {
         (Unit::Article, Some(q), Halves::Both | Halves::LexicalOnly) => {
-            let wanted: std::collections::HashSet<(usize, usize)> =
-                fused.iter().map(|f| f.0).collect();
-            let mut scores: HashMap<Key, f32> = HashMap::new();
-            lexical::search_all(
-                &ixs,
-                q,
-                Unit::Paragraph,
-                &|i, c| {
-                    let s = segs[i];
-                    // Article-level conditions say nothing of single chunks: any chunk of a
-                    // passing article may be its evidence.
-                    wanted.contains(&(s, store.segments[s].chunk(c as usize).article as usize))
-                },
-                &mut |h| {
-                    scores.insert((segs[h.index], h.unit as usize), h.score);
-                },
-            )?;
-            Some(scores)
+            // Every chunk of the hits, scored as paragraphs. Article-level conditions say
+            // nothing of single chunks: any chunk of a passing article may be its evidence.
+            let chunks: Vec<(usize, u32)> = fused
+                .iter()
+                .filter_map(|f| {
+                    let i = *index_of.get(&f.0 .0)?;
+                    let seg = &store.segments[f.0 .0];
+                    Some(seg.article_chunks(f.0 .1).map(move |c| (i, c as u32)))
+                })
+                .flatten()
+                .collect();
+            let scores = lexical::scores_of(&ixs, q, Unit::Paragraph, &chunks)?;
+            Some(
+                chunks
+                    .iter()
+                    .zip(scores)
+                    .map(|(c, s)| ((segs[c.0], c.1 as usize), s))
+                    .collect::<HashMap<Key, f32>>(),
+            )
         }
         _ => None,
     };

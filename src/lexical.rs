@@ -26,9 +26,9 @@ use tantivy::query::{
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST};
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer,
-    StopWordFilter, TextAnalyzer,
+    StopWordFilter, TextAnalyzer, Token, TokenFilter, TokenStream, Tokenizer,
 };
-use tantivy::{DocId, Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tantivy::{DocId, DocSet, Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument, Term};
 
 /// The name under which the analyzer is registered in every lexical index.
 const ANALYZER: &str = "likewise-words";
@@ -69,17 +69,30 @@ fn index_err(path: &Path) -> impl Fn(tantivy::TantivyError) -> LexicalError + '_
 /// made with another analysis gets them rebuilt by its next `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Analysis {
-    /// Fold words to their English stem ("sanctions" finds "sanction").
-    pub stem: bool,
+    /// How far words are folded to a common form.
+    pub stem: Stemming,
     /// Leave out English stop words ("the", "of"…) and the `s` of a possessive.
     pub stop_words: bool,
 }
 
+/// How words are folded before they are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stemming {
+    /// Words as written (after case and accents are folded).
+    None,
+    /// English plurals to their singular ("sanctions", "crises"… "sanction"), and nothing else:
+    /// the S-stemmer of Harman (1991), which Lucene ships as its `EnglishMinimalStemFilter`.
+    Plurals,
+    /// Snowball's English stemmer ("negotiations" and "negotiated" both "negoti").
+    Snowball,
+}
+
 impl Analysis {
-    /// Chosen on the BBC keyword queries (docs/benchmarks.md, "Hybrid search"): stems and stop
-    /// words both help names, surnames and quotations.
+    /// Chosen on the BBC keyword queries (docs/benchmarks.md, "Hybrid search"): Snowball's
+    /// stems cost names and quotations recall and MRR; plurals alone cost nothing there and
+    /// still let "sanctions" find "sanction".
     pub const CHOSEN: Analysis = Analysis {
-        stem: true,
+        stem: Stemming::Plurals,
         stop_words: true,
     };
 
@@ -87,7 +100,11 @@ impl Analysis {
     pub fn name(self) -> String {
         format!(
             "words-1{}{}",
-            if self.stem { "-stem" } else { "" },
+            match self.stem {
+                Stemming::None => "",
+                Stemming::Plurals => "-plural",
+                Stemming::Snowball => "-stem",
+            },
             if self.stop_words { "-stop" } else { "" }
         )
     }
@@ -106,8 +123,10 @@ impl Analysis {
             let words = ENGLISH_STOP_WORDS.iter().chain(&["s", "t"]);
             b = b.filter_dynamic(StopWordFilter::remove(words.map(|w| w.to_string())));
         }
-        if self.stem {
-            b = b.filter_dynamic(Stemmer::new(Language::English));
+        match self.stem {
+            Stemming::None => {}
+            Stemming::Plurals => b = b.filter_dynamic(PluralFilter),
+            Stemming::Snowball => b = b.filter_dynamic(Stemmer::new(Language::English)),
         }
         b.build()
     }
@@ -147,6 +166,80 @@ pub fn matched_words(analysis: Analysis, text: &str, words: &[String]) -> Vec<St
         }
     }
     out
+}
+
+/// The singular of an English plural by Harman's S-stemmer (lower-case ASCII words; others are
+/// left alone): "-ies" → "-y" (not "-eies", "-aies"), "-es" → "-e" (not "-aes", "-ees",
+/// "-oes"), "-s" → "" (not "-us", "-ss").
+fn singular(word: &str) -> Option<usize> {
+    let b = word.as_bytes();
+    let n = b.len();
+    if n < 4 || !word.is_ascii() {
+        return None;
+    }
+    if word.ends_with("ies") && !word.ends_with("eies") && !word.ends_with("aies") {
+        return Some(n - 2); // keep "i", to become "y"
+    }
+    if word.ends_with("es")
+        && !(word.ends_with("aes") || word.ends_with("ees") || word.ends_with("oes"))
+    {
+        return Some(n - 1);
+    }
+    if b[n - 1] == b's' && b[n - 2] != b'u' && b[n - 2] != b's' {
+        return Some(n - 1);
+    }
+    None
+}
+
+/// A tantivy token filter that folds plurals with [`singular`].
+#[derive(Clone)]
+pub struct PluralFilter;
+
+impl TokenFilter for PluralFilter {
+    type Tokenizer<T: Tokenizer> = PluralTokenizer<T>;
+
+    fn transform<T: Tokenizer>(self, tokenizer: T) -> PluralTokenizer<T> {
+        PluralTokenizer(tokenizer)
+    }
+}
+
+#[derive(Clone)]
+pub struct PluralTokenizer<T>(T);
+
+impl<T: Tokenizer> Tokenizer for PluralTokenizer<T> {
+    type TokenStream<'a> = PluralStream<T::TokenStream<'a>>;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Self::TokenStream<'a> {
+        PluralStream(self.0.token_stream(text))
+    }
+}
+
+pub struct PluralStream<S>(S);
+
+impl<S: TokenStream> TokenStream for PluralStream<S> {
+    fn advance(&mut self) -> bool {
+        if !self.0.advance() {
+            return false;
+        }
+        let text = &mut self.0.token_mut().text;
+        if let Some(keep) = singular(text) {
+            let ies = text.ends_with("ies");
+            text.truncate(keep);
+            if ies {
+                text.pop();
+                text.push('y');
+            }
+        }
+        true
+    }
+
+    fn token(&self) -> &Token {
+        self.0.token()
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        self.0.token_mut()
+    }
 }
 
 fn schema() -> (Schema, Field, Field, Field, Field) {
@@ -262,6 +355,9 @@ pub struct LexicalIndex {
     article: Field,
     articles: u64,
     chunks: u64,
+    /// Where each article's and each chunk's document is: (tantivy segment, doc).
+    article_docs: Vec<(u32, DocId)>,
+    chunk_docs: Vec<(u32, DocId)>,
 }
 
 impl LexicalIndex {
@@ -302,6 +398,29 @@ impl LexicalIndex {
                 ),
             });
         }
+        let mut article_docs = vec![(u32::MAX, 0); articles as usize];
+        let mut chunk_docs = vec![(u32::MAX, 0); chunks as usize];
+        for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+            for (column, docs) in [
+                (ARTICLE_UNIT, &mut article_docs),
+                (CHUNK_UNIT, &mut chunk_docs),
+            ] {
+                let units = reader.fast_fields().u64(column).map_err(index_err(path))?;
+                for doc in 0..reader.max_doc() {
+                    if let Some(u) = units.first(doc) {
+                        if let Some(slot) = docs.get_mut(u as usize) {
+                            *slot = (ord as u32, doc);
+                        }
+                    }
+                }
+            }
+        }
+        if article_docs.iter().chain(&chunk_docs).any(|d| d.0 == u32::MAX) {
+            return Err(LexicalError::Index {
+                path: path.to_path_buf(),
+                message: "some articles or paragraphs of the segment have no document".into(),
+            });
+        }
         Ok(LexicalIndex {
             path: path.to_path_buf(),
             searcher,
@@ -310,6 +429,8 @@ impl LexicalIndex {
             article,
             articles,
             chunks,
+            article_docs,
+            chunk_docs,
         })
     }
 
@@ -667,7 +788,9 @@ pub fn search_all(
     Ok(())
 }
 
-/// The `k` best documents of `unit` for `query`, best first; ties go to the earlier index and unit.
+/// The `k` best documents of `unit` for `query`, best first; ties go to the earlier index and
+/// unit. Documents that cannot enter the `k` best are skipped unscored (tantivy's block-max
+/// WAND), so the cost grows with the postings of the rarer words, not of every word.
 pub fn top_k(
     indexes: &[&LexicalIndex],
     query: &LexicalQuery,
@@ -675,11 +798,142 @@ pub fn top_k(
     k: usize,
     keep: &(dyn Fn(usize, u32) -> bool + Sync),
 ) -> Result<Vec<LexicalHit>, LexicalError> {
-    let mut all = Vec::new();
-    search_all(indexes, query, unit, keep, &mut |h| all.push(h))?;
-    sort_hits(&mut all);
-    all.truncate(k);
-    Ok(all)
+    if indexes.is_empty() || !query.has_words() || k == 0 {
+        return Ok(Vec::new());
+    }
+    let stats = StoreStatistics { indexes, unit };
+    // The k best so far, worst on top; a tie at the threshold may still enter (`>=` below is
+    // the pruning's `>`, so an equal score is dropped only when it would come later in order).
+    let mut best: std::collections::BinaryHeap<Ranked> = std::collections::BinaryHeap::new();
+    for (i, ix) in indexes.iter().enumerate() {
+        let q = query.on(stats.field(ix), true);
+        let weight = q
+            .weight(EnableScoring::enabled_from_statistics_provider(
+                &stats,
+                &ix.searcher,
+            ))
+            .map_err(index_err(&ix.path))?;
+        for reader in ix.searcher.segment_readers() {
+            let units = reader
+                .fast_fields()
+                .u64(unit_column(unit))
+                .map_err(index_err(&ix.path))?;
+            let threshold = if best.len() == k {
+                best.peek().map_or(f32::MIN, |r| r.0.score)
+            } else {
+                f32::MIN
+            };
+            // Pruning skips documents scoring at most the threshold: lower it a hair so a
+            // document tying the k-th is still seen, and ties are settled by storage order.
+            let below = |t: f32| if t == f32::MIN { t } else { t - t.abs() * 1e-6 - 1e-9 };
+            weight
+                .for_each_pruning(below(threshold), reader, &mut |doc: DocId, score| {
+                    if let Some(u) = units.first(doc) {
+                        let u = u as u32;
+                        if keep(i, u) {
+                            best.push(Ranked(LexicalHit {
+                                index: i,
+                                unit: u,
+                                score,
+                            }));
+                            if best.len() > k {
+                                best.pop();
+                            }
+                        }
+                    }
+                    if best.len() == k {
+                        below(best.peek().map_or(f32::MIN, |r| r.0.score))
+                    } else {
+                        f32::MIN
+                    }
+                })
+                .map_err(index_err(&ix.path))?;
+        }
+    }
+    let mut out: Vec<LexicalHit> = best.into_iter().map(|r| r.0).collect();
+    sort_hits(&mut out);
+    Ok(out)
+}
+
+/// A hit ordered so that the heap's top is the worst: lowest score, then latest in storage.
+struct Ranked(LexicalHit);
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // "Greater" = worse, so the max-heap's top is the one to drop.
+        other
+            .0
+            .score
+            .total_cmp(&self.0.score)
+            .then(self.0.index.cmp(&other.0.index))
+            .then(self.0.unit.cmp(&other.0.unit))
+    }
+}
+
+/// The BM25 score of each of `wanted` (index, unit) — 0 for a document no free word or phrase
+/// matches, or that fails the query's conditions — found by seeking each document's place in
+/// the postings, not by scoring every match.
+pub fn scores_of(
+    indexes: &[&LexicalIndex],
+    query: &LexicalQuery,
+    unit: Unit,
+    wanted: &[(usize, u32)],
+) -> Result<Vec<f32>, LexicalError> {
+    let mut out = vec![0f32; wanted.len()];
+    if indexes.is_empty() || !query.has_words() {
+        return Ok(out);
+    }
+    let stats = StoreStatistics { indexes, unit };
+    for (i, ix) in indexes.iter().enumerate() {
+        let docs = match unit {
+            Unit::Article => &ix.article_docs,
+            Unit::Paragraph => &ix.chunk_docs,
+        };
+        // (tantivy segment, doc, position in `wanted`), in the postings' order.
+        let mut here: Vec<(u32, DocId, usize)> = wanted
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.0 == i)
+            .filter_map(|(n, w)| docs.get(w.1 as usize).map(|&(seg, doc)| (seg, doc, n)))
+            .collect();
+        if here.is_empty() {
+            continue;
+        }
+        here.sort_unstable();
+        let q = query.on(stats.field(ix), true);
+        let weight = q
+            .weight(EnableScoring::enabled_from_statistics_provider(
+                &stats,
+                &ix.searcher,
+            ))
+            .map_err(index_err(&ix.path))?;
+        for (ord, reader) in ix.searcher.segment_readers().iter().enumerate() {
+            let mut scorer = weight.scorer(reader, 1.0).map_err(index_err(&ix.path))?;
+            for &(_, doc, n) in here.iter().filter(|h| h.0 == ord as u32) {
+                if scorer.doc() == tantivy::TERMINATED {
+                    break;
+                }
+                if scorer.doc() < doc {
+                    scorer.seek(doc);
+                }
+                if scorer.doc() == doc {
+                    out[n] = scorer.score();
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Best first; ties by index, then unit (storage order), so results are deterministic.
@@ -754,6 +1008,9 @@ mod tests {
         assert_eq!(words("the Rafah crossing"), words("Rafah crossing"));
         assert!(words("the of and").is_empty());
         assert_eq!(words("Müller, Zürich"), vec!["muller", "zurich"]);
+        assert_eq!(words("crises"), words("crise"));
+        assert_eq!(words("countries"), vec!["country"]);
+        assert_eq!(words("bus glass status"), vec!["bus", "glass", "status"]);
     }
 
     #[test]
@@ -863,6 +1120,33 @@ mod tests {
                     (x - y).abs() <= 1e-6 * x.abs().max(1.0),
                     "{unit:?}: {sa:?} vs {sb:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn pruned_top_k_and_seeked_scores_agree_with_scoring_every_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let ix = build_store(dir.path(), &[&ARTICLES[..2], &ARTICLES[2..]]);
+        let ixs: Vec<&LexicalIndex> = ix.iter().collect();
+        for text in ["Rafah trucks aid", "Rafah -Shoukry", "\"more trucks\" Rafah", "pound"] {
+            let q = LexicalQuery::new(&parse_query(text).unwrap(), Analysis::CHOSEN);
+            for unit in [Unit::Article, Unit::Paragraph] {
+                let mut all = Vec::new();
+                search_all(&ixs, &q, unit, &|_, _| true, &mut |h| all.push(h)).unwrap();
+                sort_hits(&mut all);
+                for k in [1, 2, 100] {
+                    let top = top_k(&ixs, &q, unit, k, &|_, _| true).unwrap();
+                    assert_eq!(top, all.iter().take(k).copied().collect::<Vec<_>>(), "{text} {unit:?} {k}");
+                }
+                let wanted: Vec<(usize, u32)> = (0..2)
+                    .flat_map(|i| (0..3u32).map(move |u| (i, u)))
+                    .collect();
+                let scores = scores_of(&ixs, &q, unit, &wanted).unwrap();
+                for (w, s) in wanted.iter().zip(&scores) {
+                    let expected = all.iter().find(|h| (h.index, h.unit) == *w).map_or(0.0, |h| h.score);
+                    assert_eq!(*s, expected, "{text} {unit:?} {w:?}");
+                }
             }
         }
     }

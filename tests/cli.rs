@@ -624,6 +624,9 @@ fn one_line_texts_are_paragraphs_too_and_their_headline_counts_once() {
         json_out(likewise(&store).args([
             "query",
             "truce extended in Gaza",
+            // The vectors are the subject here: the model's cosine alone.
+            "--mode",
+            "semantic",
             "--level",
             level,
             "--format",

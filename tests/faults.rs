@@ -4,6 +4,7 @@
 mod common;
 
 use common::likewise;
+use likewise::lexical::{parse_query, Analysis, LexicalQuery, Unit};
 use likewise::store::Store;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -57,7 +58,12 @@ fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let p = e.unwrap().path();
-        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &target); // a segment's lexical index
+        } else {
+            std::fs::copy(&p, target).unwrap();
+        }
     }
 }
 
@@ -80,6 +86,19 @@ fn check_editions(store: &Path) -> usize {
             second += 1;
         }
     }
+    // The lexical indexes are of the same generation as the segments: every one opens, and
+    // the words of the second edition are found in exactly its articles.
+    assert!(s.lexical_problems.is_empty(), "{:?}", s.lexical_problems);
+    let (segs, indexes): (Vec<usize>, Vec<_>) = s.lexical_indexes().into_iter().unzip();
+    let q = LexicalQuery::new(
+        &parse_query("\"An update added\"").unwrap(),
+        Analysis::CHOSEN,
+    );
+    let found = likewise::lexical::top_k(&indexes, &q, Unit::Article, ARTICLES * 2, &|i, a| {
+        s.segments[segs[i]].live[a as usize]
+    })
+    .unwrap();
+    assert_eq!(found.len(), second, "lexical and stored articles disagree");
     second
 }
 

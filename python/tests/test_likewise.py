@@ -143,12 +143,33 @@ def test_dataframes_have_typed_columns(seeds_store):
     assert str(articles["key"].dtype) == "string" and articles["paragraphs"].dtype == np.int64
     hits = s.query_df(RAFAH, k=5)
     assert list(hits.columns) == ["query", "rank", "score", "key", "id", "path", "title", "date", "source",
-                                  "url", "paragraph", "window", "paragraph_score", "text"]
+                                  "url", "paragraph", "window", "paragraph_score", "text", "semantic_score",
+                                  "semantic_rank", "lexical_score", "lexical_rank"]
     assert hits["score"].dtype == np.float32 and hits["rank"].tolist() == [1, 2, 3, 4, 5]
     assert str(hits["paragraph"].dtype) == "Int64" and str(hits["paragraph_score"].dtype) == "Float32"
     assert hits["score"].is_monotonic_decreasing
     many = s.query_df(like=["000", "003"], k=2)
     assert many["query"].tolist() == [0, 0, 1, 1]
+
+
+def test_query_modes_find_names_phrases_and_passages(seeds_store):
+    s = likewise.Store(seeds_store, model=MODEL)
+    first = lambda doc: Path(doc["hits"][0]["path"]).name[:3]  # noqa: E731
+    assert first(s.query("Herzog")) == "000" and first(s.query("Shoukry")) == "003"
+    for mode in ("hybrid", "semantic", "lexical"):
+        doc = s.query('"hypocritical spectacle"', mode=mode)
+        assert doc["mode"] == mode and [Path(h["path"]).name[:3] for h in doc["hits"]] == ["002"]
+    hybrid = s.query_df("Herzog", k=3)
+    assert hybrid["lexical_rank"].tolist()[0] == 1 and hybrid["semantic_score"].notna().all()
+    assert str(hybrid["lexical_score"].dtype) == "Float32" and str(hybrid["semantic_rank"].dtype) == "Int64"
+    lexical = s.query_df("Herzog", mode="lexical")
+    assert lexical["semantic_score"].isna().all() and len(lexical) == 1
+    with pytest.raises(likewise.InvalidRequestError, match="mode must be"):
+        s.query("Herzog", mode="words")
+    with pytest.raises(likewise.InvalidRequestError, match="no word to search for"):
+        s.query("the of", mode="lexical")
+    with pytest.raises(likewise.InvalidRequestError, match="not a day of the calendar"):
+        s.query("Rafah", since="2024-02-30")
 
 
 def test_vectors_are_read_only_views_of_the_store(seeds_store, model):

@@ -126,6 +126,13 @@ def test_spark_index_gives_the_articles_vectors_and_answers_of_likewise_index(sp
         last = qa["hits"][-1]["score"] + 1e-5
         above = lambda q: {(h["key"], h.get("paragraph")) for h in q["hits"] if h["score"] > last}  # noqa: E731
         assert above(qa) == above(qb)
+    # Words too: the lexical indexes the tasks wrote answer as the one `likewise index` wrote,
+    # scored with the store's statistics, not one partition's.
+    for level in ("article", "paragraph"):
+        for q in ("Shoukry", '"ground operation" Rafah', "Herzog hostages families"):
+            la, lb = a.query(q, level=level, k=20, mode="lexical"), b.query(q, level=level, k=20, mode="lexical")
+            assert la["hits"] and len(la["hits"]) == len(lb["hits"]), (level, q)
+            assert max(abs(x["score"] - y["score"]) for x, y in zip(la["hits"], lb["hits"])) < 1e-4, (level, q)
     assert_whole(spark_store)
 
 

@@ -421,6 +421,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         runs: usize,
     },
+    /// A passage, a name and a phrase queried on the store (--index) in each mode, the whole
+    /// query path timed: what hybrid search adds to a query.
+    Hybrid {
+        /// The passage (default: a 25-word news sentence).
+        text: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+    },
+    /// Lexical search speed on N synthetic paragraphs: the time to build their lexical indexes
+    /// and the median time of a top-10 search.
+    Lexical {
+        #[arg(long, default_value_t = 1_000_000)]
+        paragraphs: usize,
+        #[arg(long, default_value_t = 50)]
+        queries: usize,
+    },
     /// Exact search speed on a store of N synthetic unit vectors, built through the store's own
     /// writer, checked against a straightforward scan.
     Search {
@@ -671,6 +687,9 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             for damaged in &verified.damaged_compact {
                 eprintln!("likewise: damaged compact copy: {damaged}; `likewise index --compact KIND` rebuilds it");
             }
+            for damaged in &verified.damaged_lexical {
+                eprintln!("likewise: lexical index: {damaged}; `likewise index` rebuilds it from the stored text");
+            }
             Ok(if verified.intact {
                 exit::SUCCESS
             } else {
@@ -796,6 +815,13 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             text.as_deref(),
             *runs,
         )),
+        Command::Bench(BenchCommand::Hybrid { text, runs }) => {
+            done(crate::bench::hybrid(&g.engine(), text.as_deref(), *runs))
+        }
+        Command::Bench(BenchCommand::Lexical {
+            paragraphs,
+            queries,
+        }) => done(crate::bench::lexical(*paragraphs, *queries)),
         Command::Bench(BenchCommand::Search {
             vectors,
             queries,

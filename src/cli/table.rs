@@ -293,6 +293,7 @@ pub fn verified(out: &mut impl Write, v: &VerifyResult) -> Result<()> {
     writeln!(out, "store           {}", v.store)?;
     writeln!(out, "segments        {} checked", v.segments)?;
     writeln!(out, "compact copies  {} checked", v.compact_files)?;
+    writeln!(out, "lexical indexes {} checked", v.lexical_indexes)?;
     writeln!(
         out,
         "bytes           {} in {:.2} s",
@@ -301,7 +302,20 @@ pub fn verified(out: &mut impl Write, v: &VerifyResult) -> Result<()> {
     let verdict = if v.intact {
         "intact".to_string()
     } else {
-        format!("{} compact copies damaged", v.damaged_compact.len())
+        let mut parts = Vec::new();
+        if !v.damaged_compact.is_empty() {
+            parts.push(format!(
+                "{} compact copies damaged",
+                v.damaged_compact.len()
+            ));
+        }
+        if !v.damaged_lexical.is_empty() {
+            parts.push(format!(
+                "{} lexical indexes damaged or missing",
+                v.damaged_lexical.len()
+            ));
+        }
+        parts.join(", ")
     };
     writeln!(out, "result          {verdict}")
 }
@@ -337,6 +351,17 @@ pub fn info(out: &mut impl Write, info: &InfoResult) -> Result<()> {
             "compact     {kind} copies of the paragraph vectors ({})",
             human_bytes(info.compact_bytes)
         )?;
+    }
+    match (&info.lexical, info.lexical_missing) {
+        (Some(analysis), 0) => writeln!(
+            out,
+            "lexical     {analysis} ({})",
+            human_bytes(info.lexical_bytes)
+        )?,
+        (_, missing) => writeln!(
+            out,
+            "lexical     {missing} segment(s) without a usable lexical index: `likewise index` builds it"
+        )?,
     }
     writeln!(
         out,

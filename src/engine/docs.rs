@@ -220,7 +220,7 @@ pub struct Hit {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub semantic: Option<HalfDoc>,
     /// Hybrid and lexical modes: the lexical half's verdict (BM25 score, 0 when no word
-    /// matched, and rank among every lexical match).
+    /// matched, and rank among the lexical candidates when it was one of them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lexical: Option<HalfDoc>,
     /// The words of `text` that match the query's words (as written there: "Blinken's" for
@@ -517,6 +517,12 @@ pub struct InfoResult {
     pub article_vectors: crate::store::ArticleVectorMode,
     pub compact: Option<crate::compact::Compact>,
     pub compact_bytes: u64,
+    /// The analysis of the lexical indexes (absent: a store made before lexical search), their
+    /// bytes, and how many segments lack a usable one (rebuilt by the next `likewise index`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<String>,
+    pub lexical_bytes: u64,
+    pub lexical_missing: usize,
     /// When the current generation was committed (seconds since 1970, UTC), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub committed_unix: Option<u64>,
@@ -531,6 +537,9 @@ pub struct VerifyResult {
     pub bytes_checked: u64,
     /// Compact copies that failed a check, each naming its file.
     pub damaged_compact: Vec<String>,
+    pub lexical_indexes: usize,
+    /// Lexical indexes missing or failing a check, each naming its files.
+    pub damaged_lexical: Vec<String>,
     pub intact: bool,
     pub seconds: f64,
 }

@@ -856,6 +856,9 @@ impl Engine {
             article_vectors: m.article_vectors,
             compact: m.compact,
             compact_bytes: store.compact_bytes(),
+            lexical: store.manifest.lexical.clone(),
+            lexical_bytes: store.lexical_bytes(),
+            lexical_missing: store.lexical_problems.len(),
             committed_unix,
         })
     }
@@ -870,8 +873,10 @@ impl Engine {
             segments: done.segments,
             compact_files: done.compact_files,
             bytes_checked: done.bytes_checked,
-            intact: done.damaged_compact.is_empty(),
+            intact: done.damaged_compact.is_empty() && done.damaged_lexical.is_empty(),
             damaged_compact: done.damaged_compact,
+            lexical_indexes: done.lexical_indexes,
+            damaged_lexical: done.damaged_lexical,
             seconds: started.elapsed().as_secs_f64(),
         })
     }

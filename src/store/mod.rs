@@ -944,7 +944,13 @@ impl Writer {
                 && entry.file.ends_with(".lkw")
                 && !entry.file.contains(['/', '\\'])
                 && !named.contains(entry.file.as_str())
-                && fresh.insert(entry.file.as_str());
+                && fresh.insert(entry.file.as_str())
+                && entry.lexical.as_ref().is_none_or(|l| {
+                    l.file.starts_with("seg-")
+                        && l.file.ends_with(".lex")
+                        && !l.file.contains(['/', '\\'])
+                        && !named.contains(l.file.as_str())
+                });
             if !valid_name {
                 return Err(StoreError::Rejected {
                     path: self.dir.join(&entry.file),

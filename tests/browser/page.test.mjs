@@ -118,6 +118,28 @@ test("the Rafah passage lists 002–004 first, with the words it shares marked",
   assert.deepEqual(p.errors, []);
 });
 
+test("a name finds its one article by its words; the ranking control and the why line", async () => {
+  const p = await page();
+  await p.goto(seedsUrl + "/");
+  await search(p, "Herzog");
+  const keys = await hitKeys(p);
+  assert.match(keys[0], /000_/, `order: ${keys}`);
+  const marks = await p.$$eval("#results li.hit:first-child .evidence mark", (ms) => ms.map((m) => m.textContent));
+  assert.deepEqual(marks, ["Herzog"]);
+  const why = await p.$eval("#results li.hit:first-child .why", (e) => e.textContent);
+  assert.match(why, /meaning [0-9.]+.* · words [0-9.]+ \(#1\)/);
+  // Words only: the control travels in the address and the one article naming him is the answer.
+  await p.selectOption("#mode", "lexical");
+  await p.click("#search-form button[type=submit]");
+  await p.waitForFunction(() => /mode=lexical/.test(location.hash) && /1 articles like/.test(document.getElementById("search-status").textContent));
+  assert.equal((await hitKeys(p)).length, 1);
+  // A phrase that no article has: no results, and no error.
+  await p.fill("#passage", '"Herzog hypocritical"');
+  await p.click("#search-form button[type=submit]");
+  await p.waitForFunction(() => /0 articles like/.test(document.getElementById("search-status").textContent));
+  assert.deepEqual(p.errors, []);
+});
+
 test("the back button restores the previous query", async () => {
   const p = await page();
   await p.goto(seedsUrl + "/");
