@@ -1644,8 +1644,8 @@ pub fn hybrid(
     let mut rows = Vec::new();
     for (what, q) in [
         ("passage", passage),
-        ("name", "Benjamin Netanyahu"),
-        ("phrase", "\"ground operation\" Rafah"),
+        ("name", "Gordon Brown"),
+        ("phrase", "\"interest rates\" inflation"),
     ] {
         for mode in [SearchMode::Semantic, SearchMode::Hybrid, SearchMode::Lexical] {
             let req = QueryRequest {

@@ -17,6 +17,7 @@
 //! an unbalanced quote, colons, brackets or URLs are text. Only straight double quotes (`"`)
 //! make phrases: typeset quotation marks (“…”) come with pasted passages, not typed queries.
 
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use tantivy::collector::Count;
 use tantivy::query::{
@@ -802,57 +803,75 @@ pub fn top_k(
         return Ok(Vec::new());
     }
     let stats = StoreStatistics { indexes, unit };
-    // The k best so far, worst on top; a tie at the threshold may still enter (`>=` below is
-    // the pruning's `>`, so an equal score is dropped only when it would come later in order).
+    // Each segment's index on a thread of its own, each keeping its k best; then the best k.
+    let per_index: Vec<Result<Vec<LexicalHit>, LexicalError>> = indexes
+        .par_iter()
+        .enumerate()
+        .map(|(i, ix)| top_k_of(&stats, i, ix, query, unit, k, keep))
+        .collect();
+    let mut out = Vec::new();
+    for hits in per_index {
+        out.extend(hits?);
+    }
+    sort_hits(&mut out);
+    out.truncate(k);
+    Ok(out)
+}
+
+/// [`top_k`] on one segment's index (number `i`).
+fn top_k_of(
+    stats: &StoreStatistics,
+    i: usize,
+    ix: &LexicalIndex,
+    query: &LexicalQuery,
+    unit: Unit,
+    k: usize,
+    keep: &(dyn Fn(usize, u32) -> bool + Sync),
+) -> Result<Vec<LexicalHit>, LexicalError> {
+    // The k best so far, worst on top.
     let mut best: std::collections::BinaryHeap<Ranked> = std::collections::BinaryHeap::new();
-    for (i, ix) in indexes.iter().enumerate() {
-        let q = query.on(stats.field(ix), true);
-        let weight = q
-            .weight(EnableScoring::enabled_from_statistics_provider(
-                &stats,
-                &ix.searcher,
-            ))
+    let q = query.on(stats.field(ix), true);
+    let weight = q
+        .weight(EnableScoring::enabled_from_statistics_provider(
+            stats,
+            &ix.searcher,
+        ))
+        .map_err(index_err(&ix.path))?;
+    // Pruning skips documents scoring at most the threshold: it is lowered a hair so that a
+    // document tying the k-th is still seen, and ties are settled by storage order.
+    let below = |t: f32| t - t.abs() * 1e-6 - 1e-9;
+    for reader in ix.searcher.segment_readers() {
+        let units = reader
+            .fast_fields()
+            .u64(unit_column(unit))
             .map_err(index_err(&ix.path))?;
-        for reader in ix.searcher.segment_readers() {
-            let units = reader
-                .fast_fields()
-                .u64(unit_column(unit))
-                .map_err(index_err(&ix.path))?;
-            let threshold = if best.len() == k {
-                best.peek().map_or(f32::MIN, |r| r.0.score)
-            } else {
-                f32::MIN
-            };
-            // Pruning skips documents scoring at most the threshold: lower it a hair so a
-            // document tying the k-th is still seen, and ties are settled by storage order.
-            let below = |t: f32| if t == f32::MIN { t } else { t - t.abs() * 1e-6 - 1e-9 };
-            weight
-                .for_each_pruning(below(threshold), reader, &mut |doc: DocId, score| {
-                    if let Some(u) = units.first(doc) {
-                        let u = u as u32;
-                        if keep(i, u) {
-                            best.push(Ranked(LexicalHit {
-                                index: i,
-                                unit: u,
-                                score,
-                            }));
-                            if best.len() > k {
-                                best.pop();
-                            }
+        let threshold = match best.peek() {
+            Some(worst) if best.len() == k => below(worst.0.score),
+            _ => f32::MIN,
+        };
+        weight
+            .for_each_pruning(threshold, reader, &mut |doc: DocId, score| {
+                if let Some(u) = units.first(doc) {
+                    let u = u as u32;
+                    if keep(i, u) {
+                        best.push(Ranked(LexicalHit {
+                            index: i,
+                            unit: u,
+                            score,
+                        }));
+                        if best.len() > k {
+                            best.pop();
                         }
                     }
-                    if best.len() == k {
-                        below(best.peek().map_or(f32::MIN, |r| r.0.score))
-                    } else {
-                        f32::MIN
-                    }
-                })
-                .map_err(index_err(&ix.path))?;
-        }
+                }
+                match best.peek() {
+                    Some(worst) if best.len() == k => below(worst.0.score),
+                    _ => f32::MIN,
+                }
+            })
+            .map_err(index_err(&ix.path))?;
     }
-    let mut out: Vec<LexicalHit> = best.into_iter().map(|r| r.0).collect();
-    sort_hits(&mut out);
-    Ok(out)
+    Ok(best.into_iter().map(|r| r.0).collect())
 }
 
 /// A hit ordered so that the heap's top is the worst: lowest score, then latest in storage.
