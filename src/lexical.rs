@@ -48,6 +48,11 @@ const ENGLISH_STOP_WORDS: &[&str] = &[
     "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
     "they", "this", "to", "was", "will", "with",
 ];
+/// Free texts of this many words or fewer (a name, a piece of a quotation) also score as a
+/// phrase; longer ones are passages, whose words rarely come in the same order.
+const MAX_PROXIMITY_WORDS: usize = 8;
+/// How far the words of a short free text may move and still count as its phrase.
+const PROXIMITY_SLOP: u32 = 2;
 /// Memory tantivy may use while indexing one segment (its minimum is 15 MB per thread).
 const WRITER_BUDGET_BYTES: usize = 64 << 20;
 
@@ -568,6 +573,9 @@ pub struct LexicalQuery {
     analysis: Analysis,
     /// Distinct free words, in order of first appearance.
     words: Vec<String>,
+    /// A short free text's words with their positions: documents that have them together, in
+    /// order, score that phrase on top of the words (a name, a remembered piece of a quotation).
+    proximity: Option<Vec<(usize, String)>>,
     phrases: Vec<Vec<(usize, String)>>,
     excluded: Vec<Vec<(usize, String)>>,
 }
@@ -575,11 +583,17 @@ pub struct LexicalQuery {
 impl LexicalQuery {
     pub fn new(syntax: &QuerySyntax, analysis: Analysis) -> LexicalQuery {
         let mut words: Vec<String> = Vec::new();
-        for (_, w) in analysis.words(&syntax.free) {
-            if !words.contains(&w) {
-                words.push(w);
+        let free = analysis.words(&syntax.free);
+        for (_, w) in &free {
+            if !words.contains(w) {
+                words.push(w.clone());
             }
         }
+        let proximity = (syntax.phrases.is_empty() && (2..=MAX_PROXIMITY_WORDS).contains(&free.len()))
+            .then(|| {
+                let first = free[0].0;
+                free.iter().map(|(p, w)| (p - first, w.clone())).collect()
+            });
         let phrase = |p: &String| {
             let ws = analysis.words(p);
             let first = ws.first().map_or(0, |w| w.0);
@@ -590,6 +604,7 @@ impl LexicalQuery {
         LexicalQuery {
             analysis,
             words,
+            proximity,
             phrases: syntax
                 .phrases
                 .iter()
@@ -653,6 +668,18 @@ impl LexicalQuery {
     fn on(&self, field: Field, scored: bool) -> Box<dyn Query> {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         if scored {
+            if let Some(words) = &self.proximity {
+                clauses.push((
+                    Occur::Should,
+                    Box::new(PhraseQuery::new_with_offset_and_slop(
+                        words
+                            .iter()
+                            .map(|(pos, w)| (*pos, Term::from_field_text(field, w)))
+                            .collect(),
+                        PROXIMITY_SLOP,
+                    )),
+                ));
+            }
             for w in &self.words {
                 clauses.push((
                     Occur::Should,
