@@ -1647,7 +1647,11 @@ pub fn hybrid(
         ("name", "Gordon Brown"),
         ("phrase", "\"interest rates\" inflation"),
     ] {
-        for mode in [SearchMode::Semantic, SearchMode::Hybrid, SearchMode::Lexical] {
+        for mode in [
+            SearchMode::Semantic,
+            SearchMode::Hybrid,
+            SearchMode::Lexical,
+        ] {
             let req = QueryRequest {
                 text: Some(q.to_string()),
                 mode,

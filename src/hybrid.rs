@@ -246,7 +246,10 @@ pub fn search(
             .filter(|k| !lexical_rank.contains_key(k))
             .filter_map(|k| index_of.get(&k.0).map(|&i| (i, k.1 as u32)))
             .collect();
-        for (w, score) in missing.iter().zip(lexical::scores_of(&ixs, q, unit, &missing)?) {
+        for (w, score) in missing
+            .iter()
+            .zip(lexical::scores_of(&ixs, q, unit, &missing)?)
+        {
             lexical_rank.insert((segs[w.0], w.1 as usize), (0, score));
         }
     }

@@ -421,7 +421,11 @@ impl LexicalIndex {
                 }
             }
         }
-        if article_docs.iter().chain(&chunk_docs).any(|d| d.0 == u32::MAX) {
+        if article_docs
+            .iter()
+            .chain(&chunk_docs)
+            .any(|d| d.0 == u32::MAX)
+        {
             return Err(LexicalError::Index {
                 path: path.to_path_buf(),
                 message: "some articles or paragraphs of the segment have no document".into(),
@@ -589,11 +593,12 @@ impl LexicalQuery {
                 words.push(w.clone());
             }
         }
-        let proximity = (syntax.phrases.is_empty() && (2..=MAX_PROXIMITY_WORDS).contains(&free.len()))
-            .then(|| {
-                let first = free[0].0;
-                free.iter().map(|(p, w)| (p - first, w.clone())).collect()
-            });
+        let proximity = (syntax.phrases.is_empty()
+            && (2..=MAX_PROXIMITY_WORDS).contains(&free.len()))
+        .then(|| {
+            let first = free[0].0;
+            free.iter().map(|(p, w)| (p - first, w.clone())).collect()
+        });
         let phrase = |p: &String| {
             let ws = analysis.words(p);
             let first = ws.first().map_or(0, |w| w.0);
@@ -1175,7 +1180,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ix = build_store(dir.path(), &[&ARTICLES[..2], &ARTICLES[2..]]);
         let ixs: Vec<&LexicalIndex> = ix.iter().collect();
-        for text in ["Rafah trucks aid", "Rafah -Shoukry", "\"more trucks\" Rafah", "pound"] {
+        for text in [
+            "Rafah trucks aid",
+            "Rafah -Shoukry",
+            "\"more trucks\" Rafah",
+            "pound",
+        ] {
             let q = LexicalQuery::new(&parse_query(text).unwrap(), Analysis::CHOSEN);
             for unit in [Unit::Article, Unit::Paragraph] {
                 let mut all = Vec::new();
@@ -1183,14 +1193,21 @@ mod tests {
                 sort_hits(&mut all);
                 for k in [1, 2, 100] {
                     let top = top_k(&ixs, &q, unit, k, &|_, _| true).unwrap();
-                    assert_eq!(top, all.iter().take(k).copied().collect::<Vec<_>>(), "{text} {unit:?} {k}");
+                    assert_eq!(
+                        top,
+                        all.iter().take(k).copied().collect::<Vec<_>>(),
+                        "{text} {unit:?} {k}"
+                    );
                 }
                 let wanted: Vec<(usize, u32)> = (0..2)
                     .flat_map(|i| (0..3u32).map(move |u| (i, u)))
                     .collect();
                 let scores = scores_of(&ixs, &q, unit, &wanted).unwrap();
                 for (w, s) in wanted.iter().zip(&scores) {
-                    let expected = all.iter().find(|h| (h.index, h.unit) == *w).map_or(0.0, |h| h.score);
+                    let expected = all
+                        .iter()
+                        .find(|h| (h.index, h.unit) == *w)
+                        .map_or(0.0, |h| h.score);
                     assert_eq!(*s, expected, "{text} {unit:?} {w:?}");
                 }
             }

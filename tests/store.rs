@@ -378,7 +378,12 @@ fn appending_to_a_large_store_merges_only_the_small_segments() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("seg-"))
         .collect();
-    let named: usize = store.manifest.segments.iter().map(|s| s.files().len()).sum();
+    let named: usize = store
+        .manifest
+        .segments
+        .iter()
+        .map(|s| s.files().len())
+        .sum();
     assert_eq!(files.len(), named, "{files:?}");
     // Each segment and its lexical index.
     assert_eq!(named, 2 * store.manifest.segments.len(), "{files:?}");
