@@ -315,6 +315,11 @@ pub fn search(
         }
         _ => None,
     };
+    // The best paragraph score among every hit's paragraphs: paragraph scores stay comparable
+    // from hit to hit.
+    let best_chunk_lex = chunk_scores
+        .as_ref()
+        .map_or(0.0, |m| m.values().copied().fold(0f32, f32::max));
     for (key, score, sem, lex) in fused {
         let (loc, chunk, chunk_score) = match unit {
             Unit::Paragraph => (
@@ -330,7 +335,7 @@ pub fn search(
                     segment: key.0,
                     article: key.1,
                 };
-                let best = best_chunk(store, loc, query, chunk_scores.as_ref());
+                let best = best_chunk(store, loc, query, chunk_scores.as_ref(), best_chunk_lex);
                 (loc, best.map(|b| b.0), best.map(|b| b.1))
             }
         };
@@ -352,6 +357,7 @@ fn best_chunk(
     loc: ArticleLoc,
     query: &HybridQuery,
     lexical_scores: Option<&HashMap<Key, f32>>,
+    best_lex: f32,
 ) -> Option<(usize, f32)> {
     let seg = &store.segments[loc.segment];
     let chunks = seg.article_chunks(loc.article);
@@ -360,7 +366,7 @@ fn best_chunk(
             .and_then(|m| m.get(&(loc.segment, c)).copied())
             .unwrap_or(0.0)
     };
-    let best_lex = chunks.clone().map(lex).fold(0f32, f32::max);
+
     chunks
         .map(|c| {
             let sem = query.vector.map(|v| HalfScore {

@@ -153,6 +153,23 @@ fn the_api_gives_the_cli_documents() {
         .collect();
     top3.sort();
     assert_eq!(top3, ["002", "003", "004"], "{keys:?}");
+    // Every mode, the same document as the CLI's.
+    for mode in ["semantic", "lexical", "hybrid"] {
+        let (status, doc) = post(
+            &s,
+            "/api/query",
+            &json!({"text": "Herzog", "mode": mode}).to_string(),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(
+            doc,
+            cli_json(
+                &store,
+                &["query", "Herzog", "--mode", mode, "--format", "json"]
+            )
+        );
+        assert_eq!(doc["mode"], mode);
+    }
 
     let req =
         json!({"text": RAFAH, "level": "paragraph", "k": 3, "min_score": 0.3, "source": "Reuters"});
@@ -290,6 +307,31 @@ fn bad_requests_get_clear_errors_and_the_server_keeps_serving() {
             "at most",
         ),
         (400, post(&s, "/api/query", r#"{}"#), "give a passage"),
+        (
+            400,
+            post(&s, "/api/query", r#"{"text": "x", "since": "2024-13-45"}"#),
+            "not a day of the calendar",
+        ),
+        (
+            400,
+            post(&s, "/api/query", r#"{"text": "x", "until": "2023-02-29"}"#),
+            "not a day of the calendar",
+        ),
+        (
+            400,
+            post(&s, "/api/query", r#"{"text": "Rafah \"\""}"#),
+            "empty phrase",
+        ),
+        (
+            400,
+            post(&s, "/api/query", r#"{"text": "the of", "mode": "lexical"}"#),
+            "no word to search for",
+        ),
+        (
+            400,
+            post(&s, "/api/query", r#"{"text": "x", "mode": "words"}"#),
+            "unknown variant",
+        ),
         (
             404,
             get(&s, "/api/articles/no-such-article"),
