@@ -2,14 +2,14 @@
 //!
 //! A folder is usable when it holds config.json (an architecture of `architectures.rs`),
 //! tokenizer.json, model.safetensors, modules.json and the Pooling module's config;
-//! sentence_bert_config.json gives max_seq_length, config_sentence_transformers.json the prompts. For a model whose files we know (see `fetch::KNOWN_MODELS`), each file's sha256
+//! sentence_bert_config.json gives max_seq_length, config_sentence_transformers.json the prompts. For a model whose files we know (see `registry::KNOWN_MODELS`), each file's sha256
 //! must match. Hashing 90 MB on every start would cost tens of milliseconds, so a verified folder
 //! gets a stamp (`.likewise-verified.json`) of each file's size, modification time and hash; a
 //! file whose size or time changed is hashed again.
 
 use super::architectures::{self, Architecture};
 use super::bert::{BertConfig, Pooling};
-use super::fetch::{self, KnownModel};
+use super::registry;
 use super::ModelError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -134,12 +134,12 @@ impl ModelFolder {
     /// Reads and checks the folder at `dir` for model `name`. Every problem is collected and
     /// reported together, with advice on how to get a good copy.
     pub fn open(dir: &Path, name: &str) -> Result<Self, ModelError> {
-        let known = fetch::known_model(name);
+        let known = registry::known_model(name);
         let mut problems = Vec::new();
         let fail = |problems: Vec<String>| ModelError::Folder {
             dir: dir.to_path_buf(),
             problems,
-            advice: fetch::advice(name),
+            advice: registry::advice(name),
         };
         if !dir.is_dir() {
             return Err(fail(vec!["it is not a directory".into()]));
@@ -557,18 +557,4 @@ fn write_stamp(dir: &Path, stamp: &Stamp) -> std::io::Result<()> {
     let tmp = dir.join(format!("{STAMP}.tmp{}", std::process::id()));
     std::fs::write(&tmp, serde_json::to_vec_pretty(stamp)?)?;
     std::fs::rename(tmp, dir.join(STAMP))
-}
-
-impl KnownModel {
-    /// `(sha256, relative path)` of each file the model needs.
-    pub fn sums(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
-        self.sha256sums.lines().filter_map(|line| {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                return None;
-            }
-            let (sha, path) = line.split_once(char::is_whitespace)?;
-            Some((sha, path.trim_start().trim_start_matches('*')))
-        })
-    }
 }

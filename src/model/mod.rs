@@ -21,6 +21,7 @@ mod helper;
 #[cfg(target_arch = "x86_64")]
 pub mod kernels;
 pub mod mpnet;
+pub mod registry;
 pub mod static_table;
 
 pub use bert::Pooling;
@@ -264,7 +265,7 @@ impl SentenceEncoder {
         let problem = |p: String| ModelError::Folder {
             dir: folder.dir.clone(),
             problems: vec![p],
-            advice: fetch::advice(&folder.identity.name),
+            advice: registry::advice(&folder.identity.name),
         };
         let mut tokenizer = Tokenizer::from_file(folder.dir.join("tokenizer.json"))
             .map_err(|e| problem(format!("tokenizer.json cannot be read: {e}")))?;
