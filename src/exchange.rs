@@ -13,8 +13,8 @@
 //! article's first row (so a store can be rebuilt without embedding anything); `text` with
 //! `--with-text` (always at paragraph level, which needs it to be read back); `vector`.
 
-use crate::engine::docs::Level;
 use crate::model::ModelIdentity;
+use crate::store::Level;
 use crate::store::Store;
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, StringBuilder, UInt32Builder};
 use arrow_array::{
@@ -69,7 +69,7 @@ fn rows(store: &Store, level: Level, with_text: bool) -> Vec<Row<'_>> {
         let path = rec
             .file
             .as_deref()
-            .map(|f| crate::engine::display_path(f, &store.base));
+            .map(|f| crate::store::display_path(f, &store.base));
         match level {
             Level::Article => {
                 let text = with_text.then(|| {

@@ -2,25 +2,9 @@
 //! `--format json`, what `likewise serve` returns, what the Python module hands over. One
 //! serializer (serde) makes all of them, so the same request gives the same document everywhere.
 
+/// Defined with the store (the export reads it too); named here with the other documents.
+pub use crate::store::Level;
 use serde::{Deserialize, Serialize};
-
-/// Article or paragraph level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    #[default]
-    Article,
-    Paragraph,
-}
-
-impl Level {
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Article => "article",
-            Level::Paragraph => "paragraph",
-        }
-    }
-}
 
 /// How paragraph vectors are scanned: every exact vector, or candidates from a compact copy
 /// first (scores are exact either way).

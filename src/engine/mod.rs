@@ -22,6 +22,8 @@ use crate::index::{self, IndexOptions, IndexReport, Progress};
 use crate::model::fetch::{self, ModelRef};
 use crate::model::{Embedder, ModelError, ModelFolder, Precision, SentenceEncoder};
 use crate::search::{self, ArticleHit, ChunkHit, SearchOptions};
+/// Kept with the store (the export reads it too); offered here as before.
+pub use crate::store::display_path;
 use crate::store::{read_manifest, ArticleLoc, Store, StoreError, Writer};
 use crate::{hybrid, lexical};
 use docs::*;
@@ -1208,17 +1210,6 @@ pub fn find_article(store: &Store, like: &str, by_file: bool) -> Result<ArticleL
         [] => Err(EngineError::NotFound(format!("no indexed article is `{like}` (give its path, id or file name; `likewise info` shows the store)"))),
         many => Err(EngineError::Invalid(format!("`{like}` names {} articles; give more of the path or the id", many.len()))),
     }
-}
-
-/// Shows a stored file name relative to the working directory when it lies below it.
-pub fn display_path(file: &str, base: &Path) -> String {
-    let path = crate::store::resolve_file(file, base);
-    if let Ok(cwd) = std::env::current_dir().and_then(std::fs::canonicalize) {
-        if let Ok(rel) = path.strip_prefix(&cwd) {
-            return rel.display().to_string();
-        }
-    }
-    path.display().to_string()
 }
 
 /// How results name an article.

@@ -1387,6 +1387,35 @@ pub fn file_key(path: &Path, base: &Path) -> String {
     }
 }
 
+/// Article or paragraph level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    #[default]
+    Article,
+    Paragraph,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Article => "article",
+            Level::Paragraph => "paragraph",
+        }
+    }
+}
+
+/// Shows a stored file name relative to the working directory when it lies below it.
+pub fn display_path(file: &str, base: &Path) -> String {
+    let path = resolve_file(file, base);
+    if let Ok(cwd) = std::env::current_dir().and_then(std::fs::canonicalize) {
+        if let Ok(rel) = path.strip_prefix(&cwd) {
+            return rel.display().to_string();
+        }
+    }
+    path.display().to_string()
+}
+
 /// The path on disk of a stored file name.
 pub fn resolve_file(file: &str, base: &Path) -> PathBuf {
     let p = Path::new(file);
