@@ -673,3 +673,22 @@ fn one_line_texts_are_paragraphs_too_and_their_headline_counts_once() {
         assert!(table.contains(&place), "{place} not in {table}");
     }
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_same_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let script = common::stdout_of(likewise(&store).args(["completions", shell]));
+        // Every subcommand and the query flags added with hybrid search are offered.
+        for word in ["query", "index", "serve", "mode", "lexical"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    likewise(&store)
+        .args(["completions", "tcsh"])
+        .assert()
+        .code(2);
+    let man = common::stdout_of(likewise(&store).arg("man"));
+    assert!(man.contains(".TH likewise 1") && man.contains("query"));
+}

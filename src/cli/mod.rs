@@ -150,6 +150,13 @@ pub enum Command {
     /// Measure throughput on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print a shell completion script (e.g. `likewise completions bash > /etc/bash_completion.d/likewise`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, in roff (e.g. `likewise man > likewise.1; man ./likewise.1`).
+    Man,
 }
 
 #[derive(Args, Debug)]
@@ -695,6 +702,20 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             } else {
                 exit::STORE
             })
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            // Generated into memory first: clap_complete panics on a failed write (a closed pipe),
+            // where our own write reports it.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, "likewise", &mut script);
+            std::io::stdout().write_all(&script)?;
+            Ok(exit::SUCCESS)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            Ok(exit::SUCCESS)
         }
         Command::Info { format } => {
             let info = g.engine().info()?;
