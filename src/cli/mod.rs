@@ -83,6 +83,10 @@ pub struct Global {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Embed articles from files and folders (.txt, .md, .jsonl, .json, .csv, .tsv, .parquet) into the store.
+    #[command(after_help = "Examples:
+  likewise index seeds/                   index a folder (again: only new and changed files)
+  likewise index news/ --prune            also drop articles whose files are gone
+  likewise index articles.jsonl --format json   the run's report on stdout")]
     Index {
         /// Files or folders (searched recursively).
         #[arg(required_unless_present = "compact")]
@@ -107,19 +111,39 @@ pub enum Command {
         format: Option<IndexFormat>,
     },
     /// Find articles or paragraphs similar to a passage or to an indexed article.
+    #[command(after_help = "Examples:
+  likewise query \"Blinken said a ground operation in Rafah would be a mistake\"
+  likewise query Herzog                            a name: words and meaning together
+  likewise query '\"hypocritical spectacle\" -Shoukry' --mode lexical --level paragraph
+  likewise query --like 003 --since 2024-03-01 --format json")]
     Query(QueryArgs),
     /// Embed texts, one per input line, and print one JSON line per text.
+    #[command(after_help = "Examples:
+  likewise embed texts.txt > vectors.jsonl
+  echo 'A ceasefire was agreed.' | likewise embed")]
     Embed {
         /// A file of texts, one per line; `-` or nothing for standard input.
         file: Option<PathBuf>,
     },
     /// Group the indexed articles into topics (default) or stories, labelled.
+    #[command(after_help = "Examples:
+  likewise cluster                        topics, their number chosen by silhouette
+  likewise cluster --by story --format json")]
     Cluster(ClusterArgs),
     /// Find copied and rewritten coverage: exact, near-copy and rewrite pairs of articles and paragraphs.
+    #[command(after_help = "Examples:
+  likewise dupes
+  likewise dupes --level article --tier exact --tier near-copy --format json")]
     Dupes(DupesArgs),
     /// Align two indexed articles paragraph by paragraph: shared, paraphrased, unique to each.
+    #[command(after_help = "Examples:
+  likewise compare 003 004
+  likewise compare seeds/003_d6a61527be0b1163.txt 004 --format json")]
     Compare(CompareArgs),
     /// Serve the web page and the JSON API over HTTP (loopback unless --addr says otherwise).
+    #[command(after_help = "Examples:
+  likewise serve                          http://127.0.0.1:7700, read-only
+  LIKEWISE_TOKEN=$(cat token.txt) likewise serve --addr 0.0.0.0:7700")]
     Serve(crate::serve::ServeArgs),
     /// Write the store's articles or paragraphs with their vectors: Parquet (default), .npy
     /// (plus OUT.ids.json) or JSON lines, chosen by --format or OUT's extension.
