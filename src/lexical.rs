@@ -137,9 +137,27 @@ impl Analysis {
         b.build()
     }
 
+    /// A copy of this analysis's analyzer, built once per process: a query analyses its words
+    /// and its hits' paragraphs several times, and building one (its stop words, its stemmer)
+    /// costs more than using it.
+    fn shared_analyzer(self) -> TextAnalyzer {
+        static BUILT: std::sync::OnceLock<std::sync::Mutex<Vec<(Analysis, TextAnalyzer)>>> =
+            std::sync::OnceLock::new();
+        let mut built = BUILT
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((_, a)) = built.iter().find(|(a, _)| *a == self) {
+            return a.clone();
+        }
+        let a = self.analyzer();
+        built.push((self, a.clone()));
+        a
+    }
+
     /// The words of `text` as this analysis makes them, with their positions.
     pub fn words(self, text: &str) -> Vec<(usize, String)> {
-        let mut analyzer = self.analyzer();
+        let mut analyzer = self.shared_analyzer();
         let mut stream = analyzer.token_stream(text);
         let mut out = Vec::new();
         while let Some(t) = stream.next() {
@@ -159,7 +177,7 @@ fn unit_column(unit: Unit) -> &'static str {
 /// The distinct words of `text`, as written there, whose analysed form is one of `words`
 /// ("Blinken's" for the word `blinken`): what a page marks in a hit.
 pub fn matched_words(analysis: Analysis, text: &str, words: &[String]) -> Vec<String> {
-    let mut analyzer = analysis.analyzer();
+    let mut analyzer = analysis.shared_analyzer();
     let mut stream = analyzer.token_stream(text);
     let mut out: Vec<String> = Vec::new();
     while let Some(t) = stream.next() {
