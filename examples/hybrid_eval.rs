@@ -152,7 +152,7 @@ fn run(store_dir: &Path, cases: Vec<Case>) -> anyhow::Result<()> {
     println!("| run | kind | queries | recall@10 | MRR |");
     println!("|---|---|---|---|---|");
     for (name, halves, fusion) in runs {
-        let mut per_kind: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
+        let mut per_kind = Tallies::new();
         for (case, vector) in cases.iter().zip(&vectors) {
             let syntax = parse_query(&case.query)?;
             let words = LexicalQuery::new(&syntax, Analysis::CHOSEN);
@@ -172,23 +172,35 @@ fn run(store_dir: &Path, cases: Vec<Case>) -> anyhow::Result<()> {
             };
             let hits = hybrid::search(&store, &q, Unit::Article, &opts)?;
             let names: Vec<String> = hits.iter().map(|h| name_of(&store, h.loc)).collect();
-            let (recall, rr) = score(&names, case);
-            for kind in [case.kind.clone(), "all".to_string()] {
-                let e = per_kind.entry(kind).or_default();
-                e.0 += 1;
-                e.1 += recall;
-                e.2 += rr;
-            }
+            tally(&mut per_kind, case, &names);
         }
-        for (kind, (n, recall, rr)) in per_kind {
-            println!(
-                "| {name} | {kind} | {n} | {:.3} | {:.3} |",
-                recall / n as f64,
-                rr / n as f64
-            );
-        }
+        print_rows(&name, per_kind);
     }
     Ok(())
+}
+
+/// Per kind (and "all"): queries, summed recall@10, summed reciprocal rank.
+type Tallies = BTreeMap<String, (usize, f64, f64)>;
+
+/// Counts one query's hits (`names`, best first) under its kind and under "all".
+fn tally(per_kind: &mut Tallies, case: &Case, names: &[String]) {
+    let (recall, rr) = score(names, case);
+    for kind in [case.kind.clone(), "all".to_string()] {
+        let e = per_kind.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += recall;
+        e.2 += rr;
+    }
+}
+
+fn print_rows(name: &str, per_kind: Tallies) {
+    for (kind, (n, recall, rr)) in per_kind {
+        println!(
+            "| {name} | {kind} | {n} | {:.3} | {:.3} |",
+            recall / n as f64,
+            rr / n as f64
+        );
+    }
 }
 
 fn score(names: &[String], case: &Case) -> (f64, f64) {
@@ -239,7 +251,7 @@ fn analyses(store_dir: &Path, cases: Vec<Case>) -> anyhow::Result<()> {
                 )?);
             }
             let ixs: Vec<&LexicalIndex> = indexes.iter().collect();
-            let mut per_kind: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
+            let mut per_kind = Tallies::new();
             for case in &cases {
                 let q = LexicalQuery::new(&parse_query(&case.query)?, analysis);
                 let hits = lexical::top_k(&ixs, &q, Unit::Article, 10, &|i, a| {
@@ -257,22 +269,9 @@ fn analyses(store_dir: &Path, cases: Vec<Case>) -> anyhow::Result<()> {
                         )
                     })
                     .collect();
-                let (recall, rr) = score(&names, case);
-                for kind in [case.kind.clone(), "all".to_string()] {
-                    let e = per_kind.entry(kind).or_default();
-                    e.0 += 1;
-                    e.1 += recall;
-                    e.2 += rr;
-                }
+                tally(&mut per_kind, case, &names);
             }
-            for (kind, (n, recall, rr)) in per_kind {
-                println!(
-                    "| {} | {kind} | {n} | {:.3} | {:.3} |",
-                    analysis.name(),
-                    recall / n as f64,
-                    rr / n as f64
-                );
-            }
+            print_rows(&analysis.name(), per_kind);
             drop(indexes);
             std::fs::remove_dir_all(&tmp)?;
         }

@@ -2,21 +2,12 @@
 
 mod common;
 
-use common::likewise;
+use common::{indexed_seeds, likewise};
 use likewise::store::Store;
 use serde_json::Value;
 use std::path::Path;
 
 const RAFAH: &str = "Blinken said a major ground operation in Rafah would be a mistake";
-
-fn indexed_seeds() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    likewise(&dir.path().join("store"))
-        .args(["index", "seeds"])
-        .assert()
-        .success();
-    dir
-}
 
 fn json_out(cmd: &mut assert_cmd::Command) -> Value {
     let out = cmd.assert().success().get_output().stdout.clone();

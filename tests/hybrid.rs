@@ -3,20 +3,11 @@
 
 mod common;
 
-use common::likewise;
+use common::{indexed_seeds, likewise};
 use serde_json::Value;
 use std::path::Path;
 
 const RAFAH: &str = "Blinken said a major ground operation in Rafah would be a mistake";
-
-fn indexed_seeds() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    likewise(&dir.path().join("store"))
-        .args(["index", "seeds"])
-        .assert()
-        .success();
-    dir
-}
 
 fn query(store: &Path, args: &[&str]) -> Value {
     let out = likewise(store)

@@ -470,17 +470,7 @@ impl Engine {
             excludes = vec![None; labels.len()];
         }
         let filter_fn = |store: &Store, loc: ArticleLoc| filters.matches(store, loc);
-        let opts = SearchOptions {
-            k: req.k,
-            min_score: req.min_score,
-            exclude: None,
-            filter: if filters.is_empty() {
-                None
-            } else {
-                Some(&filter_fn)
-            },
-            compact,
-        };
+        let opts = query_options(req, &filters, &filter_fn, compact);
         let results: Vec<Vec<Hit>> = if labels.len() == 1 {
             let opts = SearchOptions {
                 exclude: excludes[0],
@@ -576,17 +566,7 @@ impl Engine {
             vec![None; passages.len()]
         };
         let filter_fn = |store: &Store, loc: ArticleLoc| filters.matches(store, loc);
-        let opts = SearchOptions {
-            k: req.k,
-            min_score: req.min_score,
-            exclude: None,
-            filter: if filters.is_empty() {
-                None
-            } else {
-                Some(&filter_fn)
-            },
-            compact,
-        };
+        let opts = query_options(req, filters, &filter_fn, compact);
         let unit = match req.level {
             Level::Article => lexical::Unit::Article,
             Level::Paragraph => lexical::Unit::Paragraph,
@@ -1151,6 +1131,23 @@ pub fn filters(req: &QueryRequest) -> Result<search::Filters, EngineError> {
         until: day("--until", &req.until)?,
         paths,
     })
+}
+
+/// The search options of a query: its `k`, score floor and scan, and `filter_fn` (the query's
+/// `filters`) unless they ask for nothing.
+fn query_options<'a>(
+    req: &QueryRequest,
+    filters: &search::Filters,
+    filter_fn: search::ArticleFilter<'a>,
+    compact: Option<Compact>,
+) -> SearchOptions<'a> {
+    SearchOptions {
+        k: req.k,
+        min_score: req.min_score,
+        exclude: None,
+        filter: (!filters.is_empty()).then_some(filter_fn),
+        compact,
+    }
 }
 
 /// Whether `YYYY-MM-DD` names a day that exists (Gregorian calendar): not 2024-13-45 nor

@@ -103,3 +103,13 @@ pub fn jsonl_of(cmd: &mut assert_cmd::Command) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
 }
+
+/// The seeds indexed into `store/` of a fresh temporary folder.
+pub fn indexed_seeds() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    likewise(&dir.path().join("store"))
+        .args(["index", "seeds"])
+        .assert()
+        .success();
+    dir
+}

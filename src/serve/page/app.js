@@ -87,10 +87,10 @@ function wordSet(text) {
 }
 
 /** `text` as nodes, with the words it shares with `words` in <mark>. */
-function marked(text, words) {
+function marked(text, words, pattern = WORD) {
   const out = [];
   let last = 0;
-  for (const m of text.matchAll(WORD)) {
+  for (const m of text.matchAll(pattern)) {
     if (words.has(m[0].toLowerCase())) {
       if (m.index > last) out.push(text.slice(last, m.index));
       out.push(el("mark", {}, m[0]));
@@ -103,17 +103,7 @@ function marked(text, words) {
 
 /** `text` as nodes, with the words (letters and digits) the server matched in <mark>. */
 function markedWords(text, words) {
-  const out = [];
-  let last = 0;
-  for (const m of text.matchAll(/[\p{L}\p{N}]+/gu)) {
-    if (words.has(m[0].toLowerCase())) {
-      if (m.index > last) out.push(text.slice(last, m.index));
-      out.push(el("mark", {}, m[0]));
-      last = m.index + m[0].length;
-    }
-  }
-  if (last < text.length) out.push(text.slice(last));
-  return out;
+  return marked(text, words, /[\p{L}\p{N}]+/gu);
 }
 
 // ---- views --------------------------------------------------------------------------------
