@@ -437,6 +437,36 @@ fn the_committed_version_1_store_still_opens_and_a_newer_version_is_refused_with
         .args(["query", "a major ground operation in Rafah"])
         .assert()
         .success();
+    // It was made before lexical search: queries say so and answer by meaning; the next
+    // `index` of the same files builds its lexical index from the stored text, embedding nothing.
+    let err = common::stderr_with_code(likewise(&store).args(["query", "Herzog"]), 0);
+    assert!(err.contains("has no lexical index"), "{err}");
+    copy_dir(&common::root().join("seeds"), &dir.path().join("seeds"));
+    let err = common::stderr_with_code(
+        likewise(&store)
+            .current_dir(dir.path())
+            .args(["index", "seeds"]),
+        0,
+    );
+    assert!(
+        err.contains("built the lexical index of 1 segment")
+            && err.contains("5 unchanged")
+            && err.contains(" 0 paragraphs (0 chunks"),
+        "{err}"
+    );
+    let out = likewise(&store)
+        .args(["query", "Herzog", "--mode", "lexical", "--format", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(
+        doc["hits"][0]["path"].as_str().unwrap().contains("000_")
+            && doc["hits"].as_array().unwrap().len() == 1,
+        "{doc}"
+    );
 
     let manifest = std::fs::read_to_string(store.join("MANIFEST")).unwrap();
     std::fs::write(
