@@ -185,7 +185,9 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct QueryArgs {
-    /// The passage to search for.
+    /// The passage to search for (`"a phrase"` must occur, `-word` must not). A query that
+    /// starts with `-word` is taken as it is: `likewise query "-Shoukry Rafah"`.
+    #[arg(allow_hyphen_values = true)]
     pub text: Option<String>,
     /// Read the passage from a file.
     #[arg(long, conflicts_with = "text")]
