@@ -59,7 +59,10 @@ fn names_phrases_and_exclusions_find_their_articles() {
     assert!(!found.contains(&"003".to_string()), "{found:?}");
     // A query may start with its exclusion.
     let found = seeds_of(&query(&store, &["-Shoukry Rafah", "-k", "5"]));
-    assert!(!found.is_empty() && !found.contains(&"003".to_string()), "{found:?}");
+    assert!(
+        !found.is_empty() && !found.contains(&"003".to_string()),
+        "{found:?}"
+    );
     // A passage is still found by its meaning.
     let mut top3 = seeds_of(&query(&store, &[RAFAH]))[..3].to_vec();
     top3.sort();
