@@ -786,8 +786,10 @@ pub struct LexicalHit {
 /// Runs `query` over every index, scoring `unit`s with the store's statistics. `keep(index,
 /// unit)` is asked before a document counts (deleted articles, metadata filters). Calls
 /// `found` for every document that matches the free words or phrases and passes the
-/// conditions.
-pub fn search_all(
+/// conditions. Every match is scored: the reference the pruned [`top_k`] and the seeking
+/// [`scores_of`] are tested against.
+#[cfg(test)]
+fn search_all(
     indexes: &[&LexicalIndex],
     query: &LexicalQuery,
     unit: Unit,
