@@ -801,19 +801,9 @@ fn search_all(
     }
     let stats = StoreStatistics { indexes, unit };
     for (i, ix) in indexes.iter().enumerate() {
-        let field = stats.field(ix);
-        let q = query.on(field, true);
-        let weight = q
-            .weight(EnableScoring::enabled_from_statistics_provider(
-                &stats,
-                &ix.searcher,
-            ))
-            .map_err(index_err(&ix.path))?;
+        let weight = scored_weight(&stats, ix, query)?;
         for reader in ix.searcher.segment_readers() {
-            let units = reader
-                .fast_fields()
-                .u64(unit_column(unit))
-                .map_err(index_err(&ix.path))?;
+            let units = unit_numbers(reader, unit, &ix.path)?;
             let mut err = None;
             weight
                 .for_each(reader, &mut |doc: DocId, score| match units.first(doc) {
@@ -882,21 +872,12 @@ fn top_k_of(
 ) -> Result<Vec<LexicalHit>, LexicalError> {
     // The k best so far, worst on top.
     let mut best: std::collections::BinaryHeap<Ranked> = std::collections::BinaryHeap::new();
-    let q = query.on(stats.field(ix), true);
-    let weight = q
-        .weight(EnableScoring::enabled_from_statistics_provider(
-            stats,
-            &ix.searcher,
-        ))
-        .map_err(index_err(&ix.path))?;
+    let weight = scored_weight(stats, ix, query)?;
     // Pruning skips documents scoring at most the threshold: it is lowered a hair so that a
     // document tying the k-th is still seen, and ties are settled by storage order.
     let below = |t: f32| t - t.abs() * 1e-6 - 1e-9;
     for reader in ix.searcher.segment_readers() {
-        let units = reader
-            .fast_fields()
-            .u64(unit_column(unit))
-            .map_err(index_err(&ix.path))?;
+        let units = unit_numbers(reader, unit, &ix.path)?;
         let threshold = match best.peek() {
             Some(worst) if best.len() == k => below(worst.0.score),
             _ => f32::MIN,
@@ -924,6 +905,33 @@ fn top_k_of(
             .map_err(index_err(&ix.path))?;
     }
     Ok(best.into_iter().map(|r| r.0).collect())
+}
+
+/// The scoring weight of `query` on `ix`, with the store's statistics.
+fn scored_weight(
+    stats: &StoreStatistics,
+    ix: &LexicalIndex,
+    query: &LexicalQuery,
+) -> Result<Box<dyn tantivy::query::Weight>, LexicalError> {
+    query
+        .on(stats.field(ix), true)
+        .weight(EnableScoring::enabled_from_statistics_provider(
+            stats,
+            &ix.searcher,
+        ))
+        .map_err(index_err(&ix.path))
+}
+
+/// Each document's article or chunk number in its segment (`unit` says which).
+fn unit_numbers(
+    reader: &tantivy::SegmentReader,
+    unit: Unit,
+    path: &Path,
+) -> Result<tantivy::columnar::Column<u64>, LexicalError> {
+    reader
+        .fast_fields()
+        .u64(unit_column(unit))
+        .map_err(index_err(path))
 }
 
 /// A hit ordered so that the heap's top is the worst: lowest score, then latest in storage.
@@ -982,13 +990,7 @@ pub fn scores_of(
             continue;
         }
         here.sort_unstable();
-        let q = query.on(stats.field(ix), true);
-        let weight = q
-            .weight(EnableScoring::enabled_from_statistics_provider(
-                &stats,
-                &ix.searcher,
-            ))
-            .map_err(index_err(&ix.path))?;
+        let weight = scored_weight(&stats, ix, query)?;
         for (ord, reader) in ix.searcher.segment_readers().iter().enumerate() {
             let mut scorer = weight.scorer(reader, 1.0).map_err(index_err(&ix.path))?;
             for &(_, doc, n) in here.iter().filter(|h| h.0 == ord as u32) {
@@ -1037,10 +1039,7 @@ pub fn conditions(
             .map_err(index_err(&ix.path))?;
         for reader in ix.searcher.segment_readers() {
             // Every document of the other kind lacks this column, and is passed over.
-            let units = reader
-                .fast_fields()
-                .u64(unit_column(unit))
-                .map_err(index_err(&ix.path))?;
+            let units = unit_numbers(reader, unit, &ix.path)?;
             weight
                 .for_each_no_score(reader, &mut |docs: &[DocId]| {
                     for &doc in docs {
