@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One round of the README's speed tables: the peer and likewise run one after the other on the same
+# One round of the speed tables of docs/benchmarks.md: the peer and likewise run one after the other on the same
 # file, so each ratio compares two runs of the same minutes (the machines of this kind drift by up
 # to a factor of two within minutes; ratios from different rounds do not compare).
 #

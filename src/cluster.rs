@@ -9,7 +9,7 @@
 //!   merely between two.
 //! - **Stories** (coverage of one event): average-linkage agglomeration of articles, cut where the
 //!   mean similarity between two groups falls below a threshold (0.84 for all-MiniLM-L6-v2,
-//!   calibrated on BBC News and the seeds; see README). Articles in no group of two or more are
+//!   calibrated on BBC News and the seeds; see docs/benchmarks.md). Articles in no group of two or more are
 //!   outliers. Because an average of at least t needs one pair of at least t, groups never span
 //!   two components of the graph of pairs ≥ t, so only those components are agglomerated
 //!   (nearest-neighbour chain, O(m²) for a component of m articles).

@@ -13,7 +13,7 @@ use crate::store::{ArticleLoc, Store};
 use serde::Serialize;
 
 /// Cosine from which two paragraphs of related articles say the same thing in other words;
-/// calibrated on the seeds' Rafah coverage and BBC News re-writes (README).
+/// calibrated on the seeds' Rafah coverage and BBC News re-writes (docs/guide.md).
 pub const PARAPHRASE_COSINE: f32 = 0.62;
 /// Share of the shorter paragraph's word 3-grams found in the other for a copy.
 pub const COPY_OVERLAP: f32 = 0.5;

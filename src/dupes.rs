@@ -9,7 +9,7 @@
 //!
 //! Candidates come from the vectors (pairs above the lowest cosine threshold, found block by
 //! block, see [`crate::similarity::pairs_above`]); the lexical test runs only on them, so all
-//! pairs are never materialised. The thresholds were calibrated on BBC News (README, "Duplicate
+//! pairs are never materialised. The thresholds were calibrated on BBC News (docs/benchmarks.md, "Duplicate
 //! coverage").
 //!
 //! Paragraph pairs inside two articles already paired as exact or near-copies are not listed

@@ -27,6 +27,7 @@ pub mod engine;
 pub mod exchange;
 pub mod hybrid;
 pub mod index;
+pub mod ingest;
 pub mod lexical;
 pub mod model;
 pub mod search;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Exit codes (also in the README).
+/// Exit codes (also in docs/guide.md).
 pub mod exit {
     /// Everything asked was done.
     pub const SUCCESS: i32 = 0;
@@ -187,7 +187,7 @@ pub enum Command {
 pub struct QueryArgs {
     /// The passage to search for (`"a phrase"` must occur, `-word` must not). A query that
     /// starts with `-word` is taken as it is: `likewise query "-Shoukry Rafah"`.
-    #[arg(allow_hyphen_values = true)]
+    #[arg(allow_hyphen_values = true, value_parser = passage_not_an_option)]
     pub text: Option<String>,
     /// Read the passage from a file.
     #[arg(long, conflicts_with = "text")]
@@ -1217,4 +1217,21 @@ fn read_embed_input(file: Option<&Path>) -> Result<Vec<String>, CliError> {
         texts.push(text);
     }
     Ok(texts)
+}
+
+/// The query text may start with `-word` (an excluded word), so clap must let hyphens through;
+/// but a lone `--name` is a mistyped option, not a passage, and must stay a usage error (exit 2).
+fn passage_not_an_option(text: &str) -> Result<String, String> {
+    let looks_like_an_option = text.strip_prefix("--").is_some_and(|name| {
+        name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '=')
+    });
+    if looks_like_an_option {
+        return Err(format!(
+            "`{text}` is not an option of `likewise query` (see `likewise query --help`)"
+        ));
+    }
+    Ok(text.to_string())
 }

@@ -1,6 +1,6 @@
 //! Static embeddings (model2vec, e.g. potion-base-8M): one stored vector per word piece, a text's
 //! vector the mean of its pieces' vectors. No network runs, so it embeds hundreds of times faster
-//! than a transformer, at a cost in quality the README's model table shows.
+//! than a transformer, at a cost in quality docs/benchmarks.md's model table shows.
 //!
 //! Invariant: a text's vector is what `model2vec.StaticModel.encode` gives: the text cut to
 //! `max_length × median piece length` characters, tokenised without special tokens and truncated at

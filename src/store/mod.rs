@@ -95,7 +95,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-/// How each article's own vector is made from its parts (README, "Article vectors"). A store
+/// How each article's own vector is made from its parts (docs/benchmarks.md, "Article vectors"). A store
 /// records the way its articles were made, and every article added later is made the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -106,7 +106,7 @@ pub enum ArticleVectorMode {
     /// The whole text (headline and body) embedded window by window, the windows weighted by
     /// their word pieces, plus a quarter of the lede (headline and first paragraph, one
     /// embedding). It judges "same story?" better than sentence-transformers' first window, and
-    /// "same topic?" as well as the paragraphs' mean does (README, "Article vectors").
+    /// "same topic?" as well as the paragraphs' mean does (docs/benchmarks.md, "Article vectors").
     #[default]
     WholeTextAndLede,
 }
