@@ -2,7 +2,6 @@
 //! as the peers' script (`../shared/bench/peers.sh embed FILE`), so the two can be set side by
 //! side; `likewise bench article-vectors DIR` compares ways of making an article's vector on a
 //! labelled corpus.
-
 //!
 //! One file per kind: `embed` (speed of the model), `scale` (the store at scale), `quality`
 //! (labelled data), `serve` (the server under load), `hybrid` (words and meaning).
