@@ -28,7 +28,10 @@ fn the_console_examples_of_the_documentation_run_as_shown() {
     // in order, so the README's `index` makes the store its later blocks query.
     for (page, name) in [("README.md", "readme"), ("docs/guide.md", "guide")] {
         std::fs::copy(root.join(page), work.path().join(format!("{name}.md"))).unwrap();
-        copy_dir(&root.join("seeds"), &work.path().join(format!("{name}.in/seeds")));
+        copy_dir(
+            &root.join("seeds"),
+            &work.path().join(format!("{name}.in/seeds")),
+        );
     }
     trycmd::TestCases::new()
         .register_bin("likewise", trycmd::cargo::cargo_bin("likewise"))

@@ -144,6 +144,9 @@ class Model:
     """
 
     def __init__(self, name_or_path: Optional[PathLike] = None, precision: str = "f32"):
+        # As the CLI does: without a model named, LIKEWISE_MODEL (a folder or a name) when set.
+        if name_or_path is None:
+            name_or_path = os.environ.get("LIKEWISE_MODEL") or None
         if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
             raise TypeError(f"name_or_path must be a str or a path, not {type(name_or_path).__name__}")
         if not isinstance(precision, str):
@@ -198,6 +201,8 @@ class Store:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or a path, not {type(path).__name__}")
         self.path = os.fspath(path)
+        if model is None:
+            model = os.environ.get("LIKEWISE_MODEL") or None
         if isinstance(model, Model):
             self._native = _likewise.StoreEngine(self.path, model._native, None, None)
         elif model is None or isinstance(model, (str, os.PathLike)):

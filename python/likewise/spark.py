@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -41,6 +42,56 @@ MAX_NAMED = 1000
 # Columns `index` adds to the rows: the stored key and content hash of each row's id.
 STORED_KEY = "__likewise_stored_key"
 STORED_HASH = "__likewise_stored_hash"
+
+
+# The probe that asks Spark's Python workers whether they can import likewise. It is compiled
+# here in a namespace of its own, so cloudpickle ships it by value: a function of this module
+# would be shipped by reference, and a worker without likewise would fail to unpickle it with a
+# bare ModuleNotFoundError deep in a Java stack trace, which is what this check is for.
+_PROBE_SOURCE = """
+def probe(_partition):
+    import socket, sys
+    try:
+        import likewise._likewise  # the compiled engine, not only the Python package
+        yield (True, socket.gethostname(), sys.executable, sys.version.split()[0], "")
+    except Exception as error:
+        yield (False, socket.gethostname(), sys.executable, sys.version.split()[0], repr(error))
+"""
+# Spark applications whose workers were checked (a check costs one small job).
+_WORKERS_CHECKED: set = set()
+
+
+def _check_workers(spark_context) -> None:
+    """Raises `LikewiseError` naming the workers' Python when Spark's workers cannot import
+    likewise, before any job runs (once per Spark application)."""
+    app = spark_context.applicationId
+    if app in _WORKERS_CHECKED:
+        return
+    namespace: Dict[str, Any] = {"__name__": "likewise_worker_probe"}
+    exec(compile(_PROBE_SOURCE, "<likewise worker probe>", "exec"), namespace)
+    slots = max(1, int(spark_context.defaultParallelism))
+    advice = ("Install the likewise module into the Python every executor runs (the same wheel as the "
+              "driver's: pip install it there, or ship a packed virtual environment with spark.archives), "
+              "and point PYSPARK_PYTHON or spark.pyspark.python at that Python; see docs/spark.md")
+    try:
+        answers = spark_context.parallelize(range(slots), slots).mapPartitions(namespace["probe"]).collect()
+    except Exception as error:  # the workers' Python did not even start (a wrong path, no pyspark…)
+        text = str(error)
+        found = re.search(r"(\w*(Error|Exception): [^\n]*)", text.split("Traceback", 1)[-1])
+        reason = found.group(1) if found else text[:300]
+        raise _likewise.LikewiseError(
+            f"Spark's Python workers could not run the check that they can import likewise ({reason}). {advice}"
+        ) from None
+    failing = [a for a in answers if not a[0]]
+    if failing:
+        _, host, python, version, error = failing[0]
+        chosen = spark_context.getConf().get("spark.pyspark.python") or os.environ.get("PYSPARK_PYTHON")
+        configured = f", chosen as {chosen}" if chosen else ""
+        raise _likewise.LikewiseError(
+            f"Spark's Python workers cannot import likewise ({len(failing)} of {len(answers)} tasks; "
+            f"on {host}, Python {version} at {python}{configured}: {error}). {advice}"
+        )
+    _WORKERS_CHECKED.add(app)
 
 
 def _model(name: Optional[str], precision: str) -> Model:
@@ -168,6 +219,7 @@ def embed(
     identity = json.dumps(_model_check.identity, sort_keys=True)
     cols = _columns(text_col, id_col, title_col, date_col, source_col, url_col)
     _check_columns(df, cols)
+    _check_workers(df.sparkSession.sparkContext)
     df = _dates_as_text(df, cols)
     vec = "array<float>"
     if level == "article":
@@ -283,6 +335,7 @@ def index(
     store_path = os.path.abspath(os.fspath(store_path))
     cols = _columns(text_col, id_col, title_col, date_col, source_col, url_col)
     _check_columns(df, cols)
+    _check_workers(df.sparkSession.sparkContext)
     df = _dates_as_text(df, cols)
     if not isinstance(articles_per_segment, int) or articles_per_segment < 1:
         raise ValueError("articles_per_segment must be a positive int")
@@ -444,6 +497,7 @@ def similar_pairs(
     for col in (id_col, vector_col):
         if col not in fields:
             raise ValueError(f"column {col!r} is not in the DataFrame (its columns: {', '.join(sorted(fields))})")
+    _check_workers(vectors_df.sparkSession.sparkContext)
     with_text = title_col in fields and text_col in fields
     rows = vectors_df.where(F.col(vector_col).isNotNull() & F.col(id_col).isNotNull())
     keep = [F.col(id_col).cast("string").alias("id"), F.col(vector_col).alias("vector")]

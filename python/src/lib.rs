@@ -23,31 +23,31 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 pyo3::create_exception!(
-    _likewise,
+    likewise,
     LikewiseError,
     PyException,
     "Any error of likewise."
 );
 pyo3::create_exception!(
-    _likewise,
+    likewise,
     ModelError,
     LikewiseError,
     "The model is missing, damaged or cannot be fetched."
 );
 pyo3::create_exception!(
-    _likewise,
+    likewise,
     StoreError,
     LikewiseError,
     "The store is missing, damaged, locked, or built with another model."
 );
 pyo3::create_exception!(
-    _likewise,
+    likewise,
     NotFoundError,
     LikewiseError,
     "The store holds no such article."
 );
 pyo3::create_exception!(
-    _likewise,
+    likewise,
     InvalidRequestError,
     LikewiseError,
     "The request makes no sense (a bad date, an empty passage, …)."

@@ -302,3 +302,40 @@ def test_similar_pairs_finds_the_pairs_of_an_exact_pass_with_the_tiers_of_likewi
     assert "exact" in ours.values() and "near-copy" in ours.values()
     with pytest.raises(ValueError, match="bits must be"):
         lws.similar_pairs(vectors, bits=99)
+
+
+def test_workers_that_cannot_import_likewise_get_a_clear_error(tmp_path):
+    """A cluster whose executors run a Python without likewise: the job is refused before it
+    starts, naming the workers' Python and how to fix it, not with a bare ModuleNotFoundError
+    in a Java stack trace. Its own Spark application (the workers' Python is fixed when Spark
+    starts), with a virtual environment that has only the standard library."""
+    import subprocess
+    import sys
+
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    job = tmp_path / "job.py"
+    job.write_text(
+        "import sys\n"
+        "from pyspark.sql import SparkSession\n"
+        "import likewise\n"
+        "from likewise import spark as lws\n"
+        "spark = (SparkSession.builder.master('local[1]').config('spark.pyspark.python', sys.argv[1])\n"
+        "         .config('spark.ui.enabled', 'false').getOrCreate())\n"
+        "df = spark.createDataFrame([('a', 'Blinken spoke about Rafah.')], 'id string, text string')\n"
+        "try:\n"
+        "    lws.embed(df)\n"
+        "except likewise.LikewiseError as error:\n"
+        "    print('REFUSED:', error)\n"
+        "    sys.exit(0)\n"
+        "print('NOT REFUSED')\n"
+        "sys.exit(1)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(job), str(bare / "bin" / "python")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    message = out.stdout
+    assert "cannot import likewise" in message or "could not run the check" in message, message
+    assert "PYSPARK_PYTHON" in message and "docs/spark.md" in message, message
