@@ -17,7 +17,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Which compact copy a store keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Compact {
     /// One byte per component.

@@ -18,7 +18,7 @@ pub const PARAPHRASE_COSINE: f32 = 0.62;
 /// Share of the shorter paragraph's word 3-grams found in the other for a copy.
 pub const COPY_OVERLAP: f32 = 0.5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Relation {
     /// Verbatim or near-verbatim.

@@ -56,7 +56,7 @@ impl Default for IndexOptions {
 }
 
 /// What an indexing run did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct IndexReport {
     pub files: usize,
     pub articles_new: usize,

@@ -661,3 +661,76 @@ fn articles_are_posted_only_when_allowed_and_a_stop_finishes_requests() {
     };
     assert_eq!(code.code(), Some(0));
 }
+
+#[test]
+fn the_openapi_document_describes_every_route_the_server_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = index_seeds(dir.path());
+    let s = serve(&store, &["--token", "t0ken-for-openapi"]);
+    // The description is guarded by the token, as the rest of the API is.
+    let (status, _) = get(&s, "/api/openapi.json");
+    assert_eq!(status, 401);
+    let (status, doc) = answer(
+        agent()
+            .get(&format!("{}/api/openapi.json", s.base))
+            .set("Authorization", "Bearer t0ken-for-openapi")
+            .call(),
+    );
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for route in [
+        "/api/health",
+        "/api/query",
+        "/api/articles",
+        "/api/articles/{key}",
+        "/api/compare",
+        "/api/clusters",
+        "/api/dupes",
+        "/api/info",
+        "/api/map",
+    ] {
+        assert!(
+            paths.contains(&route),
+            "{route} is not described: {paths:?}"
+        );
+    }
+    // Every described path is served (a 404 "no such endpoint" would mean a stale description).
+    for path in &paths {
+        let concrete = path.replace("{key}", "003");
+        let r = agent()
+            .request(
+                if doc["paths"][path]["get"].is_object() {
+                    "GET"
+                } else {
+                    "POST"
+                },
+                &format!("{}{concrete}", s.base),
+            )
+            .set("Authorization", "Bearer t0ken-for-openapi")
+            .call();
+        let (status, body) = answer(r);
+        assert!(status != 404 && status != 405, "{path}: {status} {body}");
+    }
+    // The request's fields are the ones the handler takes (it refuses unknown fields).
+    let query = &doc["components"]["schemas"]["QueryRequest"];
+    for field in [
+        "text", "texts", "like", "level", "mode", "k", "since", "until", "source",
+    ] {
+        assert!(
+            query["properties"][field].is_object(),
+            "QueryRequest.{field}"
+        );
+    }
+    assert_eq!(query["additionalProperties"], false);
+    assert_eq!(
+        doc["components"]["schemas"]["SearchMode"]["enum"],
+        serde_json::json!(["hybrid", "semantic", "lexical"])
+    );
+}

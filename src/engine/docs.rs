@@ -6,11 +6,9 @@
 pub use crate::store::Level;
 use serde::{Deserialize, Serialize};
 
-/// How paragraph vectors are scanned: every exact vector, or candidates from a compact copy
-/// first (scores are exact either way).
 /// How a query ranks: by words and meaning together (`hybrid`), by meaning alone (the
 /// sentence-transformer's cosine) or by words alone (BM25).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
     #[default]
@@ -29,7 +27,9 @@ impl SearchMode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How paragraph vectors are scanned: every exact vector, or candidates from a compact copy
+/// first (scores are exact either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scan {
     Exact,
@@ -41,6 +41,20 @@ pub enum Scan {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "OneOrMany")]
 pub struct Strings(pub Vec<String>);
+
+/// Its schema says what its deserializer takes: a string, or an array of strings.
+impl utoipa::PartialSchema for Strings {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)))
+            .description(Some("One string or a list of them."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Strings {}
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -70,23 +84,30 @@ fn default_k() -> usize {
 
 /// A similarity query: passages (`text`, or several `texts` answered in one pass) or indexed
 /// articles (`like`), with the level, the number of results and filters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
+    /// A passage, names or a quotation: `"a phrase"` must occur, `-word` must not, the rest is
+    /// free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// Several passages answered in one pass (at most 100 per request).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub texts: Vec<String>,
     /// Indexed articles (key, path or file name); each is left out of its own results.
     #[serde(default, skip_serializing_if = "Strings::is_empty")]
     pub like: Strings,
+    /// Rank whole articles (`article`, the default) or paragraphs.
     #[serde(default)]
     pub level: Level,
     /// Words and meaning (`hybrid`, the default), `semantic` or `lexical`.
     #[serde(default)]
     pub mode: SearchMode,
+    /// How many hits (10 by default; the server caps it with --max-k).
     #[serde(default = "default_k")]
+    #[schema(default = 10)]
     pub k: usize,
+    /// Leave out hits scored below this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_score: Option<f32>,
     /// Source or agency credit, any of them.
@@ -127,7 +148,7 @@ impl Default for QueryRequest {
 /// Which article a result names: `key` always (what `GET /api/articles/{key}` and `like`
 /// take); `path` when it came from a file (shown relative to the working folder); `id` when its
 /// key is not its path (a JSONL id).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArticleRef {
     pub key: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,7 +171,7 @@ impl ArticleRef {
 }
 
 /// When and where an article appeared, as far as its input said.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Dateline {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub date: Option<String>,
@@ -171,7 +192,7 @@ impl Dateline {
 }
 
 /// What a query asked for, echoed in its answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum QueryLabel {
     Text { text: String },
@@ -180,7 +201,7 @@ pub enum QueryLabel {
 
 /// One result: an article (article level, with the paragraph that matched it best) or a
 /// paragraph (paragraph level).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Hit {
     #[serde(flatten)]
     pub article: ArticleRef,
@@ -214,7 +235,7 @@ pub struct Hit {
 }
 
 /// One half's verdict on a hybrid hit.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HalfDoc {
     pub score: f32,
     /// 1-based; absent when the document ranked past the candidates that half proposed.
@@ -223,14 +244,14 @@ pub struct HalfDoc {
 }
 
 /// The answer to one query.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QueryAnswer {
     pub query: QueryLabel,
     pub hits: Vec<Hit>,
 }
 
 /// The answer to a query request: one query's, or several answered in one pass.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum QueryResult {
     One {
@@ -266,7 +287,7 @@ impl QueryResult {
 }
 
 /// A paragraph of an article, with its similarity to a passage when one was given.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ParagraphDoc {
     pub paragraph: u32,
     pub text: String,
@@ -275,7 +296,7 @@ pub struct ParagraphDoc {
 }
 
 /// One article whole: metadata, paragraphs, nearest articles and duplicate pairs it is in.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ArticleDoc {
     #[serde(flatten)]
     pub article: ArticleRef,
@@ -289,14 +310,14 @@ pub struct ArticleDoc {
 }
 
 /// A paragraph named in a comparison.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ParagraphRef {
     pub paragraph: u32,
     pub text: String,
 }
 
 /// Two paragraphs matched by `compare`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MatchDoc {
     /// `shared` (verbatim or nearly) or `paraphrased`.
     pub relation: crate::compare::Relation,
@@ -307,7 +328,7 @@ pub struct MatchDoc {
 }
 
 /// Two articles aligned paragraph by paragraph.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CompareResult {
     pub a: ArticleRef,
     pub b: ArticleRef,
@@ -322,7 +343,7 @@ pub struct CompareResult {
 }
 
 /// Topics or stories.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum By {
     /// Broad subjects (k-means; k chosen by silhouette unless given).
@@ -337,16 +358,23 @@ fn default_keywords() -> usize {
 }
 
 /// What `cluster` is asked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ClusterRequest {
+    /// `topic` (the default: k-means, k chosen by silhouette) or `story` (coverage of one event).
     #[serde(default)]
+    #[param(value_type = Option<By>)]
     pub by: By,
+    /// Topics: fix their number instead of choosing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k: Option<usize>,
+    /// Stories: the mean cosine below which two groups are not merged (0.84 by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
+    /// Keywords per cluster (6 by default).
     #[serde(default = "default_keywords")]
+    #[param(value_type = Option<usize>)]
     pub keywords: usize,
 }
 
@@ -362,7 +390,7 @@ impl Default for ClusterRequest {
 }
 
 /// A cluster member (or outlier).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MemberDoc {
     #[serde(flatten)]
     pub article: ArticleRef,
@@ -374,14 +402,14 @@ pub struct MemberDoc {
 }
 
 /// A first and last day.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DateSpan {
     pub from: String,
     pub to: String,
 }
 
 /// A labelled cluster.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ClusterDoc {
     pub id: usize,
     /// The most central member's headline.
@@ -395,7 +423,7 @@ pub struct ClusterDoc {
 }
 
 /// Clusters of the whole store.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ClustersResult {
     pub by: By,
     /// How the grouping was made, e.g. how k was chosen.
@@ -413,7 +441,7 @@ pub struct ClustersResult {
 pub use crate::dupes::Tier;
 
 /// Article pairs, paragraph pairs, or both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DupeLevel {
     Article,
@@ -423,7 +451,7 @@ pub enum DupeLevel {
 }
 
 /// What `dupes` is asked.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DupesRequest {
     #[serde(default)]
@@ -434,7 +462,7 @@ pub struct DupesRequest {
 }
 
 /// A tier as requests name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TierName {
     Exact,
@@ -453,7 +481,7 @@ impl TierName {
 }
 
 /// One side of a duplicate pair.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SideDoc {
     #[serde(flatten)]
     pub article: ArticleRef,
@@ -464,7 +492,7 @@ pub struct SideDoc {
 }
 
 /// A pair of copied or rewritten articles or paragraphs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DupePairDoc {
     pub tier: Tier,
     pub level: crate::dupes::Level,
@@ -475,7 +503,7 @@ pub struct DupePairDoc {
 }
 
 /// Every duplicate pair of the store.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DupesResult {
     pub pairs: Vec<DupePairDoc>,
     #[serde(skip)]
@@ -485,7 +513,7 @@ pub struct DupesResult {
 }
 
 /// What the store holds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct InfoResult {
     pub store: String,
     pub articles: usize,
@@ -513,7 +541,7 @@ pub struct InfoResult {
 }
 
 /// What `likewise verify` checked: every byte of the store against its CRCs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct VerifyResult {
     pub store: String,
     pub segments: usize,
@@ -529,7 +557,7 @@ pub struct VerifyResult {
 }
 
 /// A point of the map: one article.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MapPoint {
     pub key: String,
     pub title: String,
@@ -543,7 +571,7 @@ pub struct MapPoint {
 
 /// A 2-D map of every article, from a projection of the article vectors that keeps
 /// neighbours together, coloured by topic.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MapResult {
     pub method: String,
     pub generation: u64,
@@ -553,7 +581,7 @@ pub struct MapResult {
 }
 
 /// One stored article, without its text (a row of `Store.articles()` in Python).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ArticleListing {
     #[serde(flatten)]
     pub article: ArticleRef,

@@ -704,7 +704,9 @@ pub fn gelu_tanh(x: f32) -> f32 {
 }
 
 /// Reduces token states to one vector per row, the way a sentence-transformers `Pooling` module does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     Mean,

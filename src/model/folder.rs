@@ -18,7 +18,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Everything about a model that decides its vectors; stores keep it and compare it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelIdentity {
     /// e.g. `sentence-transformers/all-MiniLM-L6-v2`.
     pub name: String,

@@ -16,6 +16,8 @@
 //! wrong token, 404 unknown article, 409 store being written, 413 body too large, 503 store
 //! or model unusable (the server stays up, and recovers when the store is mended).
 
+mod openapi;
+
 use crate::engine::docs::*;
 use crate::engine::{Engine, EngineError};
 use crate::index::{IndexOptions, Progress, Warning};
@@ -94,9 +96,21 @@ impl ApiError {
     }
 }
 
+/// The body of every error: `{"error": "…", "code": N}`, N being the HTTP status.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong, for a person to read.
+    pub error: String,
+    /// The HTTP status, repeated for clients that only keep the body.
+    pub code: u16,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.message, "code": self.status.as_u16()});
+        let body = ErrorBody {
+            error: self.message,
+            code: self.status.as_u16(),
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -149,10 +163,35 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+/// What `GET /api/health` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`: the server answers.
+    status: &'static str,
+    /// likewise's version.
+    version: &'static str,
 }
 
+/// The server is up (needs no token).
+#[utoipa::path(get, path = "/api/health", tag = "store",
+    responses((status = 200, description = "The server answers", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Articles (or paragraphs) like a passage, names or quotations, or like stored articles: what
+/// `likewise query --format json` prints for the same request.
+#[utoipa::path(post, path = "/api/query", tag = "search",
+    request_body = QueryRequest,
+    responses(
+        (status = 200, description = "The hits, best first", body = QueryResult),
+        (status = 400, description = "A bad request: malformed JSON, an unknown field, an empty passage or phrase, a bad date, k over the cap", body = ErrorBody),
+        (status = 404, description = "A `like` article the store does not hold", body = ErrorBody),
+        (status = 503, description = "The store or the model cannot be used", body = ErrorBody),
+    ))]
 async fn query(
     State(app): State<Shared>,
     body: Result<Bytes, BytesRejection>,
@@ -174,16 +213,27 @@ async fn query(
     Ok(Json(blocking(move || app.engine.query(&req)).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ArticleParams {
     /// A passage to score each paragraph against.
     #[serde(default)]
     text: Option<String>,
+    /// How many nearest articles to list (10 by default; capped by --max-k).
     #[serde(default)]
     nearest: Option<usize>,
 }
 
+/// One article: its metadata, its paragraphs (scored against `text` when given), its nearest
+/// articles and the duplicate pairs it is in.
+#[utoipa::path(get, path = "/api/articles/{key}", tag = "articles",
+    params(("key" = String, Path, description = "The article's key (every result carries it), its file name, the start of it (`003`), or the end of its path"), ArticleParams),
+    responses(
+        (status = 200, description = "The article", body = ArticleDoc),
+        (status = 400, description = "A bad parameter", body = ErrorBody),
+        (status = 404, description = "No such article", body = ErrorBody),
+    ))]
 async fn article(
     State(app): State<Shared>,
     Path(key): Path<String>,
@@ -198,13 +248,24 @@ async fn article(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct CompareParams {
+    /// The first article (key, file name or its start).
     a: String,
+    /// The second article.
     b: String,
 }
 
+/// Two articles paragraph by paragraph: shared, paraphrased, only in A, only in B
+/// (`likewise compare A B`).
+#[utoipa::path(get, path = "/api/compare", tag = "articles", params(CompareParams),
+    responses(
+        (status = 200, description = "The alignment", body = CompareResult),
+        (status = 400, description = "A missing or unknown parameter", body = ErrorBody),
+        (status = 404, description = "No such article", body = ErrorBody),
+    ))]
 async fn compare(
     State(app): State<Shared>,
     params: Result<Query<CompareParams>, axum::extract::rejection::QueryRejection>,
@@ -215,6 +276,12 @@ async fn compare(
     ))
 }
 
+/// Topics or stories of the whole store, labelled, with their outliers (`likewise cluster`).
+#[utoipa::path(get, path = "/api/clusters", tag = "research", params(ClusterRequest),
+    responses(
+        (status = 200, description = "The clusters", body = ClustersResult),
+        (status = 400, description = "A bad parameter", body = ErrorBody),
+    ))]
 async fn clusters(
     State(app): State<Shared>,
     params: Result<Query<ClusterRequest>, axum::extract::rejection::QueryRejection>,
@@ -223,16 +290,25 @@ async fn clusters(
     Ok(Json(blocking(move || app.engine.clusters(&req)).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DupesParams {
+    /// `article`, `paragraph` or `both` (the default).
     #[serde(default)]
+    #[param(value_type = Option<DupeLevel>)]
     level: DupeLevel,
-    /// Comma-separated tiers.
+    /// Comma-separated tiers: `exact`, `near-copy`, `rewrite` (all by default).
     #[serde(default)]
     tier: Option<String>,
 }
 
+/// Duplicate pairs in three tiers, of articles and paragraphs (`likewise dupes`).
+#[utoipa::path(get, path = "/api/dupes", tag = "research", params(DupesParams),
+    responses(
+        (status = 200, description = "The pairs", body = DupesResult),
+        (status = 400, description = "A bad level or tier", body = ErrorBody),
+    ))]
 async fn dupes(
     State(app): State<Shared>,
     params: Result<Query<DupesParams>, axum::extract::rejection::QueryRejection>,
@@ -262,10 +338,20 @@ async fn dupes(
     Ok(Json(blocking(move || app.engine.dupes(&req)).await?))
 }
 
+/// The store, the model, the precision, counts, sizes, the last commit (`likewise info`).
+#[utoipa::path(get, path = "/api/info", tag = "store",
+    responses(
+        (status = 200, description = "What the store holds", body = InfoResult),
+        (status = 503, description = "The store cannot be used", body = ErrorBody),
+    ))]
 async fn info(State(app): State<Shared>) -> ApiResult<InfoResult> {
     Ok(Json(blocking(move || app.engine.info()).await?))
 }
 
+/// Every article's place on the 2-D map and its topic, and the topics (computed once per
+/// generation of the store).
+#[utoipa::path(get, path = "/api/map", tag = "research",
+    responses((status = 200, description = "The map", body = MapResult)))]
 async fn map(State(app): State<Shared>) -> Result<Response, ApiError> {
     let result = blocking(move || app.engine.map()).await?;
     Ok(Json(result.as_ref().clone()).into_response())
@@ -289,10 +375,32 @@ impl Progress for Collected {
     fn finish(&self) {}
 }
 
+/// What `POST /api/articles` did.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ArticlesAdded {
+    /// The indexing run's report, as `likewise index --format json` gives it.
+    report: crate::index::IndexReport,
+    /// Each article that was skipped, and why.
+    skipped: Vec<String>,
+}
+
+/// Indexes and commits new articles, sent as JSON lines (or one JSON array) with the fields of a
+/// `.jsonl` input: `text`; `id`, `title`, `date`, `source`, `url`. Only on a server started with
+/// `--allow-index`.
+#[utoipa::path(post, path = "/api/articles", tag = "articles",
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "One JSON object per line (or one JSON array of them)"),
+    responses(
+        (status = 200, description = "Indexed and committed", body = ArticlesAdded),
+        (status = 400, description = "No articles, or not UTF-8", body = ErrorBody),
+        (status = 403, description = "This server does not accept articles", body = ErrorBody),
+        (status = 409, description = "Another process is writing the store", body = ErrorBody),
+        (status = 413, description = "The body is over --max-body", body = ErrorBody),
+    ))]
 async fn add_articles(
     State(app): State<Shared>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ArticlesAdded>, ApiError> {
     if !app.args.allow_index {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -319,10 +427,10 @@ async fn add_articles(
         Ok((report, progress.warnings.into_inner().unwrap_or_default()))
     })
     .await?;
-    Ok(Json(serde_json::json!({
-        "report": report,
-        "skipped": warnings,
-    })))
+    Ok(Json(ArticlesAdded {
+        report,
+        skipped: warnings,
+    }))
 }
 
 /// The body as JSON lines: as it came, or one line per element when it is one JSON array of
@@ -516,6 +624,7 @@ fn router(app: Shared) -> Router {
         .route("/api/dupes", get(dupes))
         .route("/api/info", get(info))
         .route("/api/map", get(map))
+        .route("/api/openapi.json", get(openapi::document))
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", PAGE_HTML) }),

@@ -97,7 +97,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 
 /// How each article's own vector is made from its parts (docs/benchmarks.md, "Article vectors"). A store
 /// records the way its articles were made, and every article added later is made the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ArticleVectorMode {
     /// The mean of two unit vectors: the paragraphs' mean, and the headline-and-body window.
@@ -1388,7 +1388,7 @@ pub fn file_key(path: &Path, base: &Path) -> String {
 }
 
 /// Article or paragraph level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     #[default]
