@@ -1,238 +1,11 @@
-//! Reading articles from inputs: files and folders (`.txt`, `.md`, `.jsonl`, `.json`, `.csv`,
-//! `.tsv`), and JSON lines sent over the API. Each reader turns bytes into [`SourceArticle`]s:
-//! parsed text, metadata and a content hash, keyed by file, line or `id`. Nothing here knows the
-//! store's contents or the model; every input that cannot be used gets one [`Warning`] naming it
-//! (the file, or the file and the record's line) and the reason, and the rest is read.
-//!
-//! Parquet inputs carry vectors that must be checked against the store's model, so the indexer
-//! (`index.rs`) reads them, through `exchange`.
+//! Records: JSON lines, a JSON document (an array of articles, or one), and tables with a
+//! header row (`.csv`, `.tsv`). A record is one article; a bad record is a warning naming its
+//! line (or its place in the array), and the rest of the file is read.
 
-use crate::store::file_key;
-use crate::text::{self, ParsedArticle};
-use sha2::{Digest, Sha256};
+use super::source::{over_article_limit, sha256_hex, warning_at, SourceArticle, Warning};
+use crate::text;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-
-/// An input that was skipped, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Warning {
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-impl std::fmt::Display for Warning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.reason)
-    }
-}
-
-/// An article read from an input, ready to embed.
-#[derive(Debug, Clone)]
-pub struct SourceArticle {
-    pub key: String,
-    pub file: Option<String>,
-    pub parsed: ParsedArticle,
-    pub content_hash: String,
-    /// Vectors that came with the article (a Parquet input): what is given is stored as it
-    /// is, only what is missing is embedded.
-    pub given: Option<GivenVectors>,
-}
-
-/// A window an input brought with its vector: (paragraph, window, text, vector).
-pub type GivenChunk = (u32, u32, String, Vec<f32>);
-
-/// Vectors an input brought, made by the store's own model.
-#[derive(Debug, Clone, Default)]
-pub struct GivenVectors {
-    /// Every window of the article, in order: (paragraph, window, text, vector).
-    pub chunks: Option<Vec<GivenChunk>>,
-    /// The article's own vector.
-    pub article: Option<Vec<f32>>,
-}
-
-const TEXT_EXTENSIONS: &[&str] = &["txt", "md", "markdown"];
-pub const JSONL_EXTENSIONS: &[&str] = &["jsonl", "ndjson"];
-/// One JSON document: an array of articles (or one article).
-const JSON_EXTENSIONS: &[&str] = &["json"];
-/// Markup, refused when named directly (inside folders it is not looked at).
-const MARKUP_EXTENSIONS: &[&str] = &["html", "htm", "xhtml", "xml"];
-/// Tables with a header row (comma, semicolon or tab separated).
-const TABLE_EXTENSIONS: &[&str] = &["csv", "tsv"];
-pub const PARQUET_EXTENSIONS: &[&str] = &["parquet"];
-
-pub fn has_extension(path: &Path, extensions: &[&str]) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
-}
-
-fn is_indexable(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-        .is_some_and(|e| {
-            [
-                TEXT_EXTENSIONS,
-                JSONL_EXTENSIONS,
-                JSON_EXTENSIONS,
-                TABLE_EXTENSIONS,
-                PARQUET_EXTENSIONS,
-            ]
-            .iter()
-            .any(|kind| kind.contains(&e.as_str()))
-        })
-}
-
-/// The files to index under `paths`, sorted. A file named directly is taken whatever its
-/// extension; inside folders only `.txt`, `.md`, `.jsonl` and `.parquet` files are (a folder
-/// with none is a warning).
-pub fn collect_files(paths: &[PathBuf], warn: &mut dyn FnMut(Warning)) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for root in paths {
-        let meta = match std::fs::metadata(root) {
-            Ok(m) => m,
-            Err(e) => {
-                warn(Warning {
-                    path: root.clone(),
-                    reason: format!("cannot be read: {e}"),
-                });
-                continue;
-            }
-        };
-        if meta.is_file() {
-            files.push(root.clone());
-            continue;
-        }
-        let before = files.len();
-        for entry in walkdir::WalkDir::new(root)
-            .follow_links(true)
-            .sort_by_file_name()
-        {
-            match entry {
-                Ok(e) if e.file_type().is_file() && is_indexable(e.path()) => {
-                    files.push(e.path().to_path_buf())
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let path = e
-                        .path()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| root.clone());
-                    let reason = if e.loop_ancestor().is_some() {
-                        "a symbolic link loop; not followed".to_string()
-                    } else {
-                        format!(
-                            "cannot be read: {}",
-                            e.io_error()
-                                .map(|i| i.to_string())
-                                .unwrap_or_else(|| e.to_string())
-                        )
-                    };
-                    warn(Warning { path, reason });
-                }
-            }
-        }
-        if files.len() == before {
-            warn(Warning {
-                path: root.clone(),
-                reason: format!(
-                    "no file to index in this folder (it looks for .{} files)",
-                    [
-                        TEXT_EXTENSIONS,
-                        JSONL_EXTENSIONS,
-                        JSON_EXTENSIONS,
-                        TABLE_EXTENSIONS,
-                        PARQUET_EXTENSIONS
-                    ]
-                    .concat()
-                    .join(", .")
-                ),
-            });
-        }
-    }
-    let mut seen = HashSet::new();
-    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
-    files
-}
-
-pub fn sha256_hex(parts: &[&[u8]]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p);
-    }
-    crate::model::hex(&h.finalize())
-}
-
-/// Reads the articles of one file; problems become warnings.
-pub fn read_file(
-    path: &Path,
-    base: &Path,
-    max_article_bytes: usize,
-    warn: &mut dyn FnMut(Warning),
-) -> Vec<SourceArticle> {
-    let w = |reason: String| Warning {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            warn(w(format!("cannot be read: {e}")));
-            return Vec::new();
-        }
-    };
-    let file = file_key(path, base);
-    let is_jsonl = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| JSONL_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        warn(w("empty; skipped".into()));
-        return Vec::new();
-    }
-    if text::looks_binary(&bytes) {
-        warn(w("looks binary, not text; skipped".into()));
-        return Vec::new();
-    }
-    if has_extension(path, MARKUP_EXTENSIONS) {
-        // Read as text, its tags, scripts and styles would be embedded with the story.
-        warn(w(
-            "markup (HTML or XML) is not read: give the article's text as .txt or .md, or records as .jsonl, .csv or .parquet; skipped"
-                .into(),
-        ));
-        return Vec::new();
-    }
-    if is_jsonl {
-        return read_jsonl(path, Some(&file), &bytes, max_article_bytes, warn);
-    }
-    if has_extension(path, JSON_EXTENSIONS) {
-        return read_json_document(path, &file, &bytes, max_article_bytes, warn);
-    }
-    if has_extension(path, TABLE_EXTENSIONS) {
-        return read_table(path, &file, &bytes, max_article_bytes, warn);
-    }
-    if bytes.len() > max_article_bytes {
-        warn(w(over_article_limit(bytes.len(), max_article_bytes)));
-        return Vec::new();
-    }
-    let (content, fallback) = text::decode_text(&bytes);
-    if let Some(note) = fallback {
-        warn(w(note.into()));
-    }
-    let parsed = text::parse_article_text(&content);
-    if parsed.paragraphs.is_empty() && parsed.title.is_empty() {
-        warn(w("no text; skipped".into()));
-        return Vec::new();
-    }
-    vec![SourceArticle {
-        key: file.clone(),
-        file: Some(file),
-        parsed,
-        content_hash: sha256_hex(&[&bytes]),
-        given: None,
-    }]
-}
 
 #[derive(serde::Deserialize)]
 struct JsonArticle {
@@ -367,32 +140,13 @@ impl Record {
     }
 }
 
-/// A warning about `path`, or about its record at `place` (a line, or an element's number).
-fn warning_at(path: &Path, place: Option<usize>, reason: String) -> Warning {
-    Warning {
-        path: match place {
-            Some(n) => PathBuf::from(format!("{}:{n}", path.display())),
-            None => path.to_path_buf(),
-        },
-        reason,
-    }
-}
-
-/// What a warning says of an article over `--max-article-bytes`.
-fn over_article_limit(bytes: usize, max_article_bytes: usize) -> String {
-    format!(
-        "{bytes} bytes, over the {}-byte limit for one article; skipped",
-        max_article_bytes
-    )
-}
-
 /// The largest `.json` document read whole (parsed, it takes several times its size in memory);
 /// past it, JSON lines are read a line at a time.
 const MAX_JSON_DOCUMENT_BYTES: usize = 256 << 20;
 
 /// Reads a JSON file holding an array of articles (objects with the JSONL fields), or one
 /// article; warnings name an element by its place in the array (`file:3` is the third).
-fn read_json_document(
+pub fn read_json_document(
     path: &Path,
     file: &str,
     bytes: &[u8],
@@ -494,7 +248,7 @@ const TABLE_COLUMNS: [(&str, &[&str]); 6] = [
 /// [`TABLE_COLUMNS`] (the text's column is required; others are left as they are). The
 /// separator is the one of comma, semicolon and tab the header line has most of; fields may be
 /// quoted and span lines. Warnings name the line a row starts on.
-fn read_table(
+pub fn read_table(
     path: &Path,
     file: &str,
     bytes: &[u8],
