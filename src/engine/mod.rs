@@ -146,7 +146,18 @@ struct Snapshot {
 /// Passages waiting to be embedded together.
 struct Pending {
     texts: Vec<String>,
+    kind: TextKind,
     reply: std::sync::mpsc::Sender<Result<Vec<Vec<f32>>, String>>,
+}
+
+/// What a text sent to be embedded is, which decides how it is embedded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextKind {
+    /// A query passage: the model's query prompt, and a long one averaged window by window.
+    Passage,
+    /// A text embedded as `likewise embed` does it (the vectors of sentence-transformers): the
+    /// document prompt, cut at the model's window.
+    Document,
 }
 
 /// Gathers the passages of concurrent callers into one call of the model.
@@ -317,12 +328,57 @@ impl Engine {
                 )));
             }
         }
+        self.embed_batched(texts, TextKind::Passage)
+    }
+
+    /// Vectors of texts exactly as `likewise embed` makes them (and sentence-transformers'
+    /// `encode`): the document prompt, truncated at the model's window, pooled and normalised as
+    /// the model says. What the OpenAI and TEI embedding routes of `likewise serve` return;
+    /// concurrent callers share batches with query passages.
+    pub fn embed_documents(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EngineError> {
+        for (i, t) in texts.iter().enumerate() {
+            if t.len() > MAX_PASSAGE_BYTES {
+                return Err(EngineError::Invalid(format!(
+                    "text {i} has {} bytes; at most {MAX_PASSAGE_BYTES} are taken",
+                    t.len()
+                )));
+            }
+        }
+        self.embed_batched(texts, TextKind::Document)
+    }
+
+    /// Word pieces of each text as the model reads it (special tokens included, after
+    /// truncation), and whether it had to be cut to fit the model's window.
+    pub fn measure_texts(&self, texts: &[String]) -> Result<Vec<(usize, bool)>, EngineError> {
+        let encoder = self.encoder()?;
+        texts
+            .iter()
+            .map(|t| {
+                let pieces = encoder.count_tokens(&[t.as_str()])?;
+                let cut = encoder.windows(t)?.len() > 1;
+                Ok((pieces, cut))
+            })
+            .collect::<Result<_, ModelError>>()
+            .map_err(EngineError::from)
+    }
+
+    fn embed_batched(
+        &self,
+        texts: &[String],
+        kind: TextKind,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let encoder = self.encoder()?;
         let Some(batcher) = &self.batcher else {
-            return texts
-                .iter()
-                .map(|t| embed_passage(encoder.as_ref(), t))
-                .collect();
+            return match kind {
+                TextKind::Passage => texts
+                    .iter()
+                    .map(|t| embed_passage(encoder.as_ref(), t))
+                    .collect(),
+                TextKind::Document => {
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    Ok(encoder.embed(&refs, &|_| {})?)
+                }
+            };
         };
         let (reply, answer) = std::sync::mpsc::channel();
         {
@@ -330,6 +386,7 @@ impl Engine {
             let first = q.is_empty();
             q.push(Pending {
                 texts: texts.to_vec(),
+                kind,
                 reply,
             });
             if first {
@@ -359,21 +416,30 @@ impl Engine {
         if !batch.is_empty() {
             let started = Instant::now();
             let callers = batch.len();
-            let texts: Vec<&str> = batch
-                .iter()
-                .flat_map(|p| p.texts.iter().map(String::as_str))
-                .collect();
-            match embed_passages_together(encoder, &texts) {
-                Ok(vectors) => {
-                    let mut it = vectors.into_iter();
-                    for p in batch {
-                        let mine: Vec<Vec<f32>> = it.by_ref().take(p.texts.len()).collect();
-                        let _ = p.reply.send(Ok(mine));
+            // One call of the model per kind of text in the batch.
+            let (passages, documents): (Vec<Pending>, Vec<Pending>) = batch
+                .into_iter()
+                .partition(|p| p.kind == TextKind::Passage);
+            for group in [passages, documents] {
+                let Some(kind) = group.first().map(|p| p.kind) else {
+                    continue;
+                };
+                let texts: Vec<&str> = group
+                    .iter()
+                    .flat_map(|p| p.texts.iter().map(String::as_str))
+                    .collect();
+                match embed_kind_together(encoder, kind, &texts) {
+                    Ok(vectors) => {
+                        let mut it = vectors.into_iter();
+                        for p in &group {
+                            let theirs: Vec<Vec<f32>> = it.by_ref().take(p.texts.len()).collect();
+                            let _ = p.reply.send(Ok(theirs));
+                        }
                     }
-                }
-                Err(e) => {
-                    for p in batch {
-                        let _ = p.reply.send(Err(e.to_string()));
+                    Err(e) => {
+                        for p in &group {
+                            let _ = p.reply.send(Err(e.to_string()));
+                        }
                     }
                 }
             }
@@ -1349,6 +1415,18 @@ pub fn embed_passage(encoder: &dyn Embedder, text: &str) -> Result<Vec<f32>, Eng
 }
 
 /// [`embed_passage`] for many passages, all their pieces in one call of the model.
+/// Texts of one kind embedded in one call of the model.
+fn embed_kind_together(
+    encoder: &dyn Embedder,
+    kind: TextKind,
+    texts: &[&str],
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    match kind {
+        TextKind::Passage => embed_passages_together(encoder, texts),
+        TextKind::Document => encoder.embed(texts, &|_| {}),
+    }
+}
+
 pub fn embed_passages_together(
     encoder: &dyn Embedder,
     texts: &[&str],
