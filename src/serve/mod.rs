@@ -17,6 +17,7 @@
 //! or model unusable (the server stays up, and recovers when the store is mended).
 
 mod api;
+mod embeddings;
 mod openapi;
 mod shared;
 
@@ -201,6 +202,10 @@ fn router(app: Shared) -> Router {
         .route("/api/info", get(api::info))
         .route("/api/map", get(api::map))
         .route("/api/openapi.json", get(openapi::document))
+        .route("/v1/embeddings", post(embeddings::openai_embeddings))
+        .route("/v1/models", get(embeddings::openai_models))
+        .route("/embed", post(embeddings::tei_embed))
+        .route("/similarity", post(embeddings::tei_similarity))
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", PAGE_HTML) }),

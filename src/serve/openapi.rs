@@ -23,6 +23,10 @@ use utoipa::{Modify, OpenApi};
         super::api::info,
         super::api::map,
         super::api::add_articles,
+        super::embeddings::openai_embeddings,
+        super::embeddings::openai_models,
+        super::embeddings::tei_embed,
+        super::embeddings::tei_similarity,
     ),
     modifiers(&BearerToken),
     tags(
@@ -30,6 +34,7 @@ use utoipa::{Modify, OpenApi};
         (name = "articles", description = "One article, two side by side, new ones"),
         (name = "research", description = "Topics, stories, duplicates, the map"),
         (name = "store", description = "What the store holds; is the server up"),
+        (name = "embeddings", description = "The server's model through OpenAI's and text-embeddings-inference's APIs: the vectors of `likewise embed`"),
     )
 )]
 struct ApiDoc;

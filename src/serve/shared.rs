@@ -51,8 +51,8 @@ pub type Shared = Arc<App>;
 
 /// An error as the API returns it.
 pub struct ApiError {
-    status: StatusCode,
-    message: String,
+    pub status: StatusCode,
+    pub message: String,
 }
 
 impl ApiError {
