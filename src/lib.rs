@@ -29,6 +29,7 @@ pub mod hybrid;
 pub mod index;
 pub mod ingest;
 pub mod lexical;
+pub mod mcp;
 pub mod model;
 pub mod search;
 pub mod serve;

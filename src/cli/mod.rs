@@ -145,6 +145,19 @@ pub enum Command {
   likewise serve                          http://127.0.0.1:7700, read-only
   LIKEWISE_TOKEN=$(cat token.txt) likewise serve --addr 0.0.0.0:7700")]
     Serve(crate::serve::ServeArgs),
+    /// Serve the store's search, articles, stories and duplicates as tools for AI assistants
+    /// (Model Context Protocol, on stdin and stdout).
+    #[command(after_help = "Examples:
+  likewise mcp                            what an assistant's configuration runs (read-only)
+  likewise --index archive.store mcp --allow-index
+
+An assistant's configuration (Claude Desktop, an IDE…) names the command:
+  {\"mcpServers\": {\"likewise\": {\"command\": \"likewise\", \"args\": [\"--index\", \"/path/to/store\", \"mcp\"]}}}")]
+    Mcp {
+        /// Also offer the `add_articles` tool (indexes and commits what the assistant sends).
+        #[arg(long)]
+        allow_index: bool,
+    },
     /// Write the store's articles or paragraphs with their vectors: Parquet (default), .npy
     /// (plus OUT.ids.json) or JSON lines, chosen by --format or OUT's extension.
     Export {
@@ -808,6 +821,13 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Serve(args) => {
             crate::serve::run(g.engine(), args).map_err(EngineError::from)?;
+            Ok(exit::SUCCESS)
+        }
+        Command::Mcp { allow_index } => {
+            let mut engine = g.engine();
+            // Articles are named by key only: no path an assistant sends is opened.
+            engine.like_by_file = false;
+            crate::mcp::run_stdio(engine, *allow_index)?;
             Ok(exit::SUCCESS)
         }
         Command::Bench(BenchCommand::Cluster { threshold }) => {

@@ -417,9 +417,8 @@ impl Engine {
             let started = Instant::now();
             let callers = batch.len();
             // One call of the model per kind of text in the batch.
-            let (passages, documents): (Vec<Pending>, Vec<Pending>) = batch
-                .into_iter()
-                .partition(|p| p.kind == TextKind::Passage);
+            let (passages, documents): (Vec<Pending>, Vec<Pending>) =
+                batch.into_iter().partition(|p| p.kind == TextKind::Passage);
             for group in [passages, documents] {
                 let Some(kind) = group.first().map(|p| p.kind) else {
                     continue;

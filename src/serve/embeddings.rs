@@ -230,17 +230,28 @@ pub async fn openai_embeddings(
     let texts = match req.input {
         OpenAiInput::One(t) => vec![t],
         OpenAiInput::Many(ts) => ts,
-        OpenAiInput::Tokens(ids) => return Err(token_ids_refused(format!("{} token ids", ids.len()))),
+        OpenAiInput::Tokens(ids) => {
+            return Err(token_ids_refused(format!("{} token ids", ids.len())))
+        }
         OpenAiInput::TokenLists(lists) => {
-            return Err(token_ids_refused(format!("{} lists of token ids", lists.len())))
+            return Err(token_ids_refused(format!(
+                "{} lists of token ids",
+                lists.len()
+            )))
         }
     };
     if texts.is_empty() {
-        return Err(OpenAiError::invalid("`input` is an empty array", Some("input")));
+        return Err(OpenAiError::invalid(
+            "`input` is an empty array",
+            Some("input"),
+        ));
     }
     if texts.len() > MAX_INPUTS {
         return Err(OpenAiError::invalid(
-            format!("`input` has {} texts; at most {MAX_INPUTS} per request", texts.len()),
+            format!(
+                "`input` has {} texts; at most {MAX_INPUTS} per request",
+                texts.len()
+            ),
             Some("input"),
         ));
     }

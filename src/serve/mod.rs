@@ -100,7 +100,8 @@ async fn authorize(State(app): State<Shared>, req: Request, next: Next) -> Respo
     if ok {
         return next.run(req).await;
     }
-    if path.starts_with("/api/") {
+    // The page's own files answer in text; every API (likewise's, OpenAI's, TEI's, MCP's) in JSON.
+    if !matches!(path.as_str(), "/" | "/app.js" | "/style.css") {
         let mut r = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "this server needs its token: send `Authorization: Bearer TOKEN`",
@@ -189,6 +190,36 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// The MCP tools of `likewise mcp` over MCP's streamable HTTP transport, stateless (each
+/// request stands alone, so nothing is held open across a stop). On loopback, `Host` must be a
+/// loopback name (rmcp's guard against DNS rebinding); elsewhere the token guards it, as it
+/// guards the rest.
+fn mcp_service(
+    app: &Shared,
+) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+    crate::mcp::Tools,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let mut config = StreamableHttpServerConfig::default();
+    config.legacy_session_mode = false;
+    config.json_response = true;
+    config.sse_keep_alive = None;
+    config.max_request_body_bytes = app.args.max_body;
+    if !app.args.addr.ip().is_loopback() {
+        config = config.disable_allowed_hosts();
+    }
+    let engine = app.engine.clone();
+    let allow_index = app.args.allow_index;
+    StreamableHttpService::new(
+        move || Ok(crate::mcp::Tools::new(engine.clone(), allow_index)),
+        Default::default(),
+        config,
+    )
+}
+
 /// The router: the page, the API, and the layers that guard them.
 fn router(app: Shared) -> Router {
     let mut api = Router::new()
@@ -206,6 +237,7 @@ fn router(app: Shared) -> Router {
         .route("/v1/models", get(embeddings::openai_models))
         .route("/embed", post(embeddings::tei_embed))
         .route("/similarity", post(embeddings::tei_similarity))
+        .route_service("/mcp", mcp_service(&app))
         .route(
             "/",
             get(|| async { asset("text/html; charset=utf-8", PAGE_HTML) }),
@@ -331,7 +363,7 @@ pub fn run(engine: Engine, args: &ServeArgs) -> Result<(), ServeError> {
     );
     drop(store);
     let app = Arc::new(App {
-        engine,
+        engine: Arc::new(engine),
         args: args.clone(),
         writing: Mutex::new(()),
     });

@@ -40,7 +40,8 @@ pub struct ServeArgs {
 
 /// What every handler shares.
 pub struct App {
-    pub engine: Engine,
+    /// Shared with the MCP tools served at `/mcp`.
+    pub engine: Arc<Engine>,
     pub args: ServeArgs,
     /// One `POST /api/articles` at a time inside this server (the store's lock keeps other
     /// processes out).
