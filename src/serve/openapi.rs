@@ -28,6 +28,8 @@ use utoipa::{Modify, OpenApi};
         super::embeddings::tei_embed,
         super::embeddings::tei_similarity,
     ),
+    // Referenced only from query parameters, which utoipa does not collect by itself.
+    components(schemas(crate::engine::docs::DupeLevel)),
     modifiers(&BearerToken),
     tags(
         (name = "search", description = "Passages, names, quotations, articles like others"),
