@@ -160,6 +160,10 @@ An assistant's configuration (Claude Desktop, an IDE…) names the command:
     },
     /// Write the store's articles or paragraphs with their vectors: Parquet (default), .npy
     /// (plus OUT.ids.json) or JSON lines, chosen by --format or OUT's extension.
+    #[command(after_help = "Examples:
+  likewise export vectors.parquet                      articles, one row each
+  likewise export paragraphs.parquet --level paragraph  paragraphs with their text
+  likewise export vectors.npy                          the matrix, and vectors.ids.json")]
     Export {
         out: PathBuf,
         #[arg(long, value_enum, default_value_t = Level::Article)]
@@ -172,27 +176,48 @@ An assistant's configuration (Claude Desktop, an IDE…) names the command:
     },
     /// Check every byte of the store against its checksums (opening a store checks its tables
     /// and at most 256 MiB of text and vectors).
+    #[command(after_help = "Examples:
+  likewise verify                         exit 0 when every byte checks, 5 when damaged
+  likewise --index archive.store verify --format json")]
     Verify {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// Show what the store holds.
+    #[command(after_help = "Examples:
+  likewise info
+  likewise --index archive.store info --format json")]
     Info {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// Fetch or check a model.
     #[command(subcommand)]
+    #[command(after_help = "Examples:
+  likewise model list                     known models, which are here
+  likewise model fetch all-mpnet-base-v2
+  likewise model check                    the model folder in use, its identity (JSON)")]
     Model(ModelCommand),
     /// Measure throughput on this machine.
     #[command(subcommand)]
+    #[command(after_help = "Examples:
+  likewise bench embed paragraphs.txt --lines 2000
+  likewise bench query
+  likewise --index archive.store bench hybrid")]
     Bench(BenchCommand),
     /// Print a shell completion script (e.g. `likewise completions bash > /etc/bash_completion.d/likewise`).
+    #[command(after_help = "Examples:
+  likewise completions bash > /etc/bash_completion.d/likewise
+  likewise completions zsh > ~/.zfunc/_likewise
+  likewise completions fish > ~/.config/fish/completions/likewise.fish")]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
     /// Print the manual page, in roff (e.g. `likewise man > likewise.1; man ./likewise.1`).
+    #[command(after_help = "Examples:
+  likewise man > likewise.1 && man ./likewise.1
+  likewise man | gzip > /usr/local/share/man/man1/likewise.1.gz")]
     Man,
 }
 
