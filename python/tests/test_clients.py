@@ -132,6 +132,41 @@ def test_the_openai_sdk_gets_the_vectors_of_likewise_embed(server, reference):
     assert [m.id for m in models.data] == [MODEL_NAME]
 
 
+def test_concurrent_calls_share_batches_and_each_gets_its_own_vectors(server, reference):
+    """Eight clients at once, each with its own texts, and search passages beside them: the
+    server gathers them into shared batches, and every answer must still be its caller's."""
+    import threading
+
+    import openai
+
+    client = openai.OpenAI(base_url=server.base + "/v1", api_key="unused-on-loopback")
+    answers, errors = {}, []
+
+    def embed(i):
+        try:
+            order = [TEXTS[(i + j) % len(TEXTS)] for j in range(len(TEXTS))]
+            got = client.embeddings.create(input=order, model="all-MiniLM-L6-v2", encoding_format="float")
+            answers[i] = (order, [d.embedding for d in got.data])
+        except Exception as e:  # reported below, with the others
+            errors.append(e)
+
+    def search():
+        status, _ = post(server, "/api/query", {"text": RAFAH, "k": 3})
+        if status != 200:
+            errors.append(status)
+
+    threads = [threading.Thread(target=embed, args=(i,)) for i in range(8)]
+    threads += [threading.Thread(target=search) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    by_text = dict(zip(TEXTS, reference))
+    for order, vectors in answers.values():
+        assert_same_vectors(vectors, np.array([by_text[t] for t in order]))
+
+
 def test_the_openai_sdk_gets_clear_errors(server):
     import openai
 
