@@ -321,7 +321,8 @@ def test_workers_that_cannot_import_likewise_get_a_clear_error(tmp_path):
         "import likewise\n"
         "from likewise import spark as lws\n"
         "spark = (SparkSession.builder.master('local[1]').config('spark.pyspark.python', sys.argv[1])\n"
-        "         .config('spark.ui.enabled', 'false').getOrCreate())\n"
+        "         .config('spark.ui.enabled', 'false').config('spark.driver.bindAddress', '127.0.0.1')\n"
+        "         .config('spark.driver.host', '127.0.0.1').getOrCreate())\n"
         "df = spark.createDataFrame([('a', 'Blinken spoke about Rafah.')], 'id string, text string')\n"
         "try:\n"
         "    lws.embed(df)\n"
@@ -331,9 +332,12 @@ def test_workers_that_cannot_import_likewise_get_a_clear_error(tmp_path):
         "print('NOT REFUSED')\n"
         "sys.exit(1)\n"
     )
+    # The workers' Python, by both of Spark's ways of naming it (the `spark` fixture set
+    # PYSPARK_PYTHON to this interpreter, which has likewise, for the other tests).
+    env = dict(os.environ, PYSPARK_PYTHON=str(bare / "bin" / "python"))
     out = subprocess.run(
         [sys.executable, str(job), str(bare / "bin" / "python")],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, env=env,
     )
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     message = out.stdout
