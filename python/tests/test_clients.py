@@ -367,3 +367,44 @@ def test_the_openapi_document_is_valid_and_describes_real_answers(server):
     status, answer = post(server, "/api/query", {"text": ""})
     assert status == 400
     check(answer, "ErrorBody")
+
+
+# ---- the documentation's curl examples --------------------------------------------------------
+
+def test_the_curl_examples_of_docs_server_md_run_as_written(tmp_path):
+    """Every `curl` line of docs/server.md, run by a shell against servers started as its
+    comments say (plain, with --token, with --allow-index), on a store made as the README makes
+    it (`likewise index seeds/`): each must answer JSON that is not an error."""
+    import re
+
+    shutil.copytree(ROOT / "seeds", tmp_path / "seeds")
+    env = dict(os.environ, LIKEWISE_MODEL=str(MODEL))
+    env.pop("RAYON_NUM_THREADS", None)
+    subprocess.run([str(BIN), "index", "seeds/"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    (tmp_path / "new-articles.jsonl").write_text(
+        json.dumps({"id": "wire-9", "title": "Floods in Valencia", "text": "Floods swept through Valencia."}) + "\n"
+    )
+    page = (ROOT / "docs" / "server.md").read_text()
+    lines = [line for block in re.findall(r"```sh\n(.*?)```", page, re.S) for line in block.splitlines()
+             if line.startswith("curl ")]
+    assert len(lines) >= 10, lines
+    token = "docs-example-token"
+    servers = {
+        "plain": Server(tmp_path / ".likewise"),
+        "token": Server(tmp_path / ".likewise", "--token", token),
+    }
+    shutil.copytree(tmp_path / ".likewise", tmp_path / "writable")
+    servers["index"] = Server(tmp_path / "writable", "--allow-index")
+    try:
+        for line in lines:
+            kind = "token" if "--token" in line else "index" if "--allow-index" in line else "plain"
+            address = f"127.0.0.1:{servers[kind].port}"
+            command = re.sub(r"\b(localhost|host):7700", address, line)
+            out = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True,
+                                 env=dict(os.environ, TOKEN=token), timeout=120)
+            assert out.returncode == 0, (line, out.stderr)
+            answer = json.loads(out.stdout)
+            assert not (isinstance(answer, dict) and "error" in answer), (line, answer)
+    finally:
+        for s in servers.values():
+            s.stop()
