@@ -103,6 +103,29 @@ pub trait Progress {
     fn finish(&self);
 }
 
+/// A `Progress` that keeps every warning, for a caller that answers with them (the server,
+/// the MCP tools, the Python module).
+#[derive(Default)]
+pub struct CollectWarnings(std::sync::Mutex<Vec<String>>);
+
+impl CollectWarnings {
+    pub fn into_warnings(self) -> Vec<String> {
+        self.0.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Progress for CollectWarnings {
+    fn start(&self, _: usize) {}
+    fn advance(&self, _: usize) {}
+    fn warn(&self, w: &Warning) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w.to_string());
+    }
+    fn finish(&self) {}
+}
+
 /// A `Progress` that says nothing (tests, scripts).
 pub struct Silent;
 impl Progress for Silent {

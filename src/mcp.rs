@@ -14,14 +14,14 @@ use crate::engine::docs::{
     QueryRequest, QueryResult,
 };
 use crate::engine::{Engine, EngineError};
-use crate::index::{IndexOptions, Progress, Warning};
+use crate::index::{CollectWarnings, IndexOptions};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{schemars, tool, tool_handler, tool_router, ErrorData as McpError, ServerHandler};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Longest text of a paragraph or hit handed to an assistant, in characters.
 const TEXT_CHARS: usize = 400;
@@ -291,22 +291,6 @@ fn dupes_brief(result: &DupesResult) -> Value {
     })
 }
 
-/// Collects what indexing warns of, for the tool's answer.
-#[derive(Default)]
-struct Collected(Mutex<Vec<String>>);
-
-impl Progress for Collected {
-    fn start(&self, _: usize) {}
-    fn advance(&self, _: usize) {}
-    fn warn(&self, w: &Warning) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(w.to_string());
-    }
-    fn finish(&self) {}
-}
-
 #[tool_router]
 impl Tools {
     pub fn new(engine: Arc<Engine>, allow_index: bool) -> Self {
@@ -489,10 +473,10 @@ impl Tools {
                         + "\n"
                 })
                 .collect();
-            let progress = Collected::default();
+            let progress = CollectWarnings::default();
             let report =
                 engine.index_json_lines("mcp", &lines, &IndexOptions::default(), &progress)?;
-            Ok(json!({"report": report, "skipped": progress.0.into_inner().unwrap_or_default()}))
+            Ok(json!({"report": report, "skipped": progress.into_warnings()}))
         })
         .await
     }

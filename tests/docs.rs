@@ -5,21 +5,6 @@
 
 mod common;
 
-use std::path::Path;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn the_console_examples_of_the_documentation_run_as_shown() {
     let root = common::root();
@@ -28,7 +13,7 @@ fn the_console_examples_of_the_documentation_run_as_shown() {
     // in order, so the README's `index` makes the store its later blocks query.
     for (page, name) in [("README.md", "readme"), ("docs/guide.md", "guide")] {
         std::fs::copy(root.join(page), work.path().join(format!("{name}.md"))).unwrap();
-        copy_dir(
+        common::copy_dir(
             &root.join("seeds"),
             &work.path().join(format!("{name}.in/seeds")),
         );

@@ -54,19 +54,6 @@ fn spawn_index(store: &Path, input: &Path, extra: &[&str]) -> Child {
         .unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let target = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &target); // a segment's lexical index
-        } else {
-            std::fs::copy(&p, target).unwrap();
-        }
-    }
-}
-
 /// Every article is whole, in its first or its second edition, and none is missing.
 fn check_editions(store: &Path) -> usize {
     let s = Store::open(store).unwrap_or_else(|e| panic!("the store must open after a kill: {e}"));
@@ -116,7 +103,7 @@ fn a_kill_at_any_moment_leaves_old_or_new_articles_and_a_rerun_resumes() {
     write_corpus(&input, ARTICLES, 2);
     // How long an uninterrupted run of the second edition takes, start-up included.
     let timing = dir.path().join("timing");
-    copy_dir(&base, &timing);
+    common::copy_dir(&base, &timing);
     let started = Instant::now();
     let mut run = spawn_index(&timing, &input, &["--commit-every", "16"]);
     assert!(run.wait().unwrap().success());
@@ -127,7 +114,7 @@ fn a_kill_at_any_moment_leaves_old_or_new_articles_and_a_rerun_resumes() {
     let mut committed_seen = Vec::new();
     for k in 0..kills {
         let store = dir.path().join(format!("kill{k}"));
-        copy_dir(&base, &store);
+        common::copy_dir(&base, &store);
         let mut child = spawn_index(&store, &input, &["--commit-every", "16"]);
         // Spread the kills over a whole run, start-up and model loading included.
         std::thread::sleep(full_run.mul_f64((k as f64 + 0.5) / kills as f64));
@@ -420,7 +407,7 @@ fn model_folder_faults_are_caught_before_work_with_every_problem_listed() {
 fn the_committed_version_1_store_still_opens_and_a_newer_version_is_refused_with_advice() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    copy_dir(&common::root().join("tests/fixtures/store-v1"), &store);
+    common::copy_dir(&common::root().join("tests/fixtures/store-v1"), &store);
     let out = likewise(&store)
         .args(["query", "--like", "000", "--format", "json"])
         .assert()
@@ -441,7 +428,7 @@ fn the_committed_version_1_store_still_opens_and_a_newer_version_is_refused_with
     // `index` of the same files builds its lexical index from the stored text, embedding nothing.
     let err = common::stderr_with_code(likewise(&store).args(["query", "Herzog"]), 0);
     assert!(err.contains("has no lexical index"), "{err}");
-    copy_dir(&common::root().join("seeds"), &dir.path().join("seeds"));
+    common::copy_dir(&common::root().join("seeds"), &dir.path().join("seeds"));
     let err = common::stderr_with_code(
         likewise(&store)
             .current_dir(dir.path())

@@ -8,7 +8,7 @@ mod common;
 
 use likewise::model::{Embedder, ModelFolder, Precision, SentenceEncoder};
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Deserialize)]
 struct Expected {
@@ -137,24 +137,11 @@ fn the_fast_bert_forward_matches_candle_transformers() {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn an_architecture_nothing_here_runs_is_named_in_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("t5");
-    copy_dir(&common::root().join("tests/fixtures/models/bert"), &dir);
+    common::copy_dir(&common::root().join("tests/fixtures/models/bert"), &dir);
     let config_path = dir.join("config.json");
     let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();

@@ -5,7 +5,7 @@
 
 use likewise::engine::docs::{ClusterRequest, DupesRequest, Level, QueryRequest};
 use likewise::engine::{self, Engine, EngineError, ModelSpec};
-use likewise::index::{IndexOptions, Progress, Warning};
+use likewise::index::{CollectWarnings, IndexOptions};
 use likewise::model::{Embedder, Precision};
 use likewise::store::Store;
 use numpy::{IntoPyArray, PyArray1, PyArray2};
@@ -174,22 +174,6 @@ impl Model {
     fn precision(&self) -> &'static str {
         self.encoder.precision().as_str()
     }
-}
-
-/// What indexing said, kept for the caller.
-#[derive(Default)]
-struct Collected(Mutex<Vec<String>>);
-
-impl Progress for Collected {
-    fn start(&self, _: usize) {}
-    fn advance(&self, _: usize) {}
-    fn warn(&self, w: &Warning) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(w.to_string());
-    }
-    fn finish(&self) {}
 }
 
 /// Runs `work` in a rayon pool of `threads` threads (kept for reuse), or in the global pool.
@@ -415,14 +399,11 @@ impl StoreEngine {
     /// Indexes files and folders; the report and the skipped inputs, as JSON.
     fn index_paths(&self, py: Python<'_>, paths: Vec<PathBuf>) -> PyResult<String> {
         py.detach(|| {
-            let progress = Collected::default();
+            let progress = CollectWarnings::default();
             let report = self
                 .engine
                 .index_paths(&paths, &IndexOptions::default(), &progress)?;
-            Ok(report_json(
-                &report,
-                progress.0.into_inner().unwrap_or_default(),
-            ))
+            Ok(report_json(&report, progress.into_warnings()))
         })
         .map_err(py_err)
     }
@@ -430,17 +411,14 @@ impl StoreEngine {
     /// Indexes articles given as JSON lines (the fields of a `.jsonl` input).
     fn index_json_lines(&self, py: Python<'_>, lines: &str) -> PyResult<String> {
         py.detach(|| {
-            let progress = Collected::default();
+            let progress = CollectWarnings::default();
             let report = self.engine.index_json_lines(
                 "records",
                 lines,
                 &IndexOptions::default(),
                 &progress,
             )?;
-            Ok(report_json(
-                &report,
-                progress.0.into_inner().unwrap_or_default(),
-            ))
+            Ok(report_json(&report, progress.into_warnings()))
         })
         .map_err(py_err)
     }

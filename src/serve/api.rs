@@ -4,7 +4,7 @@
 
 use super::shared::{blocking, parse_json, ApiError, ApiResult, ErrorBody, Shared};
 use crate::engine::docs::*;
-use crate::index::{IndexOptions, Progress, Warning};
+use crate::index::{CollectWarnings, IndexOptions};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -12,7 +12,6 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use std::sync::Mutex;
 
 /// What `GET /api/health` answers.
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -208,24 +207,6 @@ pub async fn map(State(app): State<Shared>) -> Result<Response, ApiError> {
     Ok(Json(result.as_ref().clone()).into_response())
 }
 
-/// Collects what indexing says, for the response.
-#[derive(Default)]
-pub struct Collected {
-    warnings: Mutex<Vec<String>>,
-}
-
-impl Progress for Collected {
-    fn start(&self, _: usize) {}
-    fn advance(&self, _: usize) {}
-    fn warn(&self, w: &Warning) {
-        self.warnings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(w.to_string());
-    }
-    fn finish(&self) {}
-}
-
 /// What `POST /api/articles` did.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ArticlesAdded {
@@ -271,11 +252,11 @@ pub async fn add_articles(
     let app2 = app.clone();
     let (report, warnings) = blocking(move || {
         let _one = app2.writing.lock().unwrap_or_else(|p| p.into_inner());
-        let progress = Collected::default();
+        let progress = CollectWarnings::default();
         let report =
             app2.engine
                 .index_json_lines("request", &text, &IndexOptions::default(), &progress)?;
-        Ok((report, progress.warnings.into_inner().unwrap_or_default()))
+        Ok((report, progress.into_warnings()))
     })
     .await?;
     Ok(Json(ArticlesAdded {

@@ -9,7 +9,7 @@
 //! exceptions. Input given as token ids (what LangChain's OpenAI class sends unless told
 //! otherwise) is refused, never embedded as numbers: this model reads text.
 
-use super::shared::{ApiError, Shared};
+use super::shared::{parse_json, ApiError, Shared};
 use crate::engine::EngineError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -175,14 +175,6 @@ fn names_model(asked: &str, identity: &crate::model::ModelIdentity) -> bool {
     asked == identity.name || asked.eq_ignore_ascii_case(short)
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let body = body?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
-}
-
 /// Texts embedded as `likewise embed` does, with their word-piece counts.
 async fn embed(app: &Shared, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
     let app = app.clone();
@@ -211,7 +203,7 @@ pub async fn openai_embeddings(
     State(app): State<Shared>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<OpenAiResponse>, OpenAiError> {
-    let req: OpenAiRequest = read_json(body)?;
+    let req: OpenAiRequest = parse_json(&body.map_err(ApiError::from)?)?;
     let identity = model_name(&app).await?;
     if !names_model(&req.model, &identity) {
         return Err(OpenAiError {
@@ -470,7 +462,8 @@ pub async fn tei_embed(
     State(app): State<Shared>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Vec<Vec<f32>>>, TeiError> {
-    let req: TeiEmbedRequest = read_json(body).map_err(|e| tei_invalid(e.message))?;
+    let body = body.map_err(ApiError::from)?;
+    let req: TeiEmbedRequest = parse_json(&body).map_err(|e| tei_invalid(e.message))?;
     let texts = match req.inputs {
         TeiInputs::One(t) => vec![t],
         TeiInputs::Many(ts) => ts,
@@ -511,7 +504,8 @@ pub async fn tei_similarity(
     State(app): State<Shared>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Vec<f32>>, TeiError> {
-    let req: TeiSimilarityRequest = read_json(body).map_err(|e| tei_invalid(e.message))?;
+    let body = body.map_err(ApiError::from)?;
+    let req: TeiSimilarityRequest = parse_json(&body).map_err(|e| tei_invalid(e.message))?;
     let mut texts = vec![req.inputs.source_sentence];
     texts.extend(req.inputs.sentences);
     if texts.len() == 1 {
