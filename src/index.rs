@@ -416,6 +416,33 @@ pub fn index_json_lines(
     )
 }
 
+/// Indexes articles read elsewhere (a feed's entries), named `origin` in warnings: the new
+/// and changed ones are embedded and committed, the rest left as they are.
+pub fn index_sources(
+    writer: &mut Writer,
+    embedder: &dyn Embedder,
+    origin: &Path,
+    articles: Vec<SourceArticle>,
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+) -> Result<IndexReport, IndexError> {
+    let started = std::time::Instant::now();
+    let inputs = articles
+        .into_iter()
+        .map(|a| (origin.to_path_buf(), a))
+        .collect();
+    index_articles(
+        writer,
+        embedder,
+        inputs,
+        &HashSet::new(),
+        opts,
+        progress,
+        IndexReport::default(),
+        started,
+    )
+}
+
 /// Embeds and commits the new and changed articles among `inputs` (each with the input it was
 /// read from); `read_files` are the stored file names read whole (for pruning).
 #[allow(clippy::too_many_arguments)]

@@ -4,15 +4,18 @@
 //! labelled corpus.
 //!
 //! One file per kind: `embed` (speed of the model), `scale` (the store at scale), `quality`
-//! (labelled data), `serve` (the server under load), `hybrid` (words and meaning).
+//! (labelled data), `serve` (the server under load), `hybrid` (words and meaning), `follow`
+//! (incremental stories, saved searches against new articles).
 
 mod embed;
+mod follow;
 mod hybrid;
 mod quality;
 mod scale;
 mod serve;
 
 pub use embed::{embed, kernels, precision, query};
+pub use follow::{alerts, stories};
 pub use hybrid::{hybrid, lexical};
 pub use quality::{article_vectors, cluster, map, story_pairs};
 pub use scale::{commit, search, synthetic_identity, synthetic_segment, synthetic_vectors};

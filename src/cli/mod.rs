@@ -174,6 +174,52 @@ An assistant's configuration (Claude Desktop, an IDE…) names the command:
         #[arg(long, value_enum)]
         format: Option<ExportFormatArg>,
     },
+    /// Keep the store up to date with folders and RSS/Atom feeds as news arrives: new and
+    /// changed files and feed entries are indexed within a second or two, removed files leave,
+    /// every new article joins a story, and saved searches alert (see `likewise alerts`).
+    #[command(after_help = "Examples:
+  likewise watch news/                            folders: new, changed and removed files
+  likewise watch --feed https://example.org/rss.xml --feed-interval 300
+  likewise watch news/ --feeds feeds.txt --format jsonl > events.jsonl
+  likewise watch --feeds feeds.txt --fetch-pages  read the page of entries that carry only a summary
+
+Events (commits, stories, alerts, feed polls) go to stderr as lines, or to stdout as JSON lines
+with --format jsonl. Ctrl-C commits the batch in progress and stops; a kill loses nothing.")]
+    Watch(WatchArgs),
+    /// Saved searches that alert when new articles match them (while `likewise watch` or
+    /// `likewise index` adds articles).
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+    /// The stories of the store: each keeps its id as articles arrive (merged stories point to
+    /// the story they joined).
+    #[command(after_help = "Examples:
+  likewise stories                                stories of two or more articles, largest first
+  likewise stories --active 7                     with an article in the last 7 days
+  likewise stories --format json")]
+    Stories {
+        /// Only stories with an article on or after this day.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only stories with an article in the last DAYS days.
+        #[arg(long, conflicts_with = "since")]
+        active: Option<u32>,
+        /// Stories of at least this many articles.
+        #[arg(long, default_value_t = 2)]
+        min_size: usize,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// One story's timeline: the first report, who followed when, copies under their original,
+    /// and what each article adds to those before it.
+    #[command(after_help = "Examples:
+  likewise story 3
+  likewise story 3 --format json")]
+    Story {
+        /// The story's id (an id merged into another resolves to it).
+        id: u64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Check every byte of the store against its checksums (opening a store checks its tables
     /// and at most 256 MiB of text and vectors).
     #[command(after_help = "Examples:
@@ -270,6 +316,92 @@ pub struct QueryArgs {
     pub scan: Option<ScanArg>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Folders (or files) to keep indexed.
+    pub paths: Vec<PathBuf>,
+    /// An RSS or Atom feed to poll (http or https; repeatable).
+    #[arg(long = "feed")]
+    pub feeds: Vec<String>,
+    /// A file of feed URLs, one per line (`#` starts a comment).
+    #[arg(long = "feeds")]
+    pub feeds_file: Option<PathBuf>,
+    /// Seconds between two polls of a feed (doubled after each failure, up to an hour).
+    #[arg(long, default_value_t = 300)]
+    pub feed_interval: u64,
+    /// Seconds between two full rescans of the folders (the safety net for missed events).
+    #[arg(long, default_value_t = 300)]
+    pub rescan: u64,
+    /// For entries that carry only a summary, fetch the linked page and store its article text.
+    #[arg(long)]
+    pub fetch_pages: bool,
+    /// Largest feed or page answer read, in MiB (uncompressed).
+    #[arg(long, default_value_t = 16)]
+    pub max_feed_mib: usize,
+    /// Articles with more text than this are skipped with a warning.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_article_bytes: usize,
+    /// Stop after this many seconds (for scripts and tests; default: until Ctrl-C).
+    #[arg(long)]
+    pub stop_after: Option<f64>,
+    /// `jsonl`: one JSON line per event on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertsCommand {
+    /// Save a search: new articles that match it alert.
+    #[command(after_help = "Examples:
+  likewise alerts add rafah \"Blinken said a ground operation in Rafah would be a mistake\"
+  likewise alerts add herzog Herzog --mode lexical
+  likewise alerts add cairo-talks --story 3       every new article of story 3
+  likewise alerts add wires \"ceasefire talks\" --source Reuters --min-score 0.7")]
+    Add {
+        name: String,
+        /// The text to follow: a passage, names, `"a phrase"` that must occur, `-word` that
+        /// must not.
+        #[arg(allow_hyphen_values = true, value_parser = passage_not_an_option)]
+        text: Option<String>,
+        /// Follow a story: every new article it gains alerts.
+        #[arg(long)]
+        story: Option<u64>,
+        #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
+        mode: Mode,
+        #[arg(long, value_enum, default_value_t = Level::Article)]
+        level: Level,
+        /// Alert from this score on (default: 0.65 hybrid, 0.55 semantic, any match lexical).
+        #[arg(long)]
+        min_score: Option<f32>,
+        #[arg(long)]
+        source: Vec<String>,
+        #[arg(long = "path")]
+        paths: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The saved searches.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Remove a saved search (its alerts stay in the log).
+    Remove { name: String },
+    /// Recorded alerts, oldest first.
+    #[command(after_help = "Examples:
+  likewise alerts show
+  likewise alerts show rafah --since 2024-03-01 --format json")]
+    Show {
+        /// Only this saved search's alerts.
+        name: Option<String>,
+        /// Only alerts recorded on or after this day.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 /// `export --format`.
@@ -552,6 +684,25 @@ pub enum BenchCommand {
         #[arg(short, default_value_t = 10)]
         k: usize,
     },
+    /// Stories made article by article (date order, then random orders, with and without
+    /// restarts) against `cluster --by story` on the store's articles: pairwise F1, and ids
+    /// that changed meaning.
+    Stories {
+        #[arg(long, default_value_t = crate::cluster::DEFAULT_STORY_THRESHOLD)]
+        threshold: f32,
+        #[arg(long, default_value_t = 2)]
+        random_orders: usize,
+    },
+    /// Saved searches matched against one commit of new articles (the store's own articles
+    /// taken as new): milliseconds per commit.
+    Alerts {
+        #[arg(long, default_value_t = 1000)]
+        searches: usize,
+        #[arg(long, default_value_t = 100)]
+        new: usize,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
     /// Topic clusters of the store (--index) scored against its folder names as labels (NMI),
     /// and the time clustering takes.
     Cluster {
@@ -707,6 +858,43 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
                 ..Default::default()
             },
         ),
+        Command::Watch(args) => cmd_watch(g, args),
+        Command::Alerts(cmd) => cmd_alerts(g, cmd),
+        Command::Stories {
+            since,
+            active,
+            min_size,
+            format,
+        } => {
+            let result = g
+                .engine()
+                .stories_list(since.as_deref(), *active, *min_size)?;
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Json => write_json(&mut out, &result)?,
+                Format::Jsonl => {
+                    for s in &result.stories {
+                        writeln!(out, "{}", to_json(s))?;
+                    }
+                }
+                Format::Table => table::stories(&mut out, &result)?,
+            }
+            Ok(exit::SUCCESS)
+        }
+        Command::Story { id, format } => {
+            let result = g.engine().story_timeline(*id)?;
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Json => write_json(&mut out, &result)?,
+                Format::Jsonl => {
+                    for e in &result.timeline {
+                        writeln!(out, "{}", to_json(e))?;
+                    }
+                }
+                Format::Table => table::story(&mut out, &result)?,
+            }
+            Ok(exit::SUCCESS)
+        }
         Command::Query(q) => {
             let result = g.engine().query(&q.request()?)?;
             let mut out = std::io::stdout().lock();
@@ -854,6 +1042,28 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             engine.like_by_file = false;
             crate::mcp::run_stdio(engine, *allow_index)?;
             Ok(exit::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Stories {
+            threshold,
+            random_orders,
+        }) => done(crate::bench::stories(
+            &*g.engine().store()?,
+            *threshold,
+            *random_orders,
+        )),
+        Command::Bench(BenchCommand::Alerts {
+            searches,
+            new,
+            runs,
+        }) => {
+            let engine = g.engine();
+            done(crate::bench::alerts(
+                &*engine.store()?,
+                engine.encoder()?.as_ref(),
+                *searches,
+                *new,
+                *runs,
+            ))
         }
         Command::Bench(BenchCommand::Cluster { threshold }) => {
             done(crate::bench::cluster(&*g.engine().store()?, *threshold))
@@ -1279,4 +1489,154 @@ fn passage_not_an_option(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.to_string())
+}
+
+fn mode_of(mode: Mode) -> docs::SearchMode {
+    match mode {
+        Mode::Hybrid => docs::SearchMode::Hybrid,
+        Mode::Semantic => docs::SearchMode::Semantic,
+        Mode::Lexical => docs::SearchMode::Lexical,
+    }
+}
+
+fn cmd_alerts(g: &Global, cmd: &AlertsCommand) -> Result<i32, CliError> {
+    let engine = g.engine();
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        AlertsCommand::Add {
+            name,
+            text,
+            story,
+            mode,
+            level,
+            min_score,
+            source,
+            paths,
+            format,
+        } => {
+            let search = crate::engine::follow::SavedSearch {
+                name: name.clone(),
+                query: QueryRequest {
+                    text: text.clone(),
+                    level: match level {
+                        Level::Article => docs::Level::Article,
+                        Level::Paragraph => docs::Level::Paragraph,
+                    },
+                    mode: mode_of(*mode),
+                    min_score: *min_score,
+                    source: Strings(source.clone()),
+                    path: Strings(paths.clone()),
+                    ..Default::default()
+                },
+                story: *story,
+                created: 0,
+                vector: None,
+                model_sha256: None,
+            };
+            let saved = engine.alerts_add(search)?;
+            match format {
+                Format::Table => {
+                    eprintln!("likewise: saved search {:?}: new articles that match it alert (`likewise alerts show {}`)", saved.name, saved.name);
+                    table::saved_searches(&mut out, std::slice::from_ref(&saved))?;
+                }
+                _ => writeln!(out, "{}", to_json(&saved))?,
+            }
+        }
+        AlertsCommand::List { format } => {
+            let all = engine.alerts_list()?;
+            match format {
+                Format::Json => write_json(&mut out, &all)?,
+                Format::Jsonl => {
+                    for s in &all {
+                        writeln!(out, "{}", to_json(s))?;
+                    }
+                }
+                Format::Table => table::saved_searches(&mut out, &all)?,
+            }
+        }
+        AlertsCommand::Remove { name } => {
+            let removed = engine.alerts_remove(name)?;
+            eprintln!(
+                "likewise: removed saved search {:?}; its alerts stay in the log",
+                removed.name
+            );
+        }
+        AlertsCommand::Show {
+            name,
+            since,
+            format,
+        } => {
+            let alerts = engine.alerts_show(name.as_deref(), since.as_deref())?;
+            match format {
+                Format::Json => write_json(&mut out, &alerts)?,
+                Format::Jsonl => {
+                    for a in &alerts {
+                        writeln!(out, "{}", to_json(a))?;
+                    }
+                }
+                Format::Table => table::alerts(&mut out, &alerts)?,
+            }
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn cmd_watch(g: &Global, args: &WatchArgs) -> Result<i32, CliError> {
+    let mut feeds = args.feeds.clone();
+    if let Some(file) = &args.feeds_file {
+        for line in read_text_file(file)?.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if !line.is_empty() {
+                feeds.push(line.to_string());
+            }
+        }
+    }
+    if args.paths.is_empty() && feeds.is_empty() {
+        return Err(CliError::Other(
+            "give folders to watch, or feeds (--feed URL, --feeds FILE)".into(),
+        ));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(exit::INTERRUPTED);
+        }
+        eprintln!("likewise: stopping after the batch in progress (Ctrl-C again to stop at once)");
+    });
+    if let Some(secs) = args.stop_after {
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs_f64(secs.max(0.0)));
+            flag.store(true, Ordering::SeqCst);
+        });
+    }
+    let opts = crate::watch::WatchOptions {
+        paths: args.paths.clone(),
+        feeds,
+        feed_interval: std::time::Duration::from_secs(args.feed_interval.max(1)),
+        rescan: std::time::Duration::from_secs(args.rescan.max(1)),
+        fetch_pages: args.fetch_pages,
+        limits: crate::ingest::feeds::FetchLimits {
+            max_bytes: args.max_feed_mib.max(1) << 20,
+            ..Default::default()
+        },
+        index: IndexOptions {
+            max_article_bytes: args.max_article_bytes,
+            ..Default::default()
+        },
+        settle: std::time::Duration::from_millis(150),
+        stop,
+    };
+    let jsonl = args.format != Format::Table;
+    let emit = move |event: crate::watch::WatchEvent| {
+        if jsonl {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", to_json(&event));
+            let _ = out.flush();
+        }
+        table::watch_event(&event);
+    };
+    crate::watch::watch(&g.engine(), &opts, &emit)?;
+    Ok(exit::SUCCESS)
 }

@@ -423,3 +423,207 @@ fn human_bytes(b: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
+
+use crate::engine::follow::{AlertRecord, SavedSearch, StoriesList, StoryArticle, StoryTimeline};
+
+fn story_article_line(a: &StoryArticle) -> String {
+    format!(
+        "{}  {}  {}{}",
+        a.date
+            .as_deref()
+            .map_or("(undated)  ", |d| &d[..d.len().min(10)]),
+        shorten(&a.key, 28),
+        shorten(&a.title, 60),
+        a.source
+            .as_deref()
+            .map(|s| format!("  — {}", shorten(s, 24)))
+            .unwrap_or_default()
+    )
+}
+
+/// `likewise stories`.
+pub fn stories(out: &mut impl Write, list: &StoriesList) -> Result<()> {
+    if list.stories.is_empty() {
+        writeln!(out, "no stories of two or more articles")?;
+    }
+    for s in &list.stories {
+        writeln!(
+            out,
+            "story {:<5} {:>4} articles  {}",
+            s.id,
+            s.size,
+            shorten(&s.label, 80)
+        )?;
+        writeln!(out, "      keywords: {}", s.keywords.join(", "))?;
+        writeln!(out, "      first: {}", story_article_line(&s.first))?;
+        if s.size > 1 {
+            writeln!(out, "      last:  {}", story_article_line(&s.last))?;
+        }
+        if !s.merged.is_empty() {
+            let ids: Vec<String> = s.merged.iter().map(u64::to_string).collect();
+            writeln!(out, "      merged into it: {}", ids.join(", "))?;
+        }
+    }
+    writeln!(
+        out,
+        "{} articles are alone in their story",
+        list.articles_alone
+    )
+}
+
+/// `likewise story ID`.
+pub fn story(out: &mut impl Write, t: &StoryTimeline) -> Result<()> {
+    if t.asked != t.story.id {
+        writeln!(
+            out,
+            "story {} was merged into story {}",
+            t.asked, t.story.id
+        )?;
+    }
+    writeln!(
+        out,
+        "story {}: {} articles  {}",
+        t.story.id,
+        t.story.size,
+        shorten(&t.story.label, 80)
+    )?;
+    writeln!(out, "keywords: {}", t.story.keywords.join(", "))?;
+    for (i, e) in t.timeline.iter().enumerate() {
+        writeln!(
+            out,
+            "{} {}",
+            if i == 0 { "first" } else { "  then" },
+            story_article_line(&e.article)
+        )?;
+        for c in &e.copies {
+            writeln!(out, "        copy: {}", story_article_line(c))?;
+        }
+        for p in e.adds.iter().take(3) {
+            writeln!(out, "        adds: {}", shorten(p, 100))?;
+        }
+        if e.adds.len() > 3 {
+            writeln!(out, "        adds {} more paragraphs", e.adds.len() - 3)?;
+        }
+    }
+    Ok(())
+}
+
+/// `likewise alerts list`.
+pub fn saved_searches(out: &mut impl Write, searches: &[SavedSearch]) -> Result<()> {
+    if searches.is_empty() {
+        writeln!(
+            out,
+            "no saved searches (`likewise alerts add NAME TEXT` saves one)"
+        )?;
+    }
+    for s in searches {
+        let q = &s.query;
+        let mut what = Vec::new();
+        if let Some(t) = q.text.as_deref().filter(|t| !t.is_empty()) {
+            what.push(format!("{:?}", shorten(t, 60)));
+        }
+        if let Some(id) = s.story {
+            what.push(format!("story {id}"));
+        }
+        writeln!(
+            out,
+            "{:<20} {}  ({}, {}{})",
+            shorten(&s.name, 20),
+            what.join(" in "),
+            q.mode.name(),
+            match q.level {
+                Level::Article => "articles",
+                Level::Paragraph => "paragraphs",
+            },
+            q.min_score
+                .map(|m| format!(", from {m}"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+/// `likewise alerts show`.
+pub fn alerts(out: &mut impl Write, alerts: &[AlertRecord]) -> Result<()> {
+    if alerts.is_empty() {
+        writeln!(out, "no alerts")?;
+    }
+    for a in alerts {
+        writeln!(
+            out,
+            "{}  {:<16} {:.3}  {}  {}",
+            &a.time[..a.time.len().min(19)],
+            shorten(&a.search, 16),
+            a.score,
+            shorten(&a.key, 28),
+            shorten(&a.title, 60)
+        )?;
+        if let Some(p) = &a.paragraph {
+            writeln!(out, "      {}", shorten(p, 110))?;
+        }
+        if !a.copies.is_empty() {
+            writeln!(
+                out,
+                "      {} copies: {}",
+                a.copies.len(),
+                shorten(&a.copies.join(", "), 100)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// One line on stderr per `watch` event.
+pub fn watch_event(event: &crate::watch::WatchEvent) {
+    use crate::watch::WatchEvent as E;
+    let line = match event {
+        E::Ready {
+            generation,
+            articles,
+        } => format!("ready: {articles} articles (generation {generation}); watching"),
+        E::Commit {
+            generation,
+            origin,
+            new,
+            changed,
+            removed,
+            seconds,
+            ..
+        } => format!(
+            "committed generation {generation} from {}: {new} new, {changed} changed, {removed} removed in {seconds:.2} s",
+            shorten(origin, 60)
+        ),
+        E::Stories {
+            placed,
+            opened,
+            merged,
+            ..
+        } => format!(
+            "stories: {} articles placed, {} stories opened, {} merged",
+            placed.len(),
+            opened.len(),
+            merged.len()
+        ),
+        E::Alert(a) => format!(
+            "alert {} [{}] {:.3} {}  {}",
+            a.id,
+            shorten(&a.search, 20),
+            a.score,
+            shorten(&a.key, 28),
+            shorten(&a.title, 60)
+        ),
+        E::Feed {
+            url,
+            entries,
+            not_modified,
+            error,
+            ..
+        } => match (error, not_modified) {
+            (Some(_), _) => return, // said by its warning
+            (None, true) => format!("feed {}: not modified", shorten(url, 60)),
+            (None, false) => format!("feed {}: {entries} entries", shorten(url, 60)),
+        },
+        E::Warning { message } => format!("warning: {}", sanitize_for_terminal(message)),
+    };
+    eprintln!("likewise: {line}");
+}

@@ -14,6 +14,7 @@
 //! batch runs, the next collects, so throughput grows with load instead of queueing.
 
 pub mod docs;
+pub mod follow;
 pub mod map;
 
 use crate::articles::ArticleTable;
@@ -937,13 +938,35 @@ impl Engine {
     ) -> Result<IndexReport, EngineError> {
         let encoder = self.encoder()?;
         let mut writer = Writer::open(&self.dir, encoder.identity(), encoder.precision().as_str())?;
-        Ok(index::index(
-            &mut writer,
-            encoder.as_ref(),
-            paths,
-            opts,
-            progress,
-        )?)
+        let report = index::index(&mut writer, encoder.as_ref(), paths, opts, progress)?;
+        if !report.interrupted {
+            self.follow(&mut writer, &|_| {})?;
+        }
+        Ok(report)
+    }
+
+    /// Places the store's new articles in stories and matches them against the saved searches
+    /// (see [`follow::follow_step`]), committing the result; `update_feeds` records what the
+    /// feeds' polls learned in the same commit.
+    pub fn follow(
+        &self,
+        writer: &mut Writer,
+        update_feeds: &dyn Fn(
+            &mut std::collections::BTreeMap<String, crate::ingest::feeds::FeedState>,
+        ),
+    ) -> Result<Option<follow::FollowReport>, EngineError> {
+        let embed = |text: &str| -> Result<Vec<f32>, EngineError> {
+            Ok(self
+                .embed_passages(&[text.to_string()])?
+                .pop()
+                .expect("one passage, one vector"))
+        };
+        follow::follow_step(
+            writer,
+            &embed,
+            update_feeds,
+            crate::cluster::DEFAULT_STORY_THRESHOLD,
+        )
     }
 
     /// Indexes articles given as JSON lines (the fields of a `.jsonl` input: `text`, and `id`,
@@ -957,14 +980,12 @@ impl Engine {
     ) -> Result<IndexReport, EngineError> {
         let encoder = self.encoder()?;
         let mut writer = Writer::open(&self.dir, encoder.identity(), encoder.precision().as_str())?;
-        Ok(index::index_json_lines(
-            &mut writer,
-            encoder.as_ref(),
-            origin,
-            lines,
-            opts,
-            progress,
-        )?)
+        let report =
+            index::index_json_lines(&mut writer, encoder.as_ref(), origin, lines, opts, progress)?;
+        if !report.interrupted {
+            self.follow(&mut writer, &|_| {})?;
+        }
+        Ok(report)
     }
 
     /// Starts a distributed indexing job (Spark): takes the store's one-writer lock, held by the

@@ -29,7 +29,8 @@ pub fn has_extension(path: &Path, extensions: &[&str]) -> bool {
         .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-fn is_indexable(path: &Path) -> bool {
+/// Whether a file inside a folder is read (by its extension).
+pub fn is_indexable(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .map(|e| e.to_ascii_lowercase())

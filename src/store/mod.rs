@@ -144,7 +144,23 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lexical: Option<String>,
     pub segments: Vec<SegmentEntry>,
+    /// What following the news keeps beside the articles (stories, feeds, saved-search
+    /// bookkeeping; see `crate::follow`): one file per generation, `follow-<generation>.json`,
+    /// replaced whole. Absent until the store is first followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<CompactFile>,
+    /// Bytes of [`ALERT_LOG`] that are committed: a tail past them is debris of an interrupted
+    /// commit, cut by the next writer and never read.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub alert_log_bytes: u64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The alert log: one JSON line per alert, appended by the commits that record them.
+pub const ALERT_LOG: &str = "alerts.log";
 
 impl Manifest {
     /// Bytes of the segments' compact-vector files.
@@ -776,6 +792,8 @@ impl Writer {
                 article_vectors: ArticleVectorMode::default(),
                 lexical: Some(Analysis::CHOSEN.name()),
                 segments: Vec::new(),
+                follow: None,
+                alert_log_bytes: 0,
             },
         };
         let writer = Writer {
@@ -810,11 +828,13 @@ impl Writer {
             .segments
             .iter()
             .flat_map(SegmentEntry::files)
+            .chain(self.manifest.follow.iter().map(|f| f.file.clone()))
             .collect();
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
             let named = named_files.contains(&name);
-            let debris = (name.starts_with("seg-") && !named) || name.ends_with(".tmp");
+            let debris = ((name.starts_with("seg-") || name.starts_with("follow-")) && !named)
+                || name.ends_with(".tmp");
             if debris {
                 remove_path(&entry.path());
             }
@@ -850,6 +870,45 @@ impl Writer {
                 .push(self.write_segment(seg, next.generation)?);
         }
         self.publish(next)
+    }
+
+    /// Commits what following the news keeps (`state`, replacing the previous file) and appends
+    /// `alert_lines` (whole JSON lines) to the alert log, as one new generation: a kill at any
+    /// moment leaves both as they were or both as given. A tail of the log that an interrupted
+    /// commit wrote is cut first, so it is never read, nor appended to.
+    pub fn commit_follow(&mut self, state: &[u8], alert_lines: &[u8]) -> Result<(), StoreError> {
+        let mut next = self.manifest.clone();
+        next.generation += 1;
+        let file = format!("follow-{:08}.json", next.generation);
+        atomic_write(&self.dir, &file, state)?;
+        if !alert_lines.is_empty() {
+            let path = self.dir.join(ALERT_LOG);
+            let result = (|| {
+                let mut log = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)?;
+                log.set_len(self.manifest.alert_log_bytes)?;
+                use std::io::Seek;
+                log.seek(std::io::SeekFrom::End(0))?;
+                log.write_all(alert_lines)?;
+                log.sync_all()?;
+                File::open(&self.dir)?.sync_all()
+            })();
+            result.map_err(io_err(&path))?;
+            next.alert_log_bytes += alert_lines.len() as u64;
+        }
+        let old = next.follow.replace(CompactFile {
+            file,
+            bytes: state.len() as u64,
+        });
+        self.write_manifest(&next)?;
+        self.manifest = next;
+        if let Some(old) = old {
+            remove_path(&self.dir.join(old.file));
+        }
+        Ok(())
     }
 
     /// Writes `next` as the manifest, leaving out the segments whose every article is deleted,
@@ -1362,6 +1421,53 @@ pub fn atomic_write(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreErr
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(io_err(&target))
+}
+
+/// The follow state of the store's generation (see [`Writer::commit_follow`]), if it has one.
+pub fn read_follow(dir: &Path, manifest: &Manifest) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(entry) = &manifest.follow else {
+        return Ok(None);
+    };
+    let path = dir.join(&entry.file);
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StoreError::Corrupt {
+            path: path.clone(),
+            reason: "the manifest names this file but it is missing".into(),
+        },
+        _ => io_err(&path)(e),
+    })?;
+    if bytes.len() as u64 != entry.bytes {
+        return Err(StoreError::Corrupt {
+            path,
+            reason: format!(
+                "it holds {} bytes, not the {} it was committed with",
+                bytes.len(),
+                entry.bytes
+            ),
+        });
+    }
+    Ok(Some(bytes))
+}
+
+/// The committed part of the alert log: whole JSON lines, oldest first.
+pub fn read_alert_log(dir: &Path, manifest: &Manifest) -> Result<Vec<u8>, StoreError> {
+    if manifest.alert_log_bytes == 0 {
+        return Ok(Vec::new());
+    }
+    let path = dir.join(ALERT_LOG);
+    let mut bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    if (bytes.len() as u64) < manifest.alert_log_bytes {
+        return Err(StoreError::Corrupt {
+            path,
+            reason: format!(
+                "it holds {} bytes, fewer than the {} committed",
+                bytes.len(),
+                manifest.alert_log_bytes
+            ),
+        });
+    }
+    bytes.truncate(manifest.alert_log_bytes as usize);
+    Ok(bytes)
 }
 
 /// The folder stored file names are relative to: the one that holds the store folder, so a
