@@ -15,7 +15,8 @@ use crate::lexical::{self, LexicalError, LexicalQuery, Unit};
 use crate::search::{dot, ArticleFilter};
 use crate::similarity::product;
 use crate::store::{ArticleLoc, Store};
-use std::collections::HashMap;
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
 
 /// One saved search, ready to run.
 pub struct Percolation<'a> {
@@ -79,7 +80,7 @@ pub fn percolate(
     for l in &live {
         article_vectors.extend_from_slice(store.segments[l.segment].article_vector(l.article));
     }
-    // All semantic scores at once: searches × articles, searches × chunks.
+    // Semantic scores at once: searches × articles; searches at paragraph level × chunks.
     let with_vector: Vec<usize> = (0..searches.len())
         .filter(|&s| searches[s].vector.is_some() && searches[s].halves != Halves::LexicalOnly)
         .collect();
@@ -89,13 +90,54 @@ pub fn percolate(
     }
     let mut article_cos = vec![0f32; with_vector.len() * live.len()];
     product(&query_vectors, &article_vectors, dim, &mut article_cos);
-    let mut chunk_cos = vec![0f32; with_vector.len() * chunks.len()];
-    product(&query_vectors, &chunk_vectors, dim, &mut chunk_cos);
     let row_of: HashMap<usize, usize> = with_vector
         .iter()
         .enumerate()
         .map(|(r, &s)| (s, r))
         .collect();
+    let by_paragraph: Vec<usize> = with_vector
+        .iter()
+        .copied()
+        .filter(|&s| searches[s].unit == Unit::Paragraph)
+        .collect();
+    let mut paragraph_vectors = Vec::with_capacity(by_paragraph.len() * dim);
+    for &s in &by_paragraph {
+        paragraph_vectors.extend_from_slice(searches[s].vector.expect("filtered"));
+    }
+    let mut chunk_cos = vec![0f32; by_paragraph.len() * chunks.len()];
+    product(&paragraph_vectors, &chunk_vectors, dim, &mut chunk_cos);
+    let paragraph_row_of: HashMap<usize, usize> = by_paragraph
+        .iter()
+        .enumerate()
+        .map(|(r, &s)| (s, r))
+        .collect();
+
+    // Every word the new articles hold (as the index analyses them): a search none of whose
+    // words is among them scores 0 on words everywhere, and its postings are not looked up.
+    let analysis = searches
+        .iter()
+        .find_map(|s| s.lexical.map(LexicalQuery::analysis))
+        .unwrap_or(lexical::Analysis::CHOSEN);
+    let new_words: HashSet<String> = live
+        .par_iter()
+        .map(|l| {
+            let seg = &store.segments[l.segment];
+            // One text per article: the analyser is made once per call.
+            let mut text = seg.articles[l.article].title.clone();
+            for c in seg.article_chunks(l.article) {
+                text.push('\n');
+                text.push_str(&seg.chunk_text(c));
+            }
+            analysis
+                .words(&text)
+                .into_iter()
+                .map(|w| w.1)
+                .collect::<HashSet<String>>()
+        })
+        .reduce(HashSet::new, |mut a, b| {
+            a.extend(b);
+            a
+        });
 
     // The lexical indexes of the segments that hold new articles: conditions and scores are
     // looked up there only; statistics are the whole store's.
@@ -130,22 +172,59 @@ pub fn percolate(
         .enumerate()
         .map(|(d, (i, _))| (i, d))
         .collect();
-    let chunk_docs: Vec<(usize, u32)> = chunks
-        .iter()
-        .filter_map(|&(i, c)| index_of.get(&live[i].segment).map(|&x| (x, c as u32)))
-        .collect();
-    let chunk_doc_of: HashMap<usize, usize> = chunks
-        .iter()
-        .enumerate()
-        .filter(|(_, (i, _))| index_of.contains_key(&live[*i].segment))
-        .enumerate()
-        .map(|(d, (n, _))| (n, d))
-        .collect();
+    // Each new article's chunks: a range of `chunks`.
+    let mut own_chunks = vec![0..0; live.len()];
+    {
+        let mut n = 0;
+        for (i, range) in own_chunks.iter_mut().enumerate() {
+            let start = n;
+            while n < chunks.len() && chunks[n].0 == i {
+                n += 1;
+            }
+            *range = start..n;
+        }
+    }
+    let chunk_doc = |c: usize| -> Option<(usize, u32)> {
+        index_of
+            .get(&live[chunks[c].0].segment)
+            .map(|&x| (x, chunks[c].1 as u32))
+    };
 
-    for (s, search) in searches.iter().enumerate() {
+    let per_search = |s: usize| -> Result<(Vec<Match>, f32), LexicalError> {
+        let search = &searches[s];
+        let mut best_seen = 0f32;
+        let mentioned = search
+            .lexical
+            .is_some_and(|q| q.marked_words().iter().any(|w| new_words.contains(w)));
         let lexq = search
             .lexical
             .filter(|q| !ixs.is_empty() && search.halves != Halves::SemanticOnly && q.has_words());
+        if search.halves == Halves::LexicalOnly && !mentioned {
+            return Ok((Vec::new(), 0.0));
+        }
+        let row = row_of.get(&s).copied();
+        if search.halves == Halves::Both && !mentioned {
+            // Words score 0: the best it can reach is its cosine's share.
+            let Fusion::Convex { semantic_weight } = Fusion::CHOSEN else {
+                unreachable!("the chosen fusion is convex")
+            };
+            let best_cos = row.map_or(0.0, |r| {
+                article_cos[r * live.len()..(r + 1) * live.len()]
+                    .iter()
+                    .copied()
+                    .fold(f32::MIN, f32::max)
+            });
+            let best_chunk = paragraph_row_of.get(&s).map_or(f32::MIN, |&r| {
+                chunk_cos[r * chunks.len()..(r + 1) * chunks.len()]
+                    .iter()
+                    .copied()
+                    .fold(f32::MIN, f32::max)
+            });
+            if semantic_weight * best_cos.max(best_chunk) < search.min_score {
+                return Ok((Vec::new(), 0.0));
+            }
+        }
+        let lexq = lexq.filter(|_| mentioned);
         // Conditions, per new segment and unit.
         let passes: Option<Vec<Vec<bool>>> = match search.lexical {
             Some(q) if q.has_conditions() && !local.is_empty() => {
@@ -157,34 +236,28 @@ pub fn percolate(
             (Some(p), Some(&i)) => p[i].get(unit).copied().unwrap_or(false),
             _ => true,
         };
-        let (lex_articles, lex_chunks) = match lexq {
-            Some(q) => (
-                if search.unit == Unit::Article {
-                    lexical::scores_of(&ixs, q, Unit::Article, &article_docs)?
-                } else {
-                    Vec::new()
-                },
-                lexical::scores_of(&ixs, q, Unit::Paragraph, &chunk_docs)?,
-            ),
-            None => (Vec::new(), Vec::new()),
+        let lex_articles = match lexq {
+            Some(q) if search.unit == Unit::Article => {
+                lexical::scores_of(&ixs, q, Unit::Article, &article_docs)?
+            }
+            _ => Vec::new(),
         };
-        let row = row_of.get(&s).copied();
+        let chunk_lex_all: HashMap<usize, f32> = match lexq {
+            Some(q) if search.unit == Unit::Paragraph => {
+                let wanted: Vec<(usize, usize, u32)> = (0..chunks.len())
+                    .filter_map(|c| chunk_doc(c).map(|(x, u)| (c, x, u)))
+                    .collect();
+                let docs: Vec<(usize, u32)> = wanted.iter().map(|w| (w.1, w.2)).collect();
+                let scores = lexical::scores_of(&ixs, q, Unit::Paragraph, &docs)?;
+                wanted.iter().map(|w| w.0).zip(scores).collect()
+            }
+            _ => HashMap::new(),
+        };
         let mut found = Vec::new();
-        let mut n = 0;
         for (i, &loc) in live.iter().enumerate() {
-            let own_chunks = {
-                let start = n;
-                while n < chunks.len() && chunks[n].0 == i {
-                    n += 1;
-                }
-                start..n
-            };
             if search.filter.is_some_and(|f| !f(store, loc)) {
                 continue;
             }
-            let chunk_sem = |c: usize| row.map(|r| chunk_cos[r * chunks.len() + c]);
-            let chunk_lex =
-                |c: usize| lexq.map(|_| chunk_doc_of.get(&c).map_or(0.0, |&d| lex_chunks[d]));
             let (sem, lex, chunk) = match search.unit {
                 Unit::Article => {
                     if !passes_unit(loc.segment, loc.article) {
@@ -193,20 +266,17 @@ pub fn percolate(
                     let sem = row.map(|r| article_cos[r * live.len() + i]);
                     let lex =
                         lexq.map(|_| article_doc_of.get(&i).map_or(0.0, |&d| lex_articles[d]));
-                    // Evidence: the paragraph that scores best on both halves.
-                    let chunk = own_chunks.clone().max_by(|&a, &b| {
-                        let score =
-                            |c| fused(search, chunk_sem(c), chunk_lex(c), search.best_lexical);
-                        score(a).total_cmp(&score(b)).then(b.cmp(&a))
-                    });
-                    (sem, lex, chunk.map(|c| chunks[c].1))
+                    (sem, lex, None)
                 }
                 Unit::Paragraph => {
-                    let best = own_chunks
+                    let best = own_chunks[i]
                         .clone()
                         .filter(|&c| passes_unit(loc.segment, chunks[c].1))
                         .map(|c| {
-                            let (sem, lex) = (chunk_sem(c), chunk_lex(c));
+                            let sem = paragraph_row_of
+                                .get(&s)
+                                .map(|&r| chunk_cos[r * chunks.len() + c]);
+                            let lex = lexq.map(|_| chunk_lex_all.get(&c).copied().unwrap_or(0.0));
                             (c, sem, lex, fused(search, sem, lex, search.best_lexical))
                         })
                         .max_by(|a, b| a.3.total_cmp(&b.3).then(b.0.cmp(&a.0)));
@@ -217,21 +287,66 @@ pub fn percolate(
                 }
             };
             if let Some(l) = lex {
-                best_seen[s] = best_seen[s].max(l);
+                best_seen = best_seen.max(l);
             }
-            // A lexical search needs its words; so do a search's phrases in any mode.
+            // A lexical search needs its words.
             if search.halves == Halves::LexicalOnly && lex.is_none_or(|l| l <= 0.0) {
                 continue;
             }
-            let score = fused(search, sem, lex, search.best_lexical.max(best_seen[s]));
-            if score >= search.min_score {
-                found.push(Match {
-                    loc,
-                    chunk,
-                    score,
-                    semantic: sem,
-                    lexical: lex,
-                });
+            found.push(Match {
+                loc,
+                chunk,
+                score: 0.0,
+                semantic: sem,
+                lexical: lex,
+            });
+        }
+        // Scored once the best BM25 among the new articles is known.
+        let reference = search.best_lexical.max(best_seen);
+        for m in &mut found {
+            m.score = fused(search, m.semantic, m.lexical, reference);
+        }
+        found.retain(|m| m.score >= search.min_score);
+        // Article level: the evidence, the paragraph that scores best on both halves (looked
+        // up for the matches only).
+        if search.unit == Unit::Article {
+            let wanted: Vec<(usize, usize, u32)> = found
+                .iter()
+                .flat_map(|m| {
+                    let i = live
+                        .iter()
+                        .position(|l| *l == m.loc)
+                        .expect("a new article");
+                    own_chunks[i].clone()
+                })
+                .filter_map(|c| chunk_doc(c).map(|(x, u)| (c, x, u)))
+                .collect();
+            let chunk_lex: HashMap<usize, f32> = match lexq {
+                Some(q) if !wanted.is_empty() => {
+                    let docs: Vec<(usize, u32)> = wanted.iter().map(|w| (w.1, w.2)).collect();
+                    let scores = lexical::scores_of(&ixs, q, Unit::Paragraph, &docs)?;
+                    wanted.iter().map(|w| w.0).zip(scores).collect()
+                }
+                _ => HashMap::new(),
+            };
+            let best_chunk_lex = chunk_lex.values().copied().fold(0f32, f32::max);
+            for m in &mut found {
+                let i = live
+                    .iter()
+                    .position(|l| *l == m.loc)
+                    .expect("a new article");
+                let seg = &store.segments[m.loc.segment];
+                m.chunk = own_chunks[i]
+                    .clone()
+                    .max_by(|&a, &b| {
+                        let score = |c: usize| {
+                            let sem = search.vector.map(|v| dot(v, seg.chunk_vector(chunks[c].1)));
+                            let lex = lexq.map(|_| chunk_lex.get(&c).copied().unwrap_or(0.0));
+                            fused(search, sem, lex, best_chunk_lex)
+                        };
+                        score(a).total_cmp(&score(b)).then(b.cmp(&a))
+                    })
+                    .map(|c| chunks[c].1);
             }
         }
         found.sort_by(|a, b| {
@@ -239,7 +354,15 @@ pub fn percolate(
                 .total_cmp(&a.score)
                 .then((a.loc.segment, a.loc.article).cmp(&(b.loc.segment, b.loc.article)))
         });
+        Ok((found, best_seen))
+    };
+    let results: Vec<(Vec<Match>, f32)> = (0..searches.len())
+        .into_par_iter()
+        .map(per_search)
+        .collect::<Result<_, _>>()?;
+    for (s, (found, best)) in results.into_iter().enumerate() {
         out[s] = found;
+        best_seen[s] = best;
     }
     Ok((out, best_seen))
 }
