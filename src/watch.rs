@@ -330,13 +330,19 @@ fn index_changed(
 ) -> Result<bool, EngineError> {
     let started = Instant::now();
     let encoder = engine.encoder()?;
+    // Under a watched root, and not hidden below it (editors' swap files, `.git`).
     let inside = |p: &Path| {
-        opts.paths.iter().any(|root| p.starts_with(root))
-            && !p.components().any(|c| {
-                c.as_os_str()
-                    .to_str()
-                    .is_some_and(|s| s.starts_with('.') && s.len() > 1 && s != "..")
-            })
+        opts.paths.iter().any(|root| {
+            let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.clone());
+            let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            p.strip_prefix(&root).is_ok_and(|rest| {
+                !rest.components().any(|c| {
+                    c.as_os_str()
+                        .to_str()
+                        .is_some_and(|s| s.starts_with('.') && s.len() > 1 && s != "..")
+                })
+            }) || p == root
+        })
     };
     let existing: Vec<PathBuf> = paths
         .iter()

@@ -340,6 +340,9 @@ pub struct WatchArgs {
     /// Largest feed or page answer read, in MiB (uncompressed).
     #[arg(long, default_value_t = 16)]
     pub max_feed_mib: usize,
+    /// Seconds a feed or page may take to answer, whole.
+    #[arg(long, default_value_t = 20)]
+    pub feed_timeout: u64,
     /// Articles with more text than this are skipped with a warning.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_article_bytes: usize,
@@ -1619,6 +1622,7 @@ fn cmd_watch(g: &Global, args: &WatchArgs) -> Result<i32, CliError> {
         fetch_pages: args.fetch_pages,
         limits: crate::ingest::feeds::FetchLimits {
             max_bytes: args.max_feed_mib.max(1) << 20,
+            timeout: std::time::Duration::from_secs(args.feed_timeout.max(1)),
             ..Default::default()
         },
         index: IndexOptions {
