@@ -28,6 +28,82 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+/// Where news comes from and how it is read: the options `likewise watch` and
+/// `likewise serve --watch` share.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SourceArgs {
+    /// An RSS or Atom feed to poll (http or https; repeatable).
+    #[arg(long = "feed")]
+    pub feeds: Vec<String>,
+    /// A file of feed URLs, one per line (`#` starts a comment).
+    #[arg(long = "feeds")]
+    pub feeds_file: Option<PathBuf>,
+    /// Seconds between two polls of a feed (doubled after each failure, up to an hour).
+    #[arg(long, default_value_t = 300)]
+    pub feed_interval: u64,
+    /// Seconds between two full rescans of the folders (the safety net for missed events).
+    #[arg(long, default_value_t = 300)]
+    pub rescan: u64,
+    /// For entries that carry only a summary, fetch the linked page and store its article text.
+    #[arg(long)]
+    pub fetch_pages: bool,
+    /// Largest feed or page answer read, in MiB (uncompressed).
+    #[arg(long, default_value_t = 16)]
+    pub max_feed_mib: usize,
+    /// Seconds a feed or page may take to answer, whole.
+    #[arg(long, default_value_t = 20)]
+    pub feed_timeout: u64,
+    /// POST every alert (JSON) to this URL, retried with backoff; the `Idempotency-Key` header
+    /// carries the alert's id (repeatable).
+    #[arg(long = "webhook")]
+    pub webhooks: Vec<String>,
+}
+
+impl SourceArgs {
+    /// The feeds named on the command line and in `--feeds FILE`, checked.
+    pub fn feed_urls(&self) -> Result<Vec<String>, EngineError> {
+        let mut feeds = self.feeds.clone();
+        if let Some(file) = &self.feeds_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| EngineError::Input(format!("{}: {e}", file.display())))?;
+            for line in text.lines() {
+                let line = line.split('#').next().unwrap_or("").trim();
+                if !line.is_empty() {
+                    feeds.push(line.to_string());
+                }
+            }
+        }
+        for url in feeds.iter().chain(&self.webhooks) {
+            feeds::check_url(url).map_err(EngineError::Invalid)?;
+        }
+        Ok(feeds)
+    }
+
+    /// The options of a watcher of `paths` and these feeds, stopped by `stop`.
+    pub fn options(
+        &self,
+        paths: Vec<PathBuf>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<WatchOptions, EngineError> {
+        Ok(WatchOptions {
+            paths,
+            feeds: self.feed_urls()?,
+            feed_interval: Duration::from_secs(self.feed_interval.max(1)),
+            rescan: Duration::from_secs(self.rescan.max(1)),
+            fetch_pages: self.fetch_pages,
+            limits: FetchLimits {
+                max_bytes: self.max_feed_mib.max(1) << 20,
+                timeout: Duration::from_secs(self.feed_timeout.max(1)),
+                ..Default::default()
+            },
+            index: IndexOptions::default(),
+            settle: Duration::from_millis(150),
+            stop,
+            webhooks: self.webhooks.clone(),
+        })
+    }
+}
+
 /// What to follow, and how.
 #[derive(Clone)]
 pub struct WatchOptions {
@@ -46,6 +122,8 @@ pub struct WatchOptions {
     pub settle: Duration,
     /// Set to stop: the batch in progress is committed first.
     pub stop: Arc<AtomicBool>,
+    /// URLs every alert is POSTed to.
+    pub webhooks: Vec<String>,
 }
 
 /// What a watcher reports, one JSON line each with `--format jsonl`.
@@ -88,6 +166,74 @@ pub enum WatchEvent {
     Warning {
         message: String,
     },
+}
+
+impl WatchEvent {
+    /// The event as one line for a person (terminal text cleaned); `None` for what another
+    /// line already says.
+    pub fn line(&self) -> Option<String> {
+        fn shorten(s: &str, max: usize) -> String {
+            let clean = crate::text::sanitize_for_terminal(s);
+            if clean.chars().count() <= max {
+                return clean;
+            }
+            let mut out: String = clean.chars().take(max.saturating_sub(1)).collect();
+            out.push('…');
+            out
+        }
+        use WatchEvent as E;
+        Some(match self {
+            E::Ready {
+                generation,
+                articles,
+            } => format!("ready: {articles} articles (generation {generation}); watching"),
+            E::Commit {
+                generation,
+                origin,
+                new,
+                changed,
+                removed,
+                seconds,
+                ..
+            } => format!(
+                "committed generation {generation} from {}: {new} new, {changed} changed, {removed} removed in {seconds:.2} s",
+                shorten(origin, 60)
+            ),
+            E::Stories {
+                placed,
+                opened,
+                merged,
+                ..
+            } => format!(
+                "stories: {} articles placed, {} stories opened, {} merged",
+                placed.len(),
+                opened.len(),
+                merged.len()
+            ),
+            E::Alert(a) => format!(
+                "alert {} [{}] {:.3} {}  {}",
+                a.id,
+                shorten(&a.search, 20),
+                a.score,
+                shorten(&a.key, 28),
+                shorten(&a.title, 60)
+            ),
+            E::Feed {
+                url,
+                entries,
+                not_modified,
+                error,
+                ..
+            } => match (error, not_modified) {
+                (Some(_), _) => return None, // said by its warning
+                (None, true) => format!("feed {}: not modified", shorten(url, 60)),
+                (None, false) => format!("feed {}: {entries} entries", shorten(url, 60)),
+            },
+            E::Warning { message } => {
+                format!("warning: {}", crate::text::sanitize_for_terminal(message))
+            }
+        })
+    }
 }
 
 /// What the feed thread sends.
@@ -574,5 +720,70 @@ fn fetch_pages(
         parsed_page.meta = article.parsed.meta.clone();
         // The entry's hash stays: the same entry read again is the same article.
         article.parsed = parsed_page;
+    }
+}
+
+/// Alerts POSTed to the operator's webhooks, on a thread of their own: each alert is tried
+/// until it is accepted (a 2xx answer), with a wait doubling from one second, at most
+/// [`WEBHOOK_TRIES`] times; the `Idempotency-Key` header carries its id, so a receiver that saw
+/// it already can drop the repeat.
+pub struct Webhooks {
+    queue: Option<std::sync::Mutex<mpsc::Sender<AlertRecord>>>,
+}
+
+/// Tries of one alert to one webhook.
+pub const WEBHOOK_TRIES: u32 = 6;
+
+impl Webhooks {
+    pub fn start(urls: Vec<String>, limits: FetchLimits, stop: Arc<AtomicBool>) -> Webhooks {
+        if urls.is_empty() {
+            return Webhooks { queue: None };
+        }
+        let (tx, rx) = mpsc::channel::<AlertRecord>();
+        std::thread::spawn(move || {
+            let agent = ureq::AgentBuilder::new()
+                .timeout(limits.timeout)
+                .redirects(0)
+                .build();
+            for alert in rx {
+                let body = serde_json::to_string(&alert).expect("alerts serialise");
+                for url in &urls {
+                    let mut wait = Duration::from_secs(1);
+                    for attempt in 1..=WEBHOOK_TRIES {
+                        let sent = agent
+                            .post(url)
+                            .set("Content-Type", "application/json")
+                            .set("Idempotency-Key", &alert.id)
+                            .send_string(&body);
+                        match sent {
+                            Ok(_) => break,
+                            Err(e) if attempt == WEBHOOK_TRIES || stop.load(Ordering::SeqCst) => {
+                                eprintln!(
+                                    "likewise: warning: webhook {url}: alert {} not delivered after {attempt} tries: {e}",
+                                    alert.id
+                                );
+                                break;
+                            }
+                            Err(_) => {
+                                std::thread::sleep(wait);
+                                wait *= 2;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Webhooks {
+            queue: Some(std::sync::Mutex::new(tx)),
+        }
+    }
+
+    pub fn send(&self, alert: &AlertRecord) {
+        if let Some(q) = &self.queue {
+            let _ = q
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(alert.clone());
+        }
     }
 }

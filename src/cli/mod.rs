@@ -322,27 +322,8 @@ pub struct QueryArgs {
 pub struct WatchArgs {
     /// Folders (or files) to keep indexed.
     pub paths: Vec<PathBuf>,
-    /// An RSS or Atom feed to poll (http or https; repeatable).
-    #[arg(long = "feed")]
-    pub feeds: Vec<String>,
-    /// A file of feed URLs, one per line (`#` starts a comment).
-    #[arg(long = "feeds")]
-    pub feeds_file: Option<PathBuf>,
-    /// Seconds between two polls of a feed (doubled after each failure, up to an hour).
-    #[arg(long, default_value_t = 300)]
-    pub feed_interval: u64,
-    /// Seconds between two full rescans of the folders (the safety net for missed events).
-    #[arg(long, default_value_t = 300)]
-    pub rescan: u64,
-    /// For entries that carry only a summary, fetch the linked page and store its article text.
-    #[arg(long)]
-    pub fetch_pages: bool,
-    /// Largest feed or page answer read, in MiB (uncompressed).
-    #[arg(long, default_value_t = 16)]
-    pub max_feed_mib: usize,
-    /// Seconds a feed or page may take to answer, whole.
-    #[arg(long, default_value_t = 20)]
-    pub feed_timeout: u64,
+    #[command(flatten)]
+    pub sources: crate::watch::SourceArgs,
     /// Articles with more text than this are skipped with a warning.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_article_bytes: usize,
@@ -1585,21 +1566,14 @@ fn cmd_alerts(g: &Global, cmd: &AlertsCommand) -> Result<i32, CliError> {
 }
 
 fn cmd_watch(g: &Global, args: &WatchArgs) -> Result<i32, CliError> {
-    let mut feeds = args.feeds.clone();
-    if let Some(file) = &args.feeds_file {
-        for line in read_text_file(file)?.lines() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if !line.is_empty() {
-                feeds.push(line.to_string());
-            }
-        }
-    }
-    if args.paths.is_empty() && feeds.is_empty() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut opts = args.sources.options(args.paths.clone(), stop.clone())?;
+    opts.index.max_article_bytes = args.max_article_bytes;
+    if args.paths.is_empty() && opts.feeds.is_empty() {
         return Err(CliError::Other(
             "give folders to watch, or feeds (--feed URL, --feeds FILE)".into(),
         ));
     }
-    let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
@@ -1614,24 +1588,6 @@ fn cmd_watch(g: &Global, args: &WatchArgs) -> Result<i32, CliError> {
             flag.store(true, Ordering::SeqCst);
         });
     }
-    let opts = crate::watch::WatchOptions {
-        paths: args.paths.clone(),
-        feeds,
-        feed_interval: std::time::Duration::from_secs(args.feed_interval.max(1)),
-        rescan: std::time::Duration::from_secs(args.rescan.max(1)),
-        fetch_pages: args.fetch_pages,
-        limits: crate::ingest::feeds::FetchLimits {
-            max_bytes: args.max_feed_mib.max(1) << 20,
-            timeout: std::time::Duration::from_secs(args.feed_timeout.max(1)),
-            ..Default::default()
-        },
-        index: IndexOptions {
-            max_article_bytes: args.max_article_bytes,
-            ..Default::default()
-        },
-        settle: std::time::Duration::from_millis(150),
-        stop,
-    };
     let jsonl = args.format != Format::Table;
     let emit = move |event: crate::watch::WatchEvent| {
         if jsonl {

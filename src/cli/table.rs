@@ -575,55 +575,7 @@ pub fn alerts(out: &mut impl Write, alerts: &[AlertRecord]) -> Result<()> {
 
 /// One line on stderr per `watch` event.
 pub fn watch_event(event: &crate::watch::WatchEvent) {
-    use crate::watch::WatchEvent as E;
-    let line = match event {
-        E::Ready {
-            generation,
-            articles,
-        } => format!("ready: {articles} articles (generation {generation}); watching"),
-        E::Commit {
-            generation,
-            origin,
-            new,
-            changed,
-            removed,
-            seconds,
-            ..
-        } => format!(
-            "committed generation {generation} from {}: {new} new, {changed} changed, {removed} removed in {seconds:.2} s",
-            shorten(origin, 60)
-        ),
-        E::Stories {
-            placed,
-            opened,
-            merged,
-            ..
-        } => format!(
-            "stories: {} articles placed, {} stories opened, {} merged",
-            placed.len(),
-            opened.len(),
-            merged.len()
-        ),
-        E::Alert(a) => format!(
-            "alert {} [{}] {:.3} {}  {}",
-            a.id,
-            shorten(&a.search, 20),
-            a.score,
-            shorten(&a.key, 28),
-            shorten(&a.title, 60)
-        ),
-        E::Feed {
-            url,
-            entries,
-            not_modified,
-            error,
-            ..
-        } => match (error, not_modified) {
-            (Some(_), _) => return, // said by its warning
-            (None, true) => format!("feed {}: not modified", shorten(url, 60)),
-            (None, false) => format!("feed {}: {entries} entries", shorten(url, 60)),
-        },
-        E::Warning { message } => format!("warning: {}", sanitize_for_terminal(message)),
-    };
-    eprintln!("likewise: {line}");
+    if let Some(line) = event.line() {
+        eprintln!("likewise: {line}");
+    }
 }

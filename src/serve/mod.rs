@@ -18,6 +18,7 @@
 
 mod api;
 mod embeddings;
+mod follow;
 mod openapi;
 mod shared;
 
@@ -233,6 +234,12 @@ fn router(app: Shared) -> Router {
         .route("/api/info", get(api::info))
         .route("/api/map", get(api::map))
         .route("/api/openapi.json", get(openapi::document))
+        .route("/api/alerts", get(follow::list).post(follow::add))
+        .route("/api/alerts/log", get(follow::log))
+        .route("/api/alerts/stream", get(follow::stream))
+        .route("/api/alerts/{name}", axum::routing::delete(follow::remove))
+        .route("/api/stories", get(follow::stories))
+        .route("/api/stories/{id}", get(follow::story))
         .route("/v1/embeddings", post(embeddings::openai_embeddings))
         .route("/v1/models", get(embeddings::openai_models))
         .route("/embed", post(embeddings::tei_embed))
@@ -265,7 +272,7 @@ fn router(app: Shared) -> Router {
         api = api.layer(
             tower_http::cors::CorsLayer::new()
                 .allow_origin(origin)
-                .allow_methods([Method::GET, Method::POST])
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
                 .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
         );
     }
@@ -362,11 +369,15 @@ pub fn run(engine: Engine, args: &ServeArgs) -> Result<(), ServeError> {
         store.paragraph_count()
     );
     drop(store);
+    let (events, _) = tokio::sync::broadcast::channel(1024);
     let app = Arc::new(App {
         engine: Arc::new(engine),
         args: args.clone(),
         writing: Mutex::new(()),
+        events,
     });
+    let stop_watching = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = follow::start_watcher(&app, stop_watching.clone())?;
     // Engine calls run on a few long-lived blocking threads: the model and the scans already use
     // every core, more threads would only queue inside them, and each thread that comes and goes
     // leaves its allocator's pages behind (resident memory then creeps up under load).
@@ -377,7 +388,13 @@ pub fn run(engine: Engine, args: &ServeArgs) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(|e| ServeError::Refused(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(serve(app, args.clone()))
+    let served = runtime.block_on(serve(app, args.clone()));
+    stop_watching.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(w) = watcher {
+        // The watcher commits the batch in progress, then returns.
+        let _ = w.join();
+    }
+    served
 }
 
 async fn serve(app: Shared, args: ServeArgs) -> Result<(), ServeError> {
@@ -405,6 +422,7 @@ async fn serve(app: Shared, args: ServeArgs) -> Result<(), ServeError> {
     if let Some(origin) = &args.cors {
         eprintln!("likewise: cross-origin calls allowed from {origin}");
     }
+    tokio::spawn(follow::tail_alert_log(app.clone()));
     // Warm the map and the duplicate pairs, so the first visit to those views is quick.
     {
         let app = app.clone();

@@ -23,6 +23,13 @@ use utoipa::{Modify, OpenApi};
         super::api::info,
         super::api::map,
         super::api::add_articles,
+        super::follow::list,
+        super::follow::add,
+        super::follow::remove,
+        super::follow::log,
+        super::follow::stream,
+        super::follow::stories,
+        super::follow::story,
         super::embeddings::openai_embeddings,
         super::embeddings::openai_models,
         super::embeddings::tei_embed,
@@ -36,6 +43,7 @@ use utoipa::{Modify, OpenApi};
         (name = "articles", description = "One article, two side by side, new ones"),
         (name = "research", description = "Topics, stories, duplicates, the map"),
         (name = "store", description = "What the store holds; is the server up"),
+        (name = "follow", description = "Saved searches and their alerts (a log, and a live stream), stories with stable ids"),
         (name = "embeddings", description = "The server's model through OpenAI's and text-embeddings-inference's APIs: the vectors of `likewise embed`"),
     )
 )]

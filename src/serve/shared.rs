@@ -36,6 +36,12 @@ pub struct ServeArgs {
     /// Most results one query may ask for.
     #[arg(long, default_value_t = 1000)]
     pub max_k: usize,
+    /// Keep the store up to date with this folder while serving, as `likewise watch` does
+    /// (repeatable); the page shows what arrives, live.
+    #[arg(long = "watch")]
+    pub watch: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    pub sources: crate::watch::SourceArgs,
 }
 
 /// What every handler shares.
@@ -46,6 +52,8 @@ pub struct App {
     /// One `POST /api/articles` at a time inside this server (the store's lock keeps other
     /// processes out).
     pub writing: Mutex<()>,
+    /// What arrives, for `/api/alerts/stream`: (event name, JSON).
+    pub events: tokio::sync::broadcast::Sender<(String, String)>,
 }
 
 pub type Shared = Arc<App>;
