@@ -291,6 +291,14 @@ pub fn watch(
         encoder.identity(),
         encoder.precision().as_str(),
     )?;
+    let hooks = Webhooks::start(opts.webhooks.clone(), opts.limits, opts.stop.clone());
+    let deliver = |event: WatchEvent| {
+        if let WatchEvent::Alert(a) = &event {
+            hooks.send(a);
+        }
+        emit(event);
+    };
+    let emit: &(dyn Fn(WatchEvent) + Sync) = &deliver;
     let progress = EventProgress { emit };
     let base = store_base(writer.dir());
 

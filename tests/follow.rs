@@ -765,3 +765,230 @@ fn killing_the_watcher_at_any_moment_loses_nothing_and_doubles_nothing() {
         .unwrap();
     assert!(log.ends_with(b"\n"));
 }
+
+/// A webhook receiver on 127.0.0.1 that refuses the first delivery (500) and accepts the next
+/// ones: (body, Idempotency-Key) of every request.
+fn webhook_receiver() -> (u16, Arc<Mutex<Vec<(String, Option<String>, u16)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g2 = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            let mut key = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("idempotency-key:") {
+                    key = Some(line.split_once(':').unwrap().1.trim().to_string());
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let mut log = g2.lock().unwrap();
+            let status = if log.is_empty() { 500 } else { 204 };
+            log.push((String::from_utf8_lossy(&body).into_owned(), key, status));
+            let mut s = stream;
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, got)
+}
+
+#[test]
+fn a_server_that_watches_streams_alerts_and_serves_saved_searches_and_stories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let news = tmp.path().join("news");
+    std::fs::create_dir_all(&news).unwrap();
+    for n in 0..3 {
+        copy_seed(n, &news.join(format!("{n:03}.txt")));
+    }
+    let store = tmp.path().join("store");
+    likewise(&store).arg("index").arg(&news).assert().success();
+    let (hook_port, hooks) = webhook_receiver();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Command::new(assert_cmd::cargo::cargo_bin("likewise"))
+        .env("LIKEWISE_MODEL", common::model_dir())
+        .env("LIKEWISE_INDEX", &store)
+        .current_dir(common::root())
+        .args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--allow-index",
+            "--watch",
+        ])
+        .arg(&news)
+        .args(["--webhook", &format!("http://127.0.0.1:{hook_port}/hook")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(server.child_stdout())
+        .read_line(&mut first)
+        .unwrap();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
+    let call = |method: &str, path: &str, body: Option<&str>| -> (u16, Value) {
+        let req = agent.request(method, &format!("{base}{path}"));
+        let r = match body {
+            Some(b) => req.set("Content-Type", "application/json").send_string(b),
+            None => req.call(),
+        };
+        let r = match r {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = r.status();
+        (
+            status,
+            serde_json::from_str(&r.into_string().unwrap()).unwrap(),
+        )
+    };
+    // Saved searches through the API; bad ones refused with the reason.
+    let (status, saved) = call(
+        "POST",
+        "/api/alerts",
+        Some(r#"{"name": "shoukry", "query": {"text": "Shoukry", "mode": "lexical"}}"#),
+    );
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["name"], "shoukry");
+    assert!(saved.get("vector").is_none());
+    let (status, err) = call(
+        "POST",
+        "/api/alerts",
+        Some(r#"{"name": "x y", "query": {"text": "a"}}"#),
+    );
+    assert_eq!(status, 400, "{err}");
+    let (status, err) = call(
+        "POST",
+        "/api/alerts",
+        Some(r#"{"name": "w", "webhook": "http://127.0.0.1:1/"}"#),
+    );
+    assert_eq!(status, 400, "a request cannot set a webhook: {err}");
+    let (status, list) = call("GET", "/api/alerts", None);
+    assert_eq!((status, list.as_array().unwrap().len()), (200, 1));
+
+    // The live stream: an article lands in the watched folder, its alert comes down the stream.
+    let stream = agent
+        .get(&format!("{base}/api/alerts/stream"))
+        .call()
+        .unwrap();
+    assert_eq!(stream.content_type(), "text/event-stream");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream.into_reader())
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    copy_seed(3, &news.join("003.txt"));
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut lines = Vec::new();
+    let alert = loop {
+        let line = rx
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no alert on the stream; it said: {lines:#?}"));
+        lines.push(line.clone());
+        if line == "event: alert" {
+            let data = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            break serde_json::from_str::<Value>(data.strip_prefix("data: ").unwrap()).unwrap();
+        }
+    };
+    assert_eq!(alert["search"], "shoukry");
+    assert!(alert["key"].as_str().unwrap().ends_with("003.txt"));
+    assert!(lines.iter().any(|l| l == "event: commit"), "{lines:#?}");
+    // The log, the stories and a timeline.
+    let (status, log) = call("GET", "/api/alerts/log?search=shoukry", None);
+    assert_eq!(status, 200);
+    assert_eq!(log.as_array().unwrap().len(), 1);
+    let (status, stories) = call("GET", "/api/stories?min_size=1", None);
+    assert_eq!(status, 200, "{stories}");
+    let id = stories["stories"][0]["id"].as_u64().unwrap();
+    let (status, timeline) = call("GET", &format!("/api/stories/{id}"), None);
+    assert_eq!(status, 200, "{timeline}");
+    assert_eq!(timeline["story"]["id"], id);
+    let (status, _) = call("GET", "/api/stories/999999", None);
+    assert_eq!(status, 404);
+    let (status, _) = call("GET", "/api/stories/abc", None);
+    assert_eq!(status, 400);
+    // The webhook got the alert on its second try, with the alert's id as its key.
+    let until = Instant::now() + Duration::from_secs(20);
+    while hooks.lock().unwrap().len() < 2 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = hooks.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!((got[0].2, got[1].2), (500, 204));
+    assert_eq!(got[1].1.as_deref(), alert["id"].as_str());
+    assert_eq!(got[0].0, got[1].0);
+    // Removing: only where writes are allowed; the alerts stay.
+    let (status, _) = call("DELETE", "/api/alerts/shoukry", None);
+    assert_eq!(status, 200);
+    let (status, _) = call("DELETE", "/api/alerts/shoukry", None);
+    assert_eq!(status, 404);
+    let (_, log) = call("GET", "/api/alerts/log", None);
+    assert_eq!(log.as_array().unwrap().len(), 1);
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // A read-only server lists but does not change saved searches.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(assert_cmd::cargo::cargo_bin("likewise"))
+        .env("LIKEWISE_MODEL", common::model_dir())
+        .env("LIKEWISE_INDEX", &store)
+        .current_dir(common::root())
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(server.child_stdout())
+        .read_line(&mut first)
+        .unwrap();
+    let r = agent
+        .post(&format!("http://127.0.0.1:{port}/api/alerts"))
+        .send_string(r#"{"name": "a", "query": {"text": "Rafah"}}"#);
+    assert!(matches!(r, Err(ureq::Error::Status(403, _))));
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+trait ChildStdout {
+    fn child_stdout(&mut self) -> std::process::ChildStdout;
+}
+
+impl ChildStdout for Child {
+    fn child_stdout(&mut self) -> std::process::ChildStdout {
+        self.stdout.take().unwrap()
+    }
+}
