@@ -356,6 +356,75 @@ class Store:
         """What the store holds (`likewise info --format json`)."""
         return json.loads(self._native.info_json())
 
+    def add_alert(
+        self,
+        name: str,
+        text: Optional[str] = None,
+        story: Optional[int] = None,
+        mode: str = "hybrid",
+        level: str = "article",
+        min_score: Optional[float] = None,
+        source: Optional[Union[str, Sequence[str]]] = None,
+        path: Optional[Union[str, Sequence[str]]] = None,
+    ) -> dict:
+        """Saves a search (`likewise alerts add`): new articles that match `text` (or join
+        `story`) alert, from the next commit on. Returns the saved search."""
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        if story is not None:
+            story = _int("story", story, 0)
+        if mode not in ("hybrid", "semantic", "lexical"):
+            raise InvalidRequestError(f"mode must be 'hybrid', 'semantic' or 'lexical', not {mode!r}")
+        if level not in ("article", "paragraph"):
+            raise InvalidRequestError(f"level must be 'article' or 'paragraph', not {level!r}")
+        query: dict = {"mode": mode, "level": level}
+        if text is not None:
+            query["text"] = text
+        ms = _number("min_score", min_score)
+        if ms is not None:
+            query["min_score"] = ms
+        for key, value in (("source", source), ("path", path)):
+            v = _one_or_many(key, value)
+            if v is not None:
+                query[key] = v
+        search = {"name": name, "query": query, "created": 0}
+        if story is not None:
+            search["story"] = story
+        return json.loads(self._native.alerts_add_json(json.dumps(search)))
+
+    def alerts(self) -> list:
+        """The saved searches (`likewise alerts list`)."""
+        return json.loads(self._native.alerts_list_json())
+
+    def remove_alert(self, name: str) -> dict:
+        """Removes a saved search; its alerts stay in the log."""
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        return json.loads(self._native.alerts_remove_json(name))
+
+    def alert_log(self, name: Optional[str] = None, since: Optional[str] = None) -> list:
+        """Recorded alerts, oldest first (`likewise alerts show`): of one saved search or all,
+        recorded on or after `since`."""
+        for key, value in (("name", name), ("since", since)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{key} must be a str, not {type(value).__name__}")
+        return json.loads(self._native.alerts_show_json(name, since))
+
+    def stories(self, since: Optional[str] = None, active: Optional[int] = None, min_size: int = 2) -> dict:
+        """The stories, with ids that never change meaning (`likewise stories`)."""
+        if since is not None and not isinstance(since, str):
+            raise TypeError(f"since must be a str, not {type(since).__name__}")
+        if active is not None:
+            active = _int("active", active, 0)
+        return json.loads(self._native.stories_json(since, active, _int("min_size", min_size)))
+
+    def story(self, id: int) -> dict:
+        """One story's timeline (`likewise story ID`): a merged story's id resolves to the story
+        it joined."""
+        return json.loads(self._native.story_json(_int("id", id, 0)))
+
     def map(self) -> dict:
         """Every article's position on the 2-D map and its topic (as `likewise serve` draws it)."""
         return json.loads(self._native.map_json())

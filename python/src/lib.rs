@@ -351,6 +351,56 @@ impl StoreEngine {
             .map_err(py_err)
     }
 
+    /// Saves a search (a JSON `SavedSearch`: name, query, story).
+    fn alerts_add_json(&self, py: Python<'_>, search: &str) -> PyResult<String> {
+        let search: engine::follow::SavedSearch = serde_json::from_str(search)
+            .map_err(|e| InvalidRequestError::new_err(format!("bad saved search: {e}")))?;
+        py.detach(|| self.engine.alerts_add(search).map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
+    fn alerts_list_json(&self, py: Python<'_>) -> PyResult<String> {
+        py.detach(|| self.engine.alerts_list().map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
+    fn alerts_remove_json(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        py.detach(|| self.engine.alerts_remove(name).map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
+    #[pyo3(signature = (name=None, since=None))]
+    fn alerts_show_json(
+        &self,
+        py: Python<'_>,
+        name: Option<&str>,
+        since: Option<&str>,
+    ) -> PyResult<String> {
+        py.detach(|| self.engine.alerts_show(name, since).map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
+    #[pyo3(signature = (since=None, active=None, min_size=2))]
+    fn stories_json(
+        &self,
+        py: Python<'_>,
+        since: Option<&str>,
+        active: Option<u32>,
+        min_size: usize,
+    ) -> PyResult<String> {
+        py.detach(|| {
+            self.engine
+                .stories_list(since, active, min_size)
+                .map(|r| to_json(&r))
+        })
+        .map_err(py_err)
+    }
+
+    fn story_json(&self, py: Python<'_>, id: u64) -> PyResult<String> {
+        py.detach(|| self.engine.story_timeline(id).map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
     fn map_json(&self, py: Python<'_>) -> PyResult<String> {
         py.detach(|| self.engine.map().map(|r| to_json(r.as_ref())))
             .map_err(py_err)

@@ -352,3 +352,55 @@ def test_bad_input_raises_clear_exceptions(seeds_store, model, tmp_path):
         likewise.Model(tmp_path / "no-model-here")
     with pytest.raises(ValueError, match="precision"):
         likewise.Model(MODEL, precision="f16")
+
+
+def test_saved_searches_alert_on_new_articles_and_stories_keep_their_ids(model, tmp_path):
+    seeds = sorted((ROOT / "seeds").glob("*.txt"))
+    store = likewise.Store(tmp_path / "store", model=model)
+    store.index([seeds[0], seeds[1], seeds[2]])
+    before = store.stories(min_size=1)
+    ids = {s["first"]["key"]: s["id"] for s in before["stories"]}
+    saved = store.add_alert("shoukry", "Shoukry", mode="lexical")
+    assert saved["name"] == "shoukry" and "vector" not in saved
+    store.add_alert("rafah", RAFAH)
+    assert [s["name"] for s in store.alerts()] == ["shoukry", "rafah"]
+    # Bad calls: a name taken, a bad mode, nothing to follow, an unknown story.
+    with pytest.raises(likewise.InvalidRequestError, match="already named"):
+        store.add_alert("rafah", "x")
+    with pytest.raises(likewise.InvalidRequestError, match="mode must be"):
+        store.add_alert("m", "x", mode="fuzzy")
+    with pytest.raises(likewise.InvalidRequestError, match="give the saved search a text"):
+        store.add_alert("nothing")
+    with pytest.raises(likewise.NotFoundError, match="no story 999"):
+        store.add_alert("s", story=999)
+    with pytest.raises(TypeError):
+        store.add_alert("t", text=3)
+    # New articles: those that match alert, once each.
+    store.index([seeds[3], seeds[4]])
+    log = store.alert_log()
+    pairs = {(a["search"], Path(a["key"]).name) for a in log}
+    assert ("shoukry", seeds[3].name) in pairs, pairs
+    assert ("shoukry", seeds[4].name) not in pairs
+    assert all(Path(a["key"]).name in (seeds[3].name, seeds[4].name) for a in log)
+    assert len(pairs) == len(log)
+    assert store.alert_log("shoukry", since="2000-01-01") == [a for a in log if a["search"] == "shoukry"]
+    with pytest.raises(likewise.InvalidRequestError, match="not a date"):
+        store.alert_log(since="yesterday-ish")
+    # Indexing the same files again alerts nobody.
+    store.index([seeds[3], seeds[4]])
+    assert store.alert_log() == log
+    # Stories: the old ids kept, the new articles placed, a timeline for each.
+    after = store.stories(min_size=1)
+    for key, sid in ids.items():
+        holding = [s for s in after["stories"] if s["id"] == sid]
+        assert holding, f"story {sid} of {key} lost its id"
+    sid = after["stories"][0]["id"]
+    timeline = store.story(sid)
+    assert timeline["story"]["id"] == sid and timeline["timeline"]
+    with pytest.raises(likewise.NotFoundError):
+        store.story(987654)
+    # Removing keeps the log.
+    store.remove_alert("rafah")
+    with pytest.raises(likewise.NotFoundError):
+        store.remove_alert("rafah")
+    assert store.alert_log() == log

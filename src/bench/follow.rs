@@ -212,3 +212,114 @@ pub fn alerts(
     println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
     Ok(())
 }
+
+/// `likewise bench arrival DIR`: how long a file takes from landing in a watched folder to
+/// being searchable. A store is made in a temporary folder from the first `base` files of
+/// `dir`; a watcher runs on a folder of its own; the next `count` files are copied in one at
+/// a time, and each is timed from its copy to the moment a reader opening the store finds
+/// it (and the watcher has placed it in a story).
+pub fn arrival(
+    engine_dir: &std::path::Path,
+    dir: &std::path::Path,
+    base: usize,
+    count: usize,
+) -> Result<(), EngineError> {
+    use crate::engine::Engine;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let mut files: Vec<std::path::PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| e.into_path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    files.sort();
+    if files.len() < base + count {
+        return Err(EngineError::Invalid(format!(
+            "{} holds {} .txt files; bench arrival needs {}",
+            dir.display(),
+            files.len(),
+            base + count
+        )));
+    }
+    let work = super::empty_folder(engine_dir)?;
+    let watched = work.join("news");
+    std::fs::create_dir_all(&watched)?;
+    for (i, f) in files[..base].iter().enumerate() {
+        std::fs::copy(f, watched.join(format!("{i:05}.txt")))?;
+    }
+    let store_dir = work.join("store");
+    let engine = Engine::new(&store_dir, crate::engine::ModelSpec::default());
+    engine.index_paths(
+        std::slice::from_ref(&watched),
+        &Default::default(),
+        &crate::index::Silent,
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = crate::watch::SourceArgs {
+        feed_interval: 300,
+        rescan: 3600,
+        max_feed_mib: 16,
+        feed_timeout: 20,
+        ..Default::default()
+    }
+    .options(vec![watched.clone()], stop.clone())?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let watcher = {
+        let stop = stop.clone();
+        let store_dir = store_dir.clone();
+        std::thread::spawn(move || {
+            let engine = Engine::new(&store_dir, crate::engine::ModelSpec::default());
+            let ready = std::sync::Mutex::new(ready_tx);
+            let emit = move |e: crate::watch::WatchEvent| {
+                if matches!(e, crate::watch::WatchEvent::Ready { .. }) {
+                    let _ = ready.lock().unwrap_or_else(|p| p.into_inner()).send(());
+                }
+            };
+            let result = crate::watch::watch(&engine, &opts, &emit);
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            result
+        })
+    };
+    ready_rx
+        .recv_timeout(std::time::Duration::from_secs(600))
+        .map_err(|_| EngineError::Input("the watcher did not start".into()))?;
+    let mut times = Vec::with_capacity(count);
+    for (n, f) in files[base..base + count].iter().enumerate() {
+        let name = format!("{:05}.txt", base + n);
+        let started = Instant::now();
+        std::fs::copy(f, watched.join(&name))?;
+        let key =
+            crate::store::file_key(&watched.join(&name), &crate::store::store_base(&store_dir));
+        loop {
+            if let Ok(store) = Store::open(&store_dir) {
+                let placed = crate::engine::follow::FollowState::load(&store)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.stories.assigned.contains_key(&key));
+                if placed {
+                    break;
+                }
+            }
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                return Err(EngineError::Input(format!(
+                    "{name} not searchable after 60 s"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = watcher.join();
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let doc = json!({
+        "cpu": cpu_name(), "store_articles": base, "arrivals": count,
+        "median_ms": sorted[sorted.len() / 2], "max_ms": sorted[sorted.len() - 1],
+        "ms": times,
+        "measured": "file copied into the watched folder → a reader opening the store finds the article, placed in a story and matched against the saved searches",
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+    Ok(())
+}

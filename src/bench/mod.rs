@@ -15,7 +15,7 @@ mod scale;
 mod serve;
 
 pub use embed::{embed, kernels, precision, query};
-pub use follow::{alerts, stories};
+pub use follow::{alerts, arrival, stories};
 pub use hybrid::{hybrid, lexical};
 pub use quality::{article_vectors, cluster, map, story_pairs};
 pub use scale::{commit, search, synthetic_identity, synthetic_segment, synthetic_vectors};

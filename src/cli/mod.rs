@@ -677,6 +677,18 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         random_orders: usize,
     },
+    /// How long a file takes from landing in a watched folder to being searchable (a store
+    /// made from the first --base files of DIR in a new folder, then --count arrivals).
+    Arrival {
+        dir: PathBuf,
+        /// A new or empty folder for the store and the watched folder.
+        #[arg(long = "work")]
+        work: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        base: usize,
+        #[arg(long, default_value_t = 30)]
+        count: usize,
+    },
     /// Saved searches matched against one commit of new articles (the store's own articles
     /// taken as new): milliseconds per commit.
     Alerts {
@@ -1035,6 +1047,12 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             *threshold,
             *random_orders,
         )),
+        Command::Bench(BenchCommand::Arrival {
+            dir,
+            work,
+            base,
+            count,
+        }) => done(crate::bench::arrival(work, dir, *base, *count)),
         Command::Bench(BenchCommand::Alerts {
             searches,
             new,

@@ -49,7 +49,8 @@ pub struct SavedSearch {
     /// a story merged into it) alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub story: Option<u64>,
-    /// Seconds since the epoch.
+    /// Seconds since the epoch (set when saved).
+    #[serde(default)]
     pub created: u64,
     /// The passage's vector (made once, when saved), and the model's weights it was made with.
     #[serde(default, skip_serializing_if = "Option::is_none")]

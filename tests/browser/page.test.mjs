@@ -28,6 +28,8 @@ const servers = [];
 let browser;
 let seedsUrl;
 let evilUrl;
+let newsUrl;
+let newsDir;
 
 function likewise(store, args) {
   return execFileSync(BIN, args, {
@@ -36,9 +38,9 @@ function likewise(store, args) {
 }
 
 /** Starts `likewise serve` on `store`; resolves with its address once it listens. */
-function serve(store) {
+function serve(store, extra = []) {
   return new Promise((ok, fail) => {
-    const child = spawn(BIN, ["serve", "--addr", "127.0.0.1:0"], {
+    const child = spawn(BIN, ["serve", "--addr", "127.0.0.1:0", ...extra], {
       cwd: ROOT, env: { ...process.env, LIKEWISE_INDEX: store }, stdio: ["ignore", "pipe", "inherit"],
     });
     servers.push(child);
@@ -58,7 +60,15 @@ before(async () => {
   writeFileSync(join(evilDir, "evil.txt"), `${EVIL_TITLE}\n\n${EVIL_TEXT}\n`);
   const evil = join(dir, "evil-store");
   likewise(evil, ["index", evilDir]);
-  [seedsUrl, evilUrl] = await Promise.all([serve(seeds), serve(evil)]);
+  // A server that watches a folder: the seeds' first three articles now, the others later.
+  newsDir = join(dir, "news");
+  mkdirSync(newsDir);
+  const seedFiles = readdirSync(join(ROOT, "seeds")).sort();
+  for (const f of seedFiles.slice(0, 3)) copyFileSync(join(ROOT, "seeds", f), join(newsDir, f));
+  const news = join(dir, "news-store");
+  likewise(news, ["index", newsDir]);
+  likewise(news, ["alerts", "add", "shoukry", "Shoukry", "--mode", "lexical"]);
+  [seedsUrl, evilUrl, newsUrl] = await Promise.all([serve(seeds), serve(evil), serve(news, ["--watch", newsDir])]);
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -251,6 +261,32 @@ test("an article whose headline is <script> shows as text and runs nothing", asy
   assert.equal(await p.evaluate(() => window.__pwned), undefined);
 });
 
+test("the news view: stories by their ids, a timeline, and alerts arriving live", async () => {
+  const p = await page();
+  await p.goto(newsUrl + "/#news");
+  await p.waitForFunction(() => /stories of two or more/.test(document.getElementById("news-status").textContent));
+  await p.waitForFunction(() => document.getElementById("live").textContent === "(live)");
+  assert.match(await p.$eval("#saved", (e) => e.textContent), /shoukry/);
+  assert.match(await p.$eval("#alerts", (e) => e.textContent), /No alerts yet/);
+  // An article lands in the watched folder: it arrives, and its alert shows, without a reload.
+  const seedFiles = readdirSync(join(ROOT, "seeds")).sort();
+  copyFileSync(join(ROOT, "seeds", seedFiles[3]), join(newsDir, seedFiles[3]));
+  await p.waitForFunction(() => document.querySelector("#alerts li.alert")?.textContent.includes("shoukry"), null, { timeout: 60000 });
+  await p.waitForFunction(() => /1 new/.test(document.getElementById("arrivals").textContent));
+  const alertLink = await p.$eval("#alerts li.alert a", (a) => a.getAttribute("href"));
+  assert.match(alertLink, /^#article\?key=/);
+  await shot(p, "news");
+  // A story's timeline, by its id.
+  await p.goto(newsUrl + "/#news");
+  await p.waitForSelector("#stories .story h3 a");
+  await p.click("#stories .story h3 a");
+  await p.waitForSelector("#story .timeline li");
+  assert.match(p.url(), /#story\?id=\d+/);
+  const items = await p.$$eval("#story .timeline li", (lis) => lis.length);
+  assert.ok(items >= 1);
+  assert.deepEqual(p.errors, []);
+});
+
 test("usable at phone width and from the keyboard", async () => {
   const p = await page(390, 800);
   await p.goto(seedsUrl + "/");
@@ -258,11 +294,11 @@ test("usable at phone width and from the keyboard", async () => {
   const overflow = await p.evaluate(() => document.scrollingElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `the page is ${overflow}px wider than the window`);
   await shot(p, "phone");
-  // From the top: skip link, the brand, the four views, then the passage box.
+  // From the top: skip link, the brand, the five views, then the passage box.
   const k = await page();
   await k.goto(seedsUrl + "/");
   const focused = [];
-  for (let i = 0; i < 7; i++) {
+  for (let i = 0; i < 8; i++) {
     await k.keyboard.press("Tab");
     focused.push(await k.evaluate(() => document.activeElement.id || document.activeElement.textContent.trim()));
   }

@@ -108,7 +108,7 @@ function markedWords(text, words) {
 
 // ---- views --------------------------------------------------------------------------------
 
-const views = ["search", "article", "compare", "topics", "dupes", "info"];
+const views = ["search", "article", "compare", "news", "story", "topics", "dupes", "info"];
 
 function show(view) {
   for (const v of views) document.getElementById("view-" + v).hidden = v !== view;
@@ -126,11 +126,13 @@ async function route() {
     if (name === "search") await searchView(params);
     else if (name === "article") await articleView(params);
     else if (name === "compare") await compareView(params);
+    else if (name === "news") await newsView();
+    else if (name === "story") await storyView(params);
     else if (name === "topics") await topicsView(params);
     else if (name === "dupes") await dupesView();
     else if (name === "info") await infoView();
   } catch (e) {
-    const target = { search: "search-status", topics: "topics-status", dupes: "dupes-status" }[name];
+    const target = { search: "search-status", topics: "topics-status", dupes: "dupes-status", news: "news-status" }[name];
     if (target) status(target, e.message, true);
     else clear(document.getElementById(name)).append(el("p", { class: "status error", role: "alert" }, e.message));
   }
@@ -433,6 +435,94 @@ async function dupesView() {
     if (pairs.length) root.append(dupesTable(pairs));
   }
   status("dupes-status", `${doc.pairs.length} pairs`);
+}
+
+// News: what arrives, live; alerts; stories with their stable ids ------------------------------
+
+const storyLink = (id, label) => el("a", { href: href("story", { id }) }, label);
+
+function alertItem(a) {
+  return el("li", { class: "alert" },
+    el("span", { class: "when" }, (a.time || "").replace("T", " ").slice(0, 19)), " ",
+    el("strong", {}, a.search), " ", fmt(a.score), " ",
+    el("a", { href: href("article", { key: a.key }) }, a.title || a.key),
+    a.story ? [" · ", storyLink(a.story, `story ${a.story}`)] : null,
+    a.copies && a.copies.length ? ` · ${a.copies.length} copies` : null,
+    a.paragraph ? el("p", { class: "evidence" }, a.paragraph) : null);
+}
+
+let stream = null;
+/** Listens to the server's event stream once, for as long as the page is open. */
+function listen() {
+  if (stream || typeof EventSource === "undefined") return;
+  stream = new EventSource("/api/alerts/stream");
+  const live = () => document.getElementById("live");
+  stream.onopen = () => { live().textContent = "(live)"; };
+  stream.onerror = () => { live().textContent = "(reconnecting…)"; };
+  const arrived = (text, node) => {
+    const list = document.getElementById("arrivals");
+    list.prepend(el("li", {}, el("span", { class: "when" }, new Date().toISOString().slice(11, 19)), " ", text, node || ""));
+    while (list.children.length > 50) list.lastChild.remove();
+  };
+  stream.addEventListener("commit", (ev) => {
+    const c = JSON.parse(ev.data);
+    const keys = (c.keys || []).slice(0, 5);
+    arrived(`${c.new} new, ${c.changed} changed, ${c.removed} removed from ${c.origin}`,
+      keys.length ? el("ul", {}, keys.map((k) => el("li", {}, el("a", { href: href("article", { key: k }) }, k)))) : null);
+  });
+  stream.addEventListener("generation", (ev) => {
+    const g = JSON.parse(ev.data);
+    arrived(`store at generation ${g.generation}: ${g.articles} articles`);
+  });
+  stream.addEventListener("alert", (ev) => {
+    document.getElementById("alerts").prepend(alertItem(JSON.parse(ev.data)));
+  });
+}
+
+async function newsView() {
+  listen();
+  status("news-status", "Loading stories and alerts…");
+  const [saved, log] = await Promise.all([api("/api/alerts"), api("/api/alerts/log")]);
+  const alerts = clear(document.getElementById("alerts"));
+  for (const a of log.slice(-50).reverse()) alerts.append(alertItem(a));
+  if (!log.length) alerts.append(el("li", { class: "muted" }, "No alerts yet."));
+  const savedList = clear(document.getElementById("saved"));
+  for (const s of saved) {
+    savedList.append(el("li", {}, el("strong", {}, s.name), " ",
+      s.query.text ? `“${s.query.text}” (${s.query.mode})` : "", s.story ? [" in ", storyLink(s.story, `story ${s.story}`)] : null));
+  }
+  if (!saved.length) savedList.append(el("li", { class: "muted" }, "None: likewise alerts add NAME \"text\"."));
+  const root = clear(document.getElementById("stories"));
+  try {
+    const doc = await api("/api/stories");
+    for (const s of doc.stories) {
+      root.append(el("div", { class: "story" },
+        el("h3", {}, storyLink(s.id, `Story ${s.id}`), ` · ${s.size} articles · `, s.label),
+        el("p", { class: "keywords" }, s.keywords.join(", ")),
+        el("p", { class: "muted" }, "first: ", s.first.title, s.first.date ? ` (${s.first.date.slice(0, 10)})` : "",
+          s.size > 1 ? [" · latest: ", s.last.title, s.last.date ? ` (${s.last.date.slice(0, 10)})` : ""] : null)));
+    }
+    status("news-status", `${doc.stories.length} stories of two or more articles; ${doc.articles_alone} articles alone`);
+  } catch (e) {
+    status("news-status", e.message, true);
+  }
+}
+
+async function storyView(params) {
+  const doc = await api("/api/stories/" + encodeURIComponent(params.get("id") || ""));
+  const root = clear(document.getElementById("story"));
+  if (doc.asked !== doc.story.id) root.append(el("p", { class: "muted" }, `Story ${doc.asked} was merged into story ${doc.story.id}.`));
+  root.append(el("h1", {}, `Story ${doc.story.id}: `, doc.story.label),
+    el("p", { class: "keywords" }, doc.story.keywords.join(", ")));
+  const list = el("ol", { class: "timeline" });
+  for (const e of doc.timeline) {
+    list.append(el("li", {},
+      el("span", { class: "when" }, e.date ? e.date.slice(0, 10) : "undated"), " ",
+      el("a", { href: href("article", { key: e.key }) }, e.title || e.key), e.source ? ` — ${e.source}` : "",
+      e.copies && e.copies.length ? el("p", { class: "muted" }, `copies: `, e.copies.map((c) => c.source || c.key).join(", ")) : null,
+      e.adds && e.adds.length ? el("ul", { class: "adds" }, e.adds.slice(0, 3).map((p) => el("li", {}, p))) : null));
+  }
+  root.append(list);
 }
 
 // Info --------------------------------------------------------------------------------------
