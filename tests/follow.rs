@@ -634,7 +634,7 @@ fn a_watched_folder_alerts_once_per_story_copy_and_keeps_story_ids() {
     assert!(entries
         .iter()
         .skip(1)
-        .any(|e| !e["adds"].as_array().map_or(true, Vec::is_empty)));
+        .any(|e| e["adds"].as_array().is_some_and(|a| !a.is_empty())));
     // The removed article left its story; 001's story id still resolves (or is gone with it).
     assert!(!keys_of(&store).iter().any(|k| k.ends_with("001.txt")));
 
@@ -653,7 +653,7 @@ fn a_watched_folder_alerts_once_per_story_copy_and_keeps_story_ids() {
 /// article that names the "Kestrel" inquiry — one in three, what the saved search follows — so
 /// none of them is a copy of another).
 fn write_article(dir: &Path, i: usize, paragraphs: &[String]) {
-    let (headline, first) = if i % 3 == 0 {
+    let (headline, first) = if i.is_multiple_of(3) {
         (
             format!("Item {i}: the Kestrel inquiry hears new evidence"),
             2 * (i / 3),
@@ -768,7 +768,10 @@ fn killing_the_watcher_at_any_moment_loses_nothing_and_doubles_nothing() {
 
 /// A webhook receiver on 127.0.0.1 that refuses the first delivery (500) and accepts the next
 /// ones: (body, Idempotency-Key) of every request.
-fn webhook_receiver() -> (u16, Arc<Mutex<Vec<(String, Option<String>, u16)>>>) {
+/// What a webhook receiver saw: (body, Idempotency-Key, status answered) per request.
+type Deliveries = Arc<Mutex<Vec<(String, Option<String>, u16)>>>;
+
+fn webhook_receiver() -> (u16, Deliveries) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let got = Arc::new(Mutex::new(Vec::new()));

@@ -291,6 +291,9 @@ pub fn check_saved(search: &SavedSearch) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// A saved search's filters as a predicate on articles.
+type ArticlePredicate = dyn Fn(&Store, ArticleLoc) -> bool + Sync;
+
 /// A saved search compiled for a step.
 struct Compiled {
     lexical: Option<LexicalQuery>,
@@ -409,12 +412,12 @@ fn match_searches(
         vectors.push(vector);
     }
     // Text searches are percolated; a search that follows only a story takes its new articles.
-    let filter_fns: Vec<Box<dyn Fn(&Store, ArticleLoc) -> bool + Sync>> = compiled
+    let filter_fns: Vec<Box<ArticlePredicate>> = compiled
         .iter()
         .map(|c| {
             let f = c.filters.clone();
             Box::new(move |st: &Store, loc: ArticleLoc| f.is_empty() || f.matches(st, loc))
-                as Box<dyn Fn(&Store, ArticleLoc) -> bool + Sync>
+                as Box<ArticlePredicate>
         })
         .collect();
     let percolations: Vec<Percolation> = searches

@@ -142,19 +142,15 @@ pub async fn stream(
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
     let rx = app.events.subscribe();
     let events = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok((name, json)) => return Some((Ok(Event::default().event(name).data(json)), rx)),
-                // A slow reader missed some: it is told, and goes on with the newest.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    let note = Event::default()
-                        .event("lagged")
-                        .data(format!("{{\"missed\":{n}}}"));
-                    return Some((Ok(note), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+        let event = match rx.recv().await {
+            Ok((name, json)) => Event::default().event(name).data(json),
+            // A slow reader missed some: it is told, and goes on with the newest.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => Event::default()
+                .event("lagged")
+                .data(format!("{{\"missed\":{n}}}")),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
