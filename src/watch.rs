@@ -575,11 +575,24 @@ fn follow(
     emit: &(dyn Fn(WatchEvent) + Sync),
     feed_states: &BTreeMap<String, FeedState>,
 ) -> Result<Option<FollowReport>, EngineError> {
-    let report = engine.follow(writer, &|feeds| {
+    let report = match engine.follow(writer, &|feeds| {
         for (url, s) in feed_states {
             feeds.insert(url.clone(), s.clone());
         }
-    })?;
+    }) {
+        Ok(r) => r,
+        // The articles are committed; stories and alerts wait for the store to be mended (the
+        // next step takes every article no story holds).
+        Err(EngineError::Store(e)) => {
+            emit(WatchEvent::Warning {
+                message: format!(
+                    "the articles are stored, but their stories and alerts are not: {e}"
+                ),
+            });
+            None
+        }
+        Err(e) => return Err(e),
+    };
     if let Some(r) = &report {
         if !r.placed.is_empty() {
             emit(WatchEvent::Stories {

@@ -995,3 +995,46 @@ impl ChildStdout for Child {
         self.stdout.take().unwrap()
     }
 }
+
+#[test]
+fn a_damaged_follow_state_is_named_and_the_articles_still_go_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let news = tmp.path().join("news");
+    std::fs::create_dir_all(&news).unwrap();
+    copy_seed(0, &news.join("000.txt"));
+    let store = tmp.path().join("store");
+    likewise(&store).arg("index").arg(&news).assert().success();
+    let follow = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("follow-")
+        })
+        .expect("a follow state beside the segments");
+    let len = std::fs::metadata(&follow).unwrap().len() as usize;
+    std::fs::write(&follow, vec![b'#'; len]).unwrap();
+    let err = common::stderr_with_code(likewise(&store).arg("verify"), 5);
+    assert!(
+        err.contains(follow.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
+    let err = common::stderr_with_code(likewise(&store).arg("stories"), 5);
+    assert!(err.contains("not a follow state"), "{err}");
+    // New articles still go in, with a warning naming what waits.
+    copy_seed(1, &news.join("001.txt"));
+    let out = likewise(&store)
+        .arg("index")
+        .arg(&news)
+        .assert()
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("their stories and alerts are not"),
+        "{stderr}"
+    );
+    assert_eq!(keys_of(&store).len(), 2);
+}

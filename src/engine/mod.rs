@@ -940,7 +940,7 @@ impl Engine {
         let mut writer = Writer::open(&self.dir, encoder.identity(), encoder.precision().as_str())?;
         let report = index::index(&mut writer, encoder.as_ref(), paths, opts, progress)?;
         if !report.interrupted {
-            self.follow(&mut writer, &|_| {})?;
+            self.follow_or_warn(&mut writer, progress);
         }
         Ok(report)
     }
@@ -983,9 +983,23 @@ impl Engine {
         let report =
             index::index_json_lines(&mut writer, encoder.as_ref(), origin, lines, opts, progress)?;
         if !report.interrupted {
-            self.follow(&mut writer, &|_| {})?;
+            self.follow_or_warn(&mut writer, progress);
         }
         Ok(report)
+    }
+
+    /// The follow step after an indexing run; its failure (a damaged follow state) is a
+    /// warning: the articles are committed and searchable, and stories and alerts wait until
+    /// the store is mended.
+    fn follow_or_warn(&self, writer: &mut Writer, progress: &dyn Progress) {
+        if let Err(e) = self.follow(writer, &|_| {}) {
+            progress.warn(&crate::ingest::Warning {
+                path: self.dir.clone(),
+                reason: format!(
+                    "the articles are stored, but their stories and alerts are not: {e}"
+                ),
+            });
+        }
     }
 
     /// Starts a distributed indexing job (Spark): takes the store's one-writer lock, held by the

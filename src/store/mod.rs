@@ -570,6 +570,27 @@ pub fn verify_all(dir: &Path) -> Result<Verified, StoreError> {
             Err(problem) => done.damaged_lexical.push(problem),
         }
     }
+    // What following keeps: the follow state must be JSON, the alert log's committed lines
+    // each a JSON object.
+    if let Some(bytes) = read_follow(dir, &manifest)? {
+        if let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            return Err(StoreError::Corrupt {
+                path: dir.join(manifest.follow.as_ref().map_or("", |f| f.file.as_str())),
+                reason: format!("not JSON: {e}"),
+            });
+        }
+        done.bytes_checked += bytes.len() as u64;
+    }
+    let log = read_alert_log(dir, &manifest)?;
+    for (n, line) in log.split(|&b| b == b'\n').enumerate() {
+        if !line.is_empty() && serde_json::from_slice::<serde_json::Value>(line).is_err() {
+            return Err(StoreError::Corrupt {
+                path: dir.join(ALERT_LOG),
+                reason: format!("line {} is not JSON", n + 1),
+            });
+        }
+    }
+    done.bytes_checked += log.len() as u64;
     Ok(done)
 }
 
