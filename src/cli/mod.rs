@@ -188,7 +188,11 @@ with --format jsonl. Ctrl-C commits the batch in progress and stops; a kill lose
     Watch(WatchArgs),
     /// Saved searches that alert when new articles match them (while `likewise watch` or
     /// `likewise index` adds articles).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Examples:
+  likewise alerts add rafah \"Blinken said a ground operation in Rafah would be a mistake\"
+  likewise alerts list
+  likewise alerts show rafah --format json
+  likewise alerts remove rafah")]
     Alerts(AlertsCommand),
     /// The stories of the store: each keeps its id as articles arrive (merged stories point to
     /// the story they joined).
@@ -367,11 +371,16 @@ pub enum AlertsCommand {
         format: Format,
     },
     /// The saved searches.
+    #[command(after_help = "Examples:
+  likewise alerts list
+  likewise alerts list --format json")]
     List {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// Remove a saved search (its alerts stay in the log).
+    #[command(after_help = "Examples:
+  likewise alerts remove rafah")]
     Remove { name: String },
     /// Recorded alerts, oldest first.
     #[command(after_help = "Examples:
