@@ -188,11 +188,14 @@ with --format jsonl. Ctrl-C commits the batch in progress and stops; a kill lose
     Watch(WatchArgs),
     /// Saved searches that alert when new articles match them (while `likewise watch` or
     /// `likewise index` adds articles).
-    #[command(subcommand, after_help = "Examples:
+    #[command(
+        subcommand,
+        after_help = "Examples:
   likewise alerts add rafah \"Blinken said a ground operation in Rafah would be a mistake\"
   likewise alerts list
   likewise alerts show rafah --format json
-  likewise alerts remove rafah")]
+  likewise alerts remove rafah"
+    )]
     Alerts(AlertsCommand),
     /// The stories of the store: each keeps its id as articles arrive (merged stories point to
     /// the story they joined).

@@ -212,37 +212,56 @@ pub async fn story(State(app): State<Shared>, Path(id): Path<String>) -> ApiResu
     Ok(Json(blocking(move || app.engine.story_timeline(id)).await?))
 }
 
-/// Sends the store's new alerts and generations to the stream, as they are committed.
+/// Sends the store's new alerts and generations to the stream, as they are committed: the
+/// manifest is looked at every quarter of a second, the alert log read only when it grew.
 pub async fn tail_alert_log(app: Shared) {
-    let mut seen_alerts: Option<usize> = None;
-    let mut generation = 0;
+    // (generation, committed bytes of the log, alerts already sent)
+    let mut seen: Option<(u64, u64, usize)> = None;
     loop {
         let app2 = app.clone();
-        let found =
-            tokio::task::spawn_blocking(move || -> Option<(u64, usize, Vec<AlertRecord>)> {
-                let store = app2.engine.store().ok()?;
-                let alerts = crate::engine::follow::read_alerts(&store).ok()?;
-                Some((store.manifest.generation, store.article_count(), alerts))
-            })
-            .await
-            .ok()
-            .flatten();
-        if let Some((g, articles, alerts)) = found {
-            let start = *seen_alerts.get_or_insert(alerts.len());
-            for a in alerts.iter().skip(start) {
-                let _ = app.events.send((
-                    "alert".into(),
-                    serde_json::to_string(a).expect("alerts serialise"),
-                ));
+        let last = seen;
+        let found = tokio::task::spawn_blocking(move || {
+            let store = app2.engine.store().ok()?;
+            let m = &store.manifest;
+            if last.is_some_and(|(g, _, _)| g == m.generation) {
+                return Some((m.generation, m.alert_log_bytes, None, store.article_count()));
             }
-            seen_alerts = Some(alerts.len());
-            if g != generation && generation != 0 {
+            let alerts = if last.is_none_or(|(_, bytes, _)| bytes != m.alert_log_bytes) {
+                crate::engine::follow::read_alerts(&store).ok()
+            } else {
+                None
+            };
+            Some((
+                m.generation,
+                m.alert_log_bytes,
+                alerts,
+                store.article_count(),
+            ))
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some((generation, bytes, alerts, articles)) = found {
+            let mut sent = seen.map_or(0, |s| s.2);
+            if let Some(alerts) = alerts {
+                // The first look only counts what is there: the stream carries what comes next.
+                if seen.is_some() {
+                    for a in alerts.iter().skip(sent) {
+                        let _ = app.events.send((
+                            "alert".into(),
+                            serde_json::to_string(a).expect("alerts serialise"),
+                        ));
+                    }
+                }
+                sent = alerts.len();
+            }
+            if seen.is_some_and(|(g, _, _)| g != generation) {
                 let _ = app.events.send((
                     "generation".into(),
-                    serde_json::json!({"generation": g, "articles": articles}).to_string(),
+                    serde_json::json!({"generation": generation, "articles": articles}).to_string(),
                 ));
             }
-            generation = g;
+            seen = Some((generation, bytes, sent));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
