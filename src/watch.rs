@@ -310,18 +310,7 @@ pub fn watch(
             .unwrap_or_default()
     };
     if !opts.paths.is_empty() {
-        let started = Instant::now();
-        let report = index::index(
-            &mut writer,
-            encoder.as_ref(),
-            &opts.paths,
-            &IndexOptions {
-                prune: true,
-                ..opts.index.clone()
-            },
-            &progress,
-        )?;
-        report_commit(&writer, emit, "rescan", &report, Vec::new(), started);
+        rescan(&mut writer, encoder.as_ref(), opts, &progress, emit)?;
     }
     follow(engine, &mut writer, emit, &feed_states)?;
     emit(WatchEvent::Ready {
@@ -443,21 +432,7 @@ pub fn watch(
         }
         if last_rescan.elapsed() >= opts.rescan && !opts.paths.is_empty() {
             last_rescan = Instant::now();
-            let started = Instant::now();
-            let report = index::index(
-                &mut writer,
-                encoder.as_ref(),
-                &opts.paths,
-                &IndexOptions {
-                    prune: true,
-                    ..opts.index.clone()
-                },
-                &progress,
-            )?;
-            if report.articles_new + report.articles_changed + report.articles_removed > 0 {
-                report_commit(&writer, emit, "rescan", &report, Vec::new(), started);
-                committed = true;
-            }
+            committed |= rescan(&mut writer, encoder.as_ref(), opts, &progress, emit)?;
         }
         if committed || feeds_changed {
             follow(engine, &mut writer, emit, &feed_states)?;
@@ -470,6 +445,30 @@ pub fn watch(
         drop(p);
     }
     Ok(())
+}
+
+/// A full, pruning pass over the watched folders (as `index --prune`); whether it changed
+/// anything.
+fn rescan(
+    writer: &mut Writer,
+    embedder: &dyn crate::model::Embedder,
+    opts: &WatchOptions,
+    progress: &EventProgress,
+    emit: &(dyn Fn(WatchEvent) + Sync),
+) -> Result<bool, EngineError> {
+    let started = Instant::now();
+    let report = index::index(
+        writer,
+        embedder,
+        &opts.paths,
+        &IndexOptions {
+            prune: true,
+            ..opts.index.clone()
+        },
+        progress,
+    )?;
+    report_commit(writer, emit, "rescan", &report, Vec::new(), started);
+    Ok(report.articles_new + report.articles_changed + report.articles_removed > 0)
 }
 
 /// Indexes the files among `paths` that exist, and removes the articles of those that are gone.
