@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -766,12 +767,18 @@ fn killing_the_watcher_at_any_moment_loses_nothing_and_doubles_nothing() {
     assert!(log.ends_with(b"\n"));
 }
 
-/// A webhook receiver on 127.0.0.1 that refuses the first delivery (500) and accepts the next
-/// ones: (body, Idempotency-Key) of every request.
 /// What a webhook receiver saw: (body, Idempotency-Key, status answered) per request.
 type Deliveries = Arc<Mutex<Vec<(String, Option<String>, u16)>>>;
 
+/// A webhook receiver on 127.0.0.1 that refuses the first delivery (500) and accepts the next
+/// ones.
 fn webhook_receiver() -> (u16, Deliveries) {
+    webhook_receiver_while(Arc::new(AtomicBool::new(false)))
+}
+
+/// A webhook receiver on 127.0.0.1 that answers 503 while `down` is set; once up, it refuses
+/// the first delivery it ever saw (500) and accepts the next ones.
+fn webhook_receiver_while(down: Arc<AtomicBool>) -> (u16, Deliveries) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -797,7 +804,13 @@ fn webhook_receiver() -> (u16, Deliveries) {
             let mut body = vec![0u8; length];
             let _ = reader.read_exact(&mut body);
             let mut log = g2.lock().unwrap();
-            let status = if log.is_empty() { 500 } else { 204 };
+            let status = if down.load(Ordering::SeqCst) {
+                503
+            } else if log.is_empty() {
+                500
+            } else {
+                204
+            };
             log.push((String::from_utf8_lossy(&body).into_owned(), key, status));
             let mut s = stream;
             let _ = write!(
@@ -984,6 +997,73 @@ fn a_server_that_watches_streams_alerts_and_serves_saved_searches_and_stories() 
     assert!(matches!(r, Err(ureq::Error::Status(403, _))));
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+#[test]
+fn webhooks_get_every_alert_at_least_once_across_kills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let news = tmp.path().join("news");
+    std::fs::create_dir_all(&news).unwrap();
+    for n in 0..3 {
+        copy_seed(n, &news.join(format!("{n:03}.txt")));
+    }
+    let store = tmp.path().join("store");
+    likewise(&store).arg("index").arg(&news).assert().success();
+    likewise(&store)
+        .args(["alerts", "add", "shoukry", "Shoukry", "--mode", "lexical"])
+        .assert()
+        .success();
+    let down = Arc::new(AtomicBool::new(true));
+    let (port, hooks) = webhook_receiver_while(down.clone());
+    let hook = format!("http://127.0.0.1:{port}/hook");
+    let folder = news.to_str().unwrap();
+
+    // The receiver is down when the alert is recorded; the watcher is killed while it retries.
+    let w = Watcher::start(&store, &[folder, "--webhook", &hook]);
+    w.wait_for("ready", Duration::from_secs(60), |v| v["event"] == "ready");
+    copy_seed(3, &news.join("003.txt"));
+    let alert = w.wait_for("alert", Duration::from_secs(30), |v| v["event"] == "alert");
+    let until = Instant::now() + Duration::from_secs(20);
+    while hooks.lock().unwrap().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.kill();
+    let refused = hooks.lock().unwrap().clone();
+    assert!(!refused.is_empty(), "the webhook was never tried");
+    assert!(refused.iter().all(|d| d.2 == 503), "{refused:?}");
+
+    // Up again: the next run delivers the alert, with the same id as its key.
+    down.store(false, Ordering::SeqCst);
+    Watcher::start(&store, &[folder, "--webhook", &hook, "--stop-after", "5"]).finish();
+    let got = hooks.lock().unwrap().clone();
+    let accepted: Vec<_> = got[refused.len()..].iter().filter(|d| d.2 == 204).collect();
+    assert_eq!(accepted.len(), 1, "{got:?}");
+    assert_eq!(accepted[0].1.as_deref(), alert["id"].as_str());
+    let body: Value = serde_json::from_str(&accepted[0].0).unwrap();
+    assert_eq!(body["id"], alert["id"]);
+    assert_eq!(body["search"], "shoukry");
+
+    // Delivered means delivered: a further run sends nothing again.
+    Watcher::start(&store, &[folder, "--webhook", &hook, "--stop-after", "2"]).finish();
+    assert_eq!(hooks.lock().unwrap().len(), got.len());
+
+    // A webhook configured later gets what comes from then on, not the history.
+    let (port2, hooks2) = webhook_receiver();
+    let hook2 = format!("http://127.0.0.1:{port2}/hook");
+    Watcher::start(&store, &[folder, "--webhook", &hook2, "--stop-after", "2"]).finish();
+    assert!(hooks2.lock().unwrap().is_empty());
+    let cursors: Value =
+        serde_json::from_slice(&std::fs::read(store.join("webhooks.json")).unwrap()).unwrap();
+    assert!(
+        cursors.get(&hook).is_some() && cursors.get(&hook2).is_some(),
+        "{cursors}"
+    );
+
+    // A damaged cursor file is a warning, not a stop.
+    std::fs::write(store.join("webhooks.json"), "{ not json").unwrap();
+    let (_, stderr) =
+        Watcher::start(&store, &[folder, "--webhook", &hook, "--stop-after", "2"]).finish();
+    assert!(stderr.contains("webhooks.json"), "{stderr}");
 }
 
 trait ChildStdout {

@@ -14,6 +14,8 @@
 //! entry read again is not stored twice), and the follow step takes whatever articles no story
 //! holds yet, so a restarted watcher finishes what a killed one began.
 
+pub mod webhooks;
+
 use crate::engine::follow::{AlertRecord, FollowReport};
 use crate::engine::{Engine, EngineError};
 use crate::index::{self, IndexOptions, IndexReport, Progress};
@@ -53,8 +55,8 @@ pub struct SourceArgs {
     /// Seconds a feed or page may take to answer, whole.
     #[arg(long, default_value_t = 20)]
     pub feed_timeout: u64,
-    /// POST every alert (JSON) to this URL, retried with backoff; the `Idempotency-Key` header
-    /// carries the alert's id (repeatable).
+    /// POST every alert (JSON) to this URL (repeatable): retried with backoff, and sent again
+    /// after a restart until accepted; the `Idempotency-Key` header carries the alert's id.
     #[arg(long = "webhook")]
     pub webhooks: Vec<String>,
 }
@@ -291,14 +293,11 @@ pub fn watch(
         encoder.identity(),
         encoder.precision().as_str(),
     )?;
-    let hooks = Webhooks::start(opts.webhooks.clone(), opts.limits, opts.stop.clone());
-    let deliver = |event: WatchEvent| {
-        if let WatchEvent::Alert(a) = &event {
-            hooks.send(a);
-        }
-        emit(event);
-    };
-    let emit: &(dyn Fn(WatchEvent) + Sync) = &deliver;
+    // Webhooks deliver from the committed alert log, from where their last run stopped.
+    let _hooks =
+        webhooks::Webhooks::start(writer.dir(), &opts.webhooks, opts.limits, &|message| {
+            emit(WatchEvent::Warning { message })
+        })?;
     let progress = EventProgress { emit };
     let base = store_base(writer.dir());
 
@@ -740,70 +739,5 @@ fn fetch_pages(
         parsed_page.meta = article.parsed.meta.clone();
         // The entry's hash stays: the same entry read again is the same article.
         article.parsed = parsed_page;
-    }
-}
-
-/// Alerts POSTed to the operator's webhooks, on a thread of their own: each alert is tried
-/// until it is accepted (a 2xx answer), with a wait doubling from one second, at most
-/// [`WEBHOOK_TRIES`] times; the `Idempotency-Key` header carries its id, so a receiver that saw
-/// it already can drop the repeat.
-pub struct Webhooks {
-    queue: Option<std::sync::Mutex<mpsc::Sender<AlertRecord>>>,
-}
-
-/// Tries of one alert to one webhook.
-pub const WEBHOOK_TRIES: u32 = 6;
-
-impl Webhooks {
-    pub fn start(urls: Vec<String>, limits: FetchLimits, stop: Arc<AtomicBool>) -> Webhooks {
-        if urls.is_empty() {
-            return Webhooks { queue: None };
-        }
-        let (tx, rx) = mpsc::channel::<AlertRecord>();
-        std::thread::spawn(move || {
-            let agent = ureq::AgentBuilder::new()
-                .timeout(limits.timeout)
-                .redirects(0)
-                .build();
-            for alert in rx {
-                let body = serde_json::to_string(&alert).expect("alerts serialise");
-                for url in &urls {
-                    let mut wait = Duration::from_secs(1);
-                    for attempt in 1..=WEBHOOK_TRIES {
-                        let sent = agent
-                            .post(url)
-                            .set("Content-Type", "application/json")
-                            .set("Idempotency-Key", &alert.id)
-                            .send_string(&body);
-                        match sent {
-                            Ok(_) => break,
-                            Err(e) if attempt == WEBHOOK_TRIES || stop.load(Ordering::SeqCst) => {
-                                eprintln!(
-                                    "likewise: warning: webhook {url}: alert {} not delivered after {attempt} tries: {e}",
-                                    alert.id
-                                );
-                                break;
-                            }
-                            Err(_) => {
-                                std::thread::sleep(wait);
-                                wait *= 2;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-        Webhooks {
-            queue: Some(std::sync::Mutex::new(tx)),
-        }
-    }
-
-    pub fn send(&self, alert: &AlertRecord) {
-        if let Some(q) = &self.queue {
-            let _ = q
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .send(alert.clone());
-        }
     }
 }
