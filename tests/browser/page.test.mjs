@@ -212,6 +212,11 @@ test("the map draws the 5 articles in 2 colours; a click opens the article", asy
   await shot(p, "topics");
   await p.selectOption("#by", "story");
   await p.waitForSelector("#clusters .timeline");
+  // The stories are the store's, by the ids they keep: each opens its timeline.
+  assert.match(await p.textContent("#topics-status"), /with the ids they keep/);
+  const storyLinks = await p.$$eval("#clusters .cluster h3 a", (as) => as.map((a) => a.getAttribute("href")));
+  assert.ok(storyLinks.length >= 1);
+  for (const l of storyLinks) assert.match(l, /^#story\?id=\d+$/);
   await shot(p, "stories");
   await p.click("#map circle");
   await p.waitForSelector("#article h1");

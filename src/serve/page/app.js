@@ -310,14 +310,24 @@ async function topicsView(params) {
   const by = params.get("by") || "topic";
   document.getElementById("by").value = by;
   status("topics-status", "Computing the map…");
-  const [map, clusters] = await Promise.all([
+  // Stories are the store's own, with the ids they keep (the follow step places every article);
+  // a store that has none yet (or a damaged book) shows the batch clustering instead.
+  const stable = by === "story" ? api("/api/stories").catch(() => null) : Promise.resolve(null);
+  const [map, stories] = await Promise.all([
     mapCache && mapCache.generation !== undefined ? Promise.resolve(mapCache) : api("/api/map"),
-    api(`/api/clusters?by=${by}`),
+    stable,
   ]);
   mapCache = map;
   drawMap(map);
-  drawClusters(clusters, map, by);
-  status("topics-status", `${map.points.length} articles · ${map.method} · ${clusters.clusters.length} ${by === "story" ? "stories" : "topics"} (${clusters.method})`);
+  // A store no writer has followed yet (a Spark job's only) has articles but no stories.
+  if (stories && (stories.stories.length || stories.articles_alone || !map.points.length)) {
+    drawStories(stories, map);
+    status("topics-status", `${map.points.length} articles · ${map.method} · ${stories.stories.length} stories of two or more articles, with the ids they keep`);
+  } else {
+    const clusters = await api(`/api/clusters?by=${by}`);
+    drawClusters(clusters, map, by);
+    status("topics-status", `${map.points.length} articles · ${map.method} · ${clusters.clusters.length} ${by === "story" ? "stories" : "topics"} (${clusters.method}${by === "story" ? ", numbered for this view only" : ""})`);
+  }
   mapCache = null; // fetched again next time: the store may have changed
 }
 
@@ -360,10 +370,15 @@ function drawMap(map) {
     "Each dot is an article, coloured by topic; nearby dots are similar articles. Hover for the headline, click to open it.";
 }
 
-/** Articles per day of a story, as a small bar chart. */
+/** Articles per day of a story (members with dates), as a small bar chart. */
 function timeline(members) {
   const days = new Map();
   for (const m of members) if (m.date) { const d = m.date.slice(0, 10); days.set(d, (days.get(d) || 0) + 1); }
+  return dayChart(days);
+}
+
+/** A bar chart of articles per day (`YYYY-MM-DD` → count). */
+function dayChart(days) {
   if (!days.size) return el("p", { class: "meta" }, "No dates.");
   const sorted = [...days.keys()].sort();
   const first = new Date(sorted[0] + "T00:00:00Z"), last = new Date(sorted[sorted.length - 1] + "T00:00:00Z");
@@ -401,6 +416,26 @@ function drawClusters(doc, map, by) {
       list));
   }
   if (doc.outliers && doc.outliers.length) root.append(el("p", { class: "meta" }, `${doc.outliers.length} articles in no cluster.`));
+}
+
+/** The store's stories (`/api/stories`): each opens its timeline, by the id it keeps. */
+function drawStories(doc, map) {
+  const root = clear(document.getElementById("clusters"));
+  const topicOf = new Map(map.points.map((p) => [p.key, p.cluster]));
+  for (const s of doc.stories) {
+    const day = (a) => (a.date ? a.date.slice(0, 10) : "");
+    const dates = day(s.first) && day(s.last) ? (day(s.first) === day(s.last) ? day(s.first) : `${day(s.first)} … ${day(s.last)}`) : "";
+    root.append(el("div", { class: "cluster", "data-story": s.id },
+      el("h3", {}, el("span", { class: "swatch", style: `background:${colourOf(topicOf.get(s.first.key))}`, "aria-hidden": "true" }),
+        el("a", { href: href("story", { id: s.id }) }, `Story ${s.id}`), ` · ${s.size} articles`),
+      el("p", {}, s.label),
+      el("p", { class: "meta" }, [s.keywords.join(", "), dates].filter(Boolean).join(" · ")),
+      dayChart(new Map(Object.entries(s.per_day))),
+      el("ul", {},
+        el("li", {}, "first: ", articleLink(s.first)),
+        s.size > 1 ? el("li", {}, "latest: ", articleLink(s.last)) : null)));
+  }
+  if (doc.articles_alone) root.append(el("p", { class: "meta" }, `${doc.articles_alone} articles in stories of their own.`));
 }
 
 // Duplicates --------------------------------------------------------------------------------
