@@ -326,7 +326,9 @@ def index(
     `generation`, `articles_new`, `articles_changed`, `articles_unchanged`, `articles_written`,
     `paragraphs_embedded`, `tokens_embedded`, `skipped` (count) with `problems` (each naming its
     row or id), `duplicate_ids` (id → rows; one row of each is indexed), `converted_ids` (integer
-    ids stored as their decimal strings), and the store's `articles` and `paragraphs` after it.
+    ids stored as their decimal strings), the store's `articles` and `paragraphs` after it, and
+    `alerts`: the alerts the saved searches recorded for the new articles (the driver places
+    them in stories and matches them after the commit, as every writer does).
     """
     from pyspark.sql import functions as F
 
@@ -420,6 +422,8 @@ def index(
         job.close()
         raise
     problems = [p for r in reports for p in r["problems"]]
+    if committed.get("follow_warning"):
+        problems.insert(0, f"store {store_path}: {committed['follow_warning']}")
     # Every row not indexed says so ("…; skipped"); other notes (a paragraph cut short) do not.
     skipped = sum(1 for p in problems if p.endswith("skipped")) + int(extra_rows)
     converted = [c for r in reports for c in r["converted"]]
@@ -445,6 +449,7 @@ def index(
         "converted_id_count": sum(r["converted_count"] for r in reports),
         "articles": committed["articles"],
         "paragraphs": committed["paragraphs"],
+        "alerts": committed["alerts"],
     }
 
 

@@ -168,15 +168,23 @@ def test_a_second_run_embeds_only_new_and_changed_articles(spark, tmp_path):
     rows = articles(120)
     store = tmp_path / "store"
     first = lws.index(frame(spark, rows), str(store))
-    assert first["articles_new"] == len(rows)
+    assert first["articles_new"] == len(rows) and first["alerts"] == 0
+    # The job's commit follows the news as every writer does: stories, and saved searches.
+    likewise.Store(store, model=MODEL).add_alert("quill", "Quillmere", mode="lexical")
     changed = [dict(r, text=r["text"] + "\n\nA late paragraph was added to this report.") for r in rows[20:30]]
-    new = [{"id": f"new-{i}", "text": f"A new report {i}\n\n" + rows[i]["text"]} for i in range(10)]
+    new = [{"id": f"new-{i}", "text": f"A new report {i} from Quillmere\n\n" + rows[i]["text"]} for i in range(10)]
     second_rows = rows[:20] + changed + rows[30:] + new
     second = lws.index(frame(spark, second_rows), str(store))
     assert (second["articles_new"], second["articles_changed"], second["articles_unchanged"]) == (10, 10, len(rows) - 10), second
     assert second["articles_written"] == 20 and second["articles"] == len(rows) + 10
     assert second["generation"] > first["generation"]
     s = likewise.Store(store, model=MODEL)
+    log = s.alert_log("quill")
+    # Each new article alerts once, or is named as a copy of one that did (the duplicate tiers).
+    alerted = [a["key"] for a in log] + [c for a in log for c in a.get("copies", [])]
+    assert second["alerts"] == len(log) and sorted(alerted) == sorted(r["id"] for r in new), (second, log)
+    stories = s.stories(min_size=1)
+    assert sum(st["size"] for st in stories["stories"]) == len(rows) + 10, stories
     doc = s.article(changed[0]["id"])
     assert any("late paragraph" in p["text"] for p in doc["paragraphs"])
     # The changed article is stored once, with its new text.

@@ -1021,7 +1021,11 @@ impl Engine {
             generation: m.generation + 1,
             known,
         };
-        Ok(Job { writer, start })
+        Ok(Job {
+            writer,
+            start,
+            encoder,
+        })
     }
 
     /// One part of a distributed job, run where the part's rows are (a Spark task): embeds the
@@ -1110,6 +1114,8 @@ pub struct JobStart {
 pub struct Job {
     writer: Writer,
     start: JobStart,
+    /// For the follow step after the commit (a saved search's passage without a vector).
+    encoder: Arc<dyn Embedder>,
 }
 
 /// What a job's commit did.
@@ -1120,6 +1126,10 @@ pub struct JobCommitted {
     pub articles_written: usize,
     pub articles: usize,
     pub paragraphs: usize,
+    /// Alerts the follow step recorded for the job's new articles.
+    pub alerts: usize,
+    /// Why the follow step could not run (the articles are committed all the same).
+    pub follow_warning: Option<String>,
 }
 
 impl Job {
@@ -1128,8 +1138,32 @@ impl Job {
     }
 
     /// Commits every part at once (see [`index::commit_parts`]).
+    /// Then runs the follow step, as every writer does: the new articles are placed in stories
+    /// and matched against the saved searches. Its failure (a damaged follow state) does not undo
+    /// the commit: it is reported in `follow_warning`.
     pub fn commit(&mut self, parts: &[index::PartWritten]) -> Result<JobCommitted, EngineError> {
         index::commit_parts(&mut self.writer, parts)?;
+        let encoder = self.encoder.clone();
+        let embed = |text: &str| -> Result<Vec<f32>, EngineError> {
+            Ok(embed_passages_together(encoder.as_ref(), &[text])?
+                .pop()
+                .expect("one passage, one vector"))
+        };
+        let followed = follow::follow_step(
+            &mut self.writer,
+            &embed,
+            &|_| {},
+            crate::cluster::DEFAULT_STORY_THRESHOLD,
+        );
+        let (alerts, follow_warning) = match followed {
+            Ok(report) => (report.map_or(0, |r| r.alerts.len()), None),
+            Err(e) => (
+                0,
+                Some(format!(
+                    "the articles are stored, but their stories and alerts are not: {e}"
+                )),
+            ),
+        };
         let store = self.writer.snapshot()?;
         Ok(JobCommitted {
             generation: self.writer.manifest().generation,
@@ -1137,6 +1171,8 @@ impl Job {
             articles_written: parts.iter().map(|p| p.keys.len()).sum(),
             articles: store.article_count(),
             paragraphs: store.paragraph_count(),
+            alerts,
+            follow_warning,
         })
     }
 }
