@@ -403,19 +403,27 @@ fn feeds_are_read_politely_and_every_failing_feed_is_one_warning() {
     // Backoff: a failing feed is polled less often than the good one.
     let polls = |p: &str| log.iter().filter(|(q, _, _)| q == p).count();
     assert!(polls("/500.xml") < polls("/feed.xml"), "{log:?}");
-    // The entries are articles keyed by guid, the correction replaced its older version, and
-    // the summary-only entry holds its page's article text.
+    // The entries are articles keyed by guid (scoped by their feed: these guids are not URLs),
+    // the correction replaced its older version, and the summary-only entry holds its page's
+    // article text.
+    let feed = server.url("/feed.xml");
+    let key = |guid: &str| format!("{feed}#{guid}");
+    let summary_key = format!("{}#summary-1", server.url("/summaries.xml"));
     let keys = keys_of(&store);
     assert_eq!(
         keys,
-        vec!["summary-1", "wire-0", "wire-1", "wire-2", "wire-3"]
+        ["wire-0", "wire-1", "wire-2", "wire-3"]
+            .map(key)
+            .into_iter()
+            .chain([summary_key.clone()])
+            .collect::<Vec<_>>()
     );
     let s = likewise::store::Store::open(&store).unwrap();
-    let updated = s.article(s.find_key("wire-0").unwrap());
+    let updated = s.article(s.find_key(&key("wire-0")).unwrap());
     assert_eq!(updated.meta.source.as_deref(), Some("Test Wire"));
-    let paragraphs = likewise::articles::paragraphs(&s, s.find_key("wire-0").unwrap());
+    let paragraphs = likewise::articles::paragraphs(&s, s.find_key(&key("wire-0")).unwrap());
     assert!(paragraphs.last().unwrap().text.starts_with("Correction:"));
-    let page = likewise::articles::paragraphs(&s, s.find_key("summary-1").unwrap());
+    let page = likewise::articles::paragraphs(&s, s.find_key(&summary_key).unwrap());
     assert!(
         page.iter().any(|p| p.text.contains("spillway gates")),
         "the page's text was not stored: {page:?}"

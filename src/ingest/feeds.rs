@@ -5,7 +5,8 @@
 //! entry becomes an article: its title, date, source (the entry's own, else the feed's title),
 //! URL, and text (the entry's content, else its summary; HTML cut into paragraphs). An entry is
 //! keyed by its guid (Atom `id`), else its link, so an entry read again is the same article and
-//! an updated one replaces its older version. With `--fetch-pages`, an entry that carries only a
+//! an updated one replaces its older version ([`entry_key`]: URLs in their canonical form, other
+//! guids scoped by their feed). With `--fetch-pages`, an entry that carries only a
 //! summary gets the text of the page it links to, extracted by `dom_smoothie` (a port of
 //! Mozilla's Readability).
 //!
@@ -146,6 +147,63 @@ pub struct ParsedFeed {
     pub summaries_only: Vec<(usize, String)>,
 }
 
+/// Query parameters that only say where a reader came from: a link with or without them is
+/// the same article.
+const TRACKING_PARAMETERS: &[&str] = &[
+    "fbclid", "gclid", "dclid", "gbraid", "wbraid", "msclkid", "yclid", "mc_cid", "mc_eid",
+    "igshid", "ocid", "cmpid", "ref_src", "_ga", "_gl",
+];
+
+/// A web address in the form that names its article: scheme and host in lower case, no default
+/// port, no fragment, no tracking parameters (`utm_*` and the like; the others keep their order).
+/// `None` for what is not an absolute http(s) URL.
+pub fn canonical_url(raw: &str) -> Option<String> {
+    let mut url = url::Url::parse(raw.trim()).ok()?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return None;
+    }
+    url.set_fragment(None);
+    let tracking = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        name.starts_with("utm_") || TRACKING_PARAMETERS.contains(&name.as_str())
+    };
+    if url.query_pairs().any(|(name, _)| tracking(&name)) {
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(name, _)| !tracking(name))
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+        if kept.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(kept);
+        }
+    } else if url.query() == Some("") {
+        url.set_query(None);
+    }
+    Some(url.to_string())
+}
+
+/// The key of a feed entry whose guid (or, without one, link) is `id`: a URL in its canonical
+/// form, so the same article linked with tracking parameters or read from two feeds is one; a
+/// URN or tag URI as it is (unique by their definition); any other guid (`post-123`) scoped by
+/// the feed's own address, so two feeds numbering their entries alike do not overwrite each
+/// other. Empty when `id` is.
+pub fn entry_key(feed_url: &str, id: &str) -> String {
+    if id.is_empty() {
+        return String::new();
+    }
+    if let Some(url) = canonical_url(id) {
+        return url;
+    }
+    let lower = id.to_ascii_lowercase();
+    if lower.starts_with("urn:") || lower.starts_with("tag:") {
+        return id.to_string();
+    }
+    let feed = canonical_url(feed_url).unwrap_or_else(|| feed_url.to_string());
+    format!("{feed}#{id}")
+}
+
 /// Parses RSS 2.0, RSS 1.0 or Atom `bytes` fetched from `url`.
 pub fn parse_feed(url: &str, bytes: &[u8], max_article_bytes: usize) -> Result<ParsedFeed, String> {
     let parser = feed_rs::parser::Builder::new()
@@ -183,7 +241,7 @@ pub fn parse_feed(url: &str, bytes: &[u8], max_article_bytes: usize) -> Result<P
             reason,
         };
         let link = entry.links.first().map(|l| l.href.clone());
-        let key = entry.id.trim().to_string();
+        let key = entry_key(url, entry.id.trim());
         if key.is_empty() {
             out.skipped.push(skip(
                 "the entry has neither a guid nor a link; skipped".into(),
@@ -393,7 +451,7 @@ mod tests {
         assert_eq!(feed.title.as_deref(), Some("Wire Desk"));
         assert_eq!(feed.articles.len(), 2);
         let a = &feed.articles[0];
-        assert_eq!(a.key, "wire-1");
+        assert_eq!(a.key, "http://127.0.0.1/feed#wire-1");
         assert_eq!(a.parsed.title, "Talks resume in Cairo");
         assert_eq!(
             a.parsed.paragraphs,
@@ -417,6 +475,40 @@ mod tests {
         );
         assert_eq!(feed.skipped.len(), 1, "{:?}", feed.skipped);
         assert!(feed.skipped[0].reason.contains("neither a guid nor a link"));
+    }
+
+    #[test]
+    fn keys_name_the_article_not_the_way_it_was_linked() {
+        assert_eq!(
+            canonical_url("HTTPS://News.Example.org:443/a/b?id=7&utm_source=rss&fbclid=x#top"),
+            Some("https://news.example.org/a/b?id=7".into())
+        );
+        assert_eq!(
+            canonical_url("http://example.org/story?utm_medium=feed"),
+            Some("http://example.org/story".into())
+        );
+        assert_eq!(
+            canonical_url("http://example.org/s?b=2&a=1"),
+            Some("http://example.org/s?b=2&a=1".into())
+        );
+        assert_eq!(canonical_url("post-123"), None);
+        assert_eq!(canonical_url("ftp://example.org/x"), None);
+        let feed = "http://127.0.0.1/feed";
+        assert_eq!(
+            entry_key(feed, "https://example.org/a?utm_campaign=x"),
+            entry_key("http://127.0.0.1/other", "https://example.org/a")
+        );
+        assert_eq!(entry_key(feed, "urn:uuid:1234"), "urn:uuid:1234");
+        assert_eq!(
+            entry_key(feed, "tag:example.org,2024:1"),
+            "tag:example.org,2024:1"
+        );
+        assert_eq!(entry_key(feed, "123"), "http://127.0.0.1/feed#123");
+        assert_ne!(
+            entry_key(feed, "123"),
+            entry_key("http://127.0.0.1/other", "123")
+        );
+        assert_eq!(entry_key(feed, ""), "");
     }
 
     #[test]
