@@ -536,6 +536,21 @@ mod tests {
     }
 
     #[test]
+    fn a_feed_in_latin_1_is_read_as_it_says() {
+        let mut bytes = br#"<?xml version="1.0" encoding="ISO-8859-1"?><rss version="2.0"><channel><title>Le Desk</title><item><title>Caf"#.to_vec();
+        bytes.push(0xE9);
+        bytes.extend_from_slice(br#" ouvert</title><guid>x1</guid><description>Un caf"#);
+        bytes.push(0xE9);
+        bytes.extend_from_slice(b" ici.</description></item></channel></rss>");
+        let feed = parse_feed("http://127.0.0.1/f", &bytes, 1 << 20).unwrap();
+        assert_eq!(feed.articles[0].parsed.title, "Caf\u{e9} ouvert");
+        assert_eq!(
+            feed.articles[0].parsed.paragraphs,
+            vec!["Un caf\u{e9} ici."]
+        );
+    }
+
+    #[test]
     fn atom_entries_are_read() {
         let atom = r#"<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom"><title>Atom Desk</title><id>urn:feed</id>
