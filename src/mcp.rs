@@ -13,6 +13,7 @@ use crate::engine::docs::{
     ArticleDoc, By, ClusterRequest, ClustersResult, CompareResult, DupesRequest, DupesResult, Hit,
     QueryRequest, QueryResult,
 };
+use crate::engine::follow::{StoriesList, StoryTimeline};
 use crate::engine::{Engine, EngineError};
 use crate::index::{CollectWarnings, IndexOptions};
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -73,8 +74,14 @@ pub struct CompareArgs {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct StoriesArgs {
-    /// How alike articles must be to form a story: mean cosine, 0.84 by default; higher gives
-    /// tighter, smaller stories.
+    /// Only stories with an article on or after this day (YYYY-MM-DD; the store's stories).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Only stories with an article in the last this many days (the store's stories).
+    #[serde(default)]
+    pub active_days: Option<u32>,
+    /// Regroup the archive at this threshold instead (mean cosine; the store's stories use
+    /// 0.84; higher gives tighter, smaller stories). Ids are then for this answer only.
     #[serde(default)]
     pub threshold: Option<f32>,
 }
@@ -82,8 +89,12 @@ pub struct StoriesArgs {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct TimelineArgs {
     /// The key of any article of the story.
-    pub key: String,
-    /// As for `stories`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Or the story's id (from `stories`, or an alert).
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// Regroup at this threshold instead of the store's stories (with `key`).
     #[serde(default)]
     pub threshold: Option<f32>,
 }
@@ -224,8 +235,57 @@ fn compare_brief(doc: &CompareResult) -> Value {
     })
 }
 
+/// Whether the store keeps stories (every writer's follow step makes them; a store made by an
+/// older likewise has none until its next `index`).
+fn has_story_book(engine: &Engine) -> Result<bool, EngineError> {
+    let store = engine.store()?;
+    Ok(crate::engine::follow::FollowState::load(&store)?.is_some())
+}
+
+/// The store's stories, by the ids they keep.
+fn kept_stories_brief(list: &StoriesList) -> Value {
+    json!({
+        "kept_ids": true,
+        "stories": list.stories.iter().take(MOST_ITEMS).map(|s| json!({
+            "id": s.id, "label": s.label, "keywords": s.keywords, "size": s.size,
+            "first": s.first, "last": s.last, "sources": s.per_source,
+        })).collect::<Vec<_>>(),
+        "stories_in_all": list.stories.len(),
+        "articles_alone": list.articles_alone,
+    })
+}
+
+/// A story's timeline, by the id it keeps: who reported first, who followed, what each added.
+fn kept_timeline_brief(doc: &StoryTimeline) -> Value {
+    let mut per_day: Vec<(String, usize)> = Vec::new();
+    for e in &doc.timeline {
+        let day = e
+            .article
+            .date
+            .as_deref()
+            .map_or("undated".into(), |d| d.chars().take(10).collect());
+        match per_day.last_mut() {
+            Some((d, n)) if *d == day => *n += 1 + e.copies.len(),
+            _ => per_day.push((day, 1 + e.copies.len())),
+        }
+    }
+    json!({
+        "kept_ids": true,
+        "story": {"id": doc.story.id, "asked": doc.asked, "label": doc.story.label,
+                  "keywords": doc.story.keywords, "size": doc.story.size},
+        "articles": doc.timeline.iter().map(|e| json!({
+            "date": e.article.date, "key": e.article.key, "title": e.article.title,
+            "source": e.article.source,
+            "copies": e.copies.iter().map(|c| &c.key).collect::<Vec<_>>(),
+            "adds": e.adds.iter().take(3).map(|p| clip(p)).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "per_day": per_day.iter().map(|(d, n)| json!({"date": d, "articles": n})).collect::<Vec<_>>(),
+    })
+}
+
 fn stories_brief(result: &ClustersResult) -> Value {
     json!({
+        "kept_ids": false,
         "stories": result.clusters.iter().take(MOST_ITEMS).map(|c| json!({
             "id": c.id,
             "label": c.label,
@@ -270,6 +330,7 @@ fn timeline(result: &ClustersResult, key: &str, found: &str) -> Result<Value, En
         }
     }
     Ok(json!({
+        "kept_ids": false,
         "story": {"id": story.id, "label": story.label, "keywords": story.keywords, "size": story.size},
         "articles": members.iter().map(|m| json!({
             "date": m.date, "key": m.article.key, "title": m.article.title,
@@ -382,13 +443,17 @@ impl Tools {
     }
 
     #[tool(
-        description = "The stories of the archive: groups of articles covering the same event, each with a label (its most central headline), keywords, size, date span and its articles (up to 20 each; the 50 largest stories)."
+        description = "The stories of the archive: groups of articles covering the same event, each with an id it keeps as the story grows (alerts and timelines use it), a label (its most central headline), keywords, size, its first and latest article and its sources (the 50 most recent stories). Filter by `since` or `active_days`; give `threshold` to regroup the archive looser or tighter instead (ids then for this answer only)."
     )]
     async fn stories(
         &self,
         Parameters(args): Parameters<StoriesArgs>,
     ) -> Result<CallToolResult, McpError> {
         self.answer(move |engine| {
+            if args.threshold.is_none() && has_story_book(engine)? {
+                let list = engine.stories_list(args.since.as_deref(), args.active_days, 2)?;
+                return Ok(kept_stories_brief(&list));
+            }
             let request = ClusterRequest {
                 by: By::Story,
                 threshold: args.threshold,
@@ -400,22 +465,39 @@ impl Tools {
     }
 
     #[tool(
-        description = "The timeline of the story an article belongs to: the story's label and keywords, all its articles in date order, and how many appeared each day. Give the key of any article of the story."
+        description = "The timeline of a story, by its id or by the key of any of its articles: the first report, who followed when (copies collapsed under their original), what each article added to those before it, and how many appeared each day."
     )]
     async fn story_timeline(
         &self,
         Parameters(args): Parameters<TimelineArgs>,
     ) -> Result<CallToolResult, McpError> {
         self.answer(move |engine| {
+            if args.threshold.is_none() && has_story_book(engine)? {
+                let doc = match (args.id, args.key.as_deref()) {
+                    (Some(id), _) => engine.story_timeline(id)?,
+                    (None, Some(key)) => engine.story_timeline_of(key)?,
+                    (None, None) => {
+                        return Err(EngineError::Invalid(
+                            "give the story's `id` or the `key` of one of its articles".into(),
+                        ))
+                    }
+                };
+                return Ok(kept_timeline_brief(&doc));
+            }
+            let key = args.key.ok_or_else(|| {
+                EngineError::Invalid(
+                    "this archive keeps no stories yet (or a threshold was given): give the `key` of an article"
+                        .into(),
+                )
+            })?;
             let store = engine.store()?;
-            let found =
-                crate::engine::article_ref(&store, engine.find_article(&store, &args.key)?).key;
+            let found = crate::engine::article_ref(&store, engine.find_article(&store, &key)?).key;
             let request = ClusterRequest {
                 by: By::Story,
                 threshold: args.threshold,
                 ..ClusterRequest::default()
             };
-            timeline(&engine.clusters(&request)?, &args.key, &found)
+            timeline(&engine.clusters(&request)?, &key, &found)
         })
         .await
     }

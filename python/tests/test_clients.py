@@ -290,6 +290,15 @@ def test_an_mcp_client_over_stdio_searches_the_seeds(store):
             assert "Rafah" in article["title"] and len(article["paragraphs"]) > 3
             timeline = json.loads((await client.call_tool("story_timeline", {"key": "004"})).content[0].text)
             assert sorted(a["key"].split("/")[-1][:3] for a in timeline["articles"]) == ["002", "003", "004"]
+            # Stories by the ids the store keeps (the same as `likewise stories`), a timeline by id.
+            stories = json.loads((await client.call_tool("stories", {})).content[0].text)
+            assert stories["kept_ids"] and sorted(st["size"] for st in stories["stories"]) == [2, 3], stories
+            rafah = next(st for st in stories["stories"] if st["size"] == 3)
+            assert timeline["kept_ids"] is True and timeline["story"]["id"] == rafah["id"]
+            by_id = json.loads((await client.call_tool("story_timeline", {"id": rafah["id"]})).content[0].text)
+            assert by_id["articles"] == timeline["articles"]
+            neither = await client.call_tool("story_timeline", {})
+            assert neither.is_error and "id" in neither.content[0].text
             compared = json.loads((await client.call_tool("compare", {"a": "003", "b": "004"})).content[0].text)
             assert compared["matches"]
             missing = await client.call_tool("article", {"key": "no-such-article"})

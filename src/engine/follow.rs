@@ -942,6 +942,21 @@ impl super::Engine {
         let book = followed_book(&store)?;
         timeline(&store, &book, id)
     }
+
+    /// The timeline of the story that holds an article (its key, or a stored name as
+    /// [`Engine::find_article`] takes).
+    pub fn story_timeline_of(&self, article: &str) -> Result<StoryTimeline, EngineError> {
+        let store = self.store()?;
+        let loc = self.find_article(&store, article)?;
+        let key = &store.article(loc).key;
+        let book = followed_book(&store)?;
+        let id = book.assigned.get(key).copied().ok_or_else(|| {
+            EngineError::NotFound(format!(
+                "{key} is in no story yet: the next `likewise index` or watcher places it"
+            ))
+        })?;
+        timeline(&store, &book, id)
+    }
 }
 
 fn followed_book(store: &Store) -> Result<StoryBook, EngineError> {
