@@ -626,6 +626,15 @@ fn a_watched_folder_alerts_once_per_story_copy_and_keeps_story_ids() {
         json_of(likewise(&store).args(["story", &rafah_story.to_string(), "--format", "json"]));
     let entries = timeline["timeline"].as_array().unwrap();
     let keys: Vec<&str> = entries.iter().map(|e| e["key"].as_str().unwrap()).collect();
+    // The same story, asked for by one of its articles.
+    let by_article = json_of(likewise(&store).args([
+        "story",
+        "--article",
+        news.join("003.txt").to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    assert_eq!(by_article["story"]["id"], rafah_story, "{by_article:#}");
     assert!(
         keys.iter().any(|k| k.ends_with("003.txt")) && keys.iter().any(|k| k.ends_with("004.txt")),
         "{timeline:#}"

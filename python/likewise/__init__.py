@@ -420,9 +420,15 @@ class Store:
             active = _int("active", active, 0)
         return json.loads(self._native.stories_json(since, active, _int("min_size", min_size)))
 
-    def story(self, id: int) -> dict:
-        """One story's timeline (`likewise story ID`): a merged story's id resolves to the story
-        it joined."""
+    def story(self, id: Optional[int] = None, article: Optional[str] = None) -> dict:
+        """One story's timeline (`likewise story ID`), or that of the story holding `article` (a
+        key): a merged story's id resolves to the story it joined."""
+        if (id is None) == (article is None):
+            raise TypeError("give a story id or an article key, not both")
+        if article is not None:
+            if not isinstance(article, str):
+                raise TypeError(f"article must be a str, not {type(article).__name__}")
+            return json.loads(self._native.story_of_json(article))
         return json.loads(self._native.story_json(_int("id", id, 0)))
 
     def map(self) -> dict:

@@ -401,6 +401,11 @@ impl StoreEngine {
             .map_err(py_err)
     }
 
+    fn story_of_json(&self, py: Python<'_>, article: &str) -> PyResult<String> {
+        py.detach(|| self.engine.story_timeline_of(article).map(|r| to_json(&r)))
+            .map_err(py_err)
+    }
+
     fn map_json(&self, py: Python<'_>) -> PyResult<String> {
         py.detach(|| self.engine.map().map(|r| to_json(r.as_ref())))
             .map_err(py_err)

@@ -399,6 +399,12 @@ def test_saved_searches_alert_on_new_articles_and_stories_keep_their_ids(model, 
     assert timeline["story"]["id"] == sid and timeline["timeline"]
     with pytest.raises(likewise.NotFoundError):
         store.story(987654)
+    member = timeline["timeline"][0]["key"]
+    assert store.story(article=member)["story"]["id"] == sid
+    with pytest.raises(TypeError):
+        store.story(sid, article=member)
+    with pytest.raises(likewise.NotFoundError):
+        store.story(article="no-such-article")
     # Removing keeps the log.
     store.remove_alert("rafah")
     with pytest.raises(likewise.NotFoundError):

@@ -220,10 +220,15 @@ with --format jsonl. Ctrl-C commits the batch in progress and stops; a kill lose
     /// and what each article adds to those before it.
     #[command(after_help = "Examples:
   likewise story 3
-  likewise story 3 --format json")]
+  likewise story 3 --format json
+  likewise story --article news/rafah-talks.txt     the story that holds this article")]
     Story {
         /// The story's id (an id merged into another resolves to it).
-        id: u64,
+        #[arg(required_unless_present = "article")]
+        id: Option<u64>,
+        /// Or the story that holds this article (its key or file).
+        #[arg(long, conflicts_with = "id")]
+        article: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -889,8 +894,20 @@ pub fn run(cli: Cli) -> Result<i32, CliError> {
             }
             Ok(exit::SUCCESS)
         }
-        Command::Story { id, format } => {
-            let result = g.engine().story_timeline(*id)?;
+        Command::Story {
+            id,
+            article,
+            format,
+        } => {
+            let result = match (id, article) {
+                (Some(id), _) => g.engine().story_timeline(*id)?,
+                (None, Some(article)) => g.engine().story_timeline_of(article)?,
+                (None, None) => {
+                    return Err(
+                        EngineError::Invalid("give a story id, or --article KEY".into()).into(),
+                    )
+                }
+            };
             let mut out = std::io::stdout().lock();
             match format {
                 Format::Json => write_json(&mut out, &result)?,
