@@ -145,6 +145,13 @@ fn debris_of_an_interrupted_write_is_ignored_and_removed() {
     drop(Writer::open(&store, fake.identity(), "f32").unwrap());
     assert!(!store.join("seg-99999999-dead.lkw").exists());
     assert!(!store.join("MANIFEST.123.tmp").exists());
+    // A saved search being written by another process right now (under its own lock) is not
+    // debris: removing its temp file would make that write fail.
+    std::fs::write(store.join("searches.json.456.tmp"), b"[]").unwrap();
+    std::fs::write(store.join("webhooks.json.456.tmp"), b"{}").unwrap();
+    drop(Writer::open(&store, fake.identity(), "f32").unwrap());
+    assert!(store.join("searches.json.456.tmp").exists());
+    assert!(store.join("webhooks.json.456.tmp").exists());
 }
 
 #[test]

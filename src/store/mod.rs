@@ -162,6 +162,10 @@ fn is_zero(n: &u64) -> bool {
 /// The alert log: one JSON line per alert, appended by the commits that record them.
 pub const ALERT_LOG: &str = "alerts.log";
 
+/// How old a temp file written outside the commit protocol must be to count as abandoned (its
+/// writer takes milliseconds).
+const ABANDONED_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl Manifest {
     /// Bytes of the segments' compact-vector files.
     pub fn compact_bytes(&self) -> u64 {
@@ -854,8 +858,22 @@ impl Writer {
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
             let named = named_files.contains(&name);
+            let written_by_writer = name.starts_with("seg-")
+                || name.starts_with("follow-")
+                || name.starts_with(MANIFEST);
+            // Files kept beside the store outside the commit protocol (the saved searches, the
+            // webhooks' cursors) are replaced by other locks' holders, maybe right now: their
+            // temp files are debris only once clearly abandoned.
+            let abandoned = || {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > ABANDONED_TEMP_AGE)
+            };
             let debris = ((name.starts_with("seg-") || name.starts_with("follow-")) && !named)
-                || name.ends_with(".tmp");
+                || (name.ends_with(".tmp") && (written_by_writer || abandoned()));
             if debris {
                 remove_path(&entry.path());
             }
