@@ -22,7 +22,7 @@ use crate::hybrid::Halves;
 use crate::ingest::feeds::FeedState;
 use crate::lexical::{self, Analysis, LexicalQuery, Unit};
 use crate::percolate::{self, Percolation};
-use crate::store::{read_alert_log, read_follow, ArticleLoc, Store, StoreError, Writer};
+use crate::store::{read_follow, ArticleLoc, Store, StoreError, Writer};
 use crate::stories::StoryBook;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -561,7 +561,13 @@ fn is_copy(store: &Store, a: ArticleLoc, b: ArticleLoc, t: &crate::dupes::Thresh
 
 /// The committed alerts of the store in `dir`, oldest first.
 pub fn read_alerts(store: &Store) -> Result<Vec<AlertRecord>, EngineError> {
-    let bytes = read_alert_log(&store.dir, &store.manifest)?;
+    read_alerts_from(store, 0)
+}
+
+/// The committed alerts from byte `from` of the log on (a line boundary: where an earlier read
+/// ended), oldest first.
+pub fn read_alerts_from(store: &Store, from: u64) -> Result<Vec<AlertRecord>, EngineError> {
+    let bytes = crate::store::read_alert_log_from(&store.dir, &store.manifest, from)?;
     let mut out = Vec::new();
     for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
@@ -570,7 +576,11 @@ pub fn read_alerts(store: &Store) -> Result<Vec<AlertRecord>, EngineError> {
         let record = serde_json::from_slice(line).map_err(|e| {
             EngineError::Store(Box::new(StoreError::Corrupt {
                 path: store.dir.join(crate::store::ALERT_LOG),
-                reason: format!("line {} is not an alert: {e}", n + 1),
+                reason: if from == 0 {
+                    format!("line {} is not an alert: {e}", n + 1)
+                } else {
+                    format!("line {} after byte {from} is not an alert: {e}", n + 1)
+                },
             }))
         })?;
         out.push(record);

@@ -213,23 +213,23 @@ pub async fn story(State(app): State<Shared>, Path(id): Path<String>) -> ApiResu
 }
 
 /// Sends the store's new alerts and generations to the stream, as they are committed: the
-/// manifest is looked at every quarter of a second, the alert log read only when it grew.
+/// manifest is looked at every quarter of a second, and only the part of the alert log committed
+/// since the last look is read.
 pub async fn tail_alert_log(app: Shared) {
-    // (generation, committed bytes of the log, alerts already sent)
-    let mut seen: Option<(u64, u64, usize)> = None;
+    // (generation, committed bytes of the log already sent)
+    let mut seen: Option<(u64, u64)> = None;
     loop {
         let app2 = app.clone();
         let last = seen;
         let found = tokio::task::spawn_blocking(move || {
             let store = app2.engine.store().ok()?;
             let m = &store.manifest;
-            if last.is_some_and(|(g, _, _)| g == m.generation) {
-                return Some((m.generation, m.alert_log_bytes, None, store.article_count()));
-            }
-            let alerts = if last.is_none_or(|(_, bytes, _)| bytes != m.alert_log_bytes) {
-                crate::engine::follow::read_alerts(&store).ok()
-            } else {
-                None
+            // The first look only notes where the log ends: the stream carries what comes next.
+            let alerts = match last {
+                Some((_, sent)) if m.alert_log_bytes > sent => {
+                    crate::engine::follow::read_alerts_from(&store, sent).ok()
+                }
+                _ => None,
             };
             Some((
                 m.generation,
@@ -242,26 +242,24 @@ pub async fn tail_alert_log(app: Shared) {
         .ok()
         .flatten();
         if let Some((generation, bytes, alerts, articles)) = found {
-            let mut sent = seen.map_or(0, |s| s.2);
+            // A shorter log than was sent: the store was made anew; follow it from its end.
+            let mut sent = seen.map_or(bytes, |s| s.1.min(bytes));
             if let Some(alerts) = alerts {
-                // The first look only counts what is there: the stream carries what comes next.
-                if seen.is_some() {
-                    for a in alerts.iter().skip(sent) {
-                        let _ = app.events.send((
-                            "alert".into(),
-                            serde_json::to_string(a).expect("alerts serialise"),
-                        ));
-                    }
+                for a in &alerts {
+                    let _ = app.events.send((
+                        "alert".into(),
+                        serde_json::to_string(a).expect("alerts serialise"),
+                    ));
                 }
-                sent = alerts.len();
+                sent = bytes;
             }
-            if seen.is_some_and(|(g, _, _)| g != generation) {
+            if seen.is_some_and(|(g, _)| g != generation) {
                 let _ = app.events.send((
                     "generation".into(),
                     serde_json::json!({"generation": generation, "articles": articles}).to_string(),
                 ));
             }
-            seen = Some((generation, bytes, sent));
+            seen = Some((generation, sent));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

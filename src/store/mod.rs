@@ -23,7 +23,7 @@ use format::{ArticleRecord, ChunkRecord, FormatError, SegmentData};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// The manifest's file name in the store folder.
@@ -1490,22 +1490,39 @@ pub fn read_follow(dir: &Path, manifest: &Manifest) -> Result<Option<Vec<u8>>, S
 
 /// The committed part of the alert log: whole JSON lines, oldest first.
 pub fn read_alert_log(dir: &Path, manifest: &Manifest) -> Result<Vec<u8>, StoreError> {
-    if manifest.alert_log_bytes == 0 {
+    read_alert_log_from(dir, manifest, 0)
+}
+
+/// The committed part of the alert log from byte `from` on (a line boundary a reader reached
+/// before): what followers of the log read, so a long log is not read again for each alert.
+pub fn read_alert_log_from(
+    dir: &Path,
+    manifest: &Manifest,
+    from: u64,
+) -> Result<Vec<u8>, StoreError> {
+    let committed = manifest.alert_log_bytes;
+    if committed <= from {
         return Ok(Vec::new());
     }
     let path = dir.join(ALERT_LOG);
-    let mut bytes = std::fs::read(&path).map_err(io_err(&path))?;
-    if (bytes.len() as u64) < manifest.alert_log_bytes {
+    let read = || -> std::io::Result<(u64, Vec<u8>)> {
+        let mut file = File::open(&path)?;
+        let length = file.metadata()?.len();
+        if length < committed {
+            return Ok((length, Vec::new()));
+        }
+        file.seek(std::io::SeekFrom::Start(from))?;
+        let mut bytes = vec![0; (committed - from) as usize];
+        file.read_exact(&mut bytes)?;
+        Ok((length, bytes))
+    };
+    let (length, bytes) = read().map_err(io_err(&path))?;
+    if length < committed {
         return Err(StoreError::Corrupt {
             path,
-            reason: format!(
-                "it holds {} bytes, fewer than the {} committed",
-                bytes.len(),
-                manifest.alert_log_bytes
-            ),
+            reason: format!("it holds {length} bytes, fewer than the {committed} committed"),
         });
     }
-    bytes.truncate(manifest.alert_log_bytes as usize);
     Ok(bytes)
 }
 

@@ -15,7 +15,7 @@
 use crate::engine::follow::AlertRecord;
 use crate::engine::EngineError;
 use crate::ingest::feeds::FetchLimits;
-use crate::store::{atomic_write, read_alert_log, read_manifest};
+use crate::store::{atomic_write, read_alert_log_from, read_manifest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -170,8 +170,8 @@ impl Delivery {
         if manifest.alert_log_bytes <= at {
             return Ok(());
         }
-        let log = read_alert_log(&self.dir, &manifest)?;
-        for line in log[at as usize..].split_inclusive(|&b| b == b'\n') {
+        let log = read_alert_log_from(&self.dir, &manifest, at)?;
+        for line in log.split_inclusive(|&b| b == b'\n') {
             let next = at + line.len() as u64;
             let body = line.strip_suffix(b"\n").unwrap_or(line);
             if !body.is_empty() {
