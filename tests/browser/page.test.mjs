@@ -100,6 +100,9 @@ async function shot(p, name) {
 
 async function search(p, text) {
   await p.fill("#passage", text);
+  // The status of an earlier search says "like the passage" too: clear it, so the wait below
+  // is for this search's answer.
+  await p.evaluate(() => { document.getElementById("search-status").textContent = ""; });
   await p.click("#search-form button[type=submit]");
   await p.waitForFunction(() => /like the passage/.test(document.getElementById("search-status").textContent));
 }
