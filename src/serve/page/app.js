@@ -311,20 +311,23 @@ async function topicsView(params) {
   document.getElementById("by").value = by;
   status("topics-status", "Computing the map…");
   // Stories are the store's own, with the ids they keep (the follow step places every article);
-  // a store that has none yet (or a damaged book) shows the batch clustering instead.
-  const stable = by === "story" ? api("/api/stories").catch(() => null) : Promise.resolve(null);
-  const [map, stories] = await Promise.all([
+  // a store that has none yet (or a damaged book) shows the batch clustering instead. Everything
+  // is fetched first, so the map and its list appear together.
+  const batch = () => api(`/api/clusters?by=${by}`);
+  const [map, stories, topics] = await Promise.all([
     mapCache && mapCache.generation !== undefined ? Promise.resolve(mapCache) : api("/api/map"),
-    stable,
+    by === "story" ? api("/api/stories").catch(() => null) : Promise.resolve(null),
+    by === "story" ? Promise.resolve(null) : batch(),
   ]);
   mapCache = map;
-  drawMap(map);
   // A store no writer has followed yet (a Spark job's only) has articles but no stories.
-  if (stories && (stories.stories.length || stories.articles_alone || !map.points.length)) {
+  const kept = stories && (stories.stories.length || stories.articles_alone || !map.points.length);
+  const clusters = kept ? null : topics || await batch();
+  drawMap(map);
+  if (kept) {
     drawStories(stories, map);
     status("topics-status", `${map.points.length} articles · ${map.method} · ${stories.stories.length} stories of two or more articles, with the ids they keep`);
   } else {
-    const clusters = await api(`/api/clusters?by=${by}`);
     drawClusters(clusters, map, by);
     status("topics-status", `${map.points.length} articles · ${map.method} · ${clusters.clusters.length} ${by === "story" ? "stories" : "topics"} (${clusters.method}${by === "story" ? ", numbered for this view only" : ""})`);
   }
